@@ -1,0 +1,73 @@
+"""API keys with scopes (``read`` < ``write`` < ``admin``), compared in constant time."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Final
+
+from aiohttp import web
+
+from .config import ApiKey
+from .errors import Forbidden, Handler, Unauthorized
+
+RANK: Final = {"read": 1, "write": 2, "admin": 3}
+
+
+def _digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+class KeyRing:
+    """Resolve a presented bearer token to the highest scope rank it grants (0 = none)."""
+
+    def __init__(self, keys: tuple[ApiKey, ...]) -> None:
+        self._keys = [(_digest(k.key), max(RANK[s] for s in k.scopes)) for k in keys]
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._keys)
+
+    def rank(self, token: str) -> int:
+        presented = _digest(token)
+        rank = 0
+        for digest, key_rank in self._keys:  # no early exit: timing does not reveal which key
+            if hmac.compare_digest(digest, presented):
+                rank = max(rank, key_rank)
+        return rank
+
+
+def scope_for(request: web.Request) -> str | None:
+    """Scope a route needs: None for public routes, else read/write/admin."""
+    path = request.path
+    if path in ("/health", "/ready", "/openapi.json") or not path.startswith("/api/"):
+        return None
+    if path.startswith("/api/v1/admin"):
+        return "admin"
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return "read"
+    if request.method == "POST" and path.endswith("/search"):
+        return "read"
+    return "write"
+
+
+def make_auth_middleware(ring: KeyRing) -> object:
+    @web.middleware
+    async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not ring.enabled:
+            return await handler(request)
+        needed = scope_for(request)
+        if needed is None:
+            return await handler(request)
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized("send an API key as 'Authorization: Bearer <key>'")
+        rank = ring.rank(token.strip())
+        if rank == 0:
+            raise Unauthorized("unknown API key")
+        if rank < RANK[needed]:
+            raise Forbidden(f"this API key lacks the '{needed}' scope")
+        return await handler(request)
+
+    return auth_middleware

@@ -1,0 +1,107 @@
+"""The only module that knows HTTP statuses: one JSON error shape for every failure."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import msgspec
+from aiohttp import web
+
+from s5vec.index import (
+    CollectionExists, CollectionNotFound, DimensionMismatch, IndexError_, InvalidRecord, RecordNotFound,
+)
+from s5vec.ops import DataDirLocked
+from s5vec.storage import BackendUnavailable, BlobCorrupt, BlobNotFound, StorageError
+
+log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiError(Exception):
+    """An error raised by a handler with its code and status already decided."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+
+class RequestInvalid(ApiError):
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(400, "invalid_request", message, field)
+
+
+class Unauthorized(ApiError):
+    def __init__(self, message: str = "missing or unknown API key") -> None:
+        super().__init__(401, "unauthorized", message)
+
+
+class Forbidden(ApiError):
+    def __init__(self, message: str) -> None:
+        super().__init__(403, "forbidden", message)
+
+
+STATUS: Final[tuple[tuple[type[Exception], int, str], ...]] = (
+    (InvalidRecord, 400, "invalid_request"),
+    (RecordNotFound, 404, "record_not_found"),
+    (CollectionNotFound, 404, "collection_not_found"),
+    (CollectionExists, 409, "collection_exists"),
+    (DimensionMismatch, 422, "dimension_mismatch"),
+    (IndexError_, 400, "invalid_request"),
+    (BlobNotFound, 500, "blob_missing"),
+    (BlobCorrupt, 500, "storage_corrupt"),
+    (BackendUnavailable, 503, "storage_unavailable"),
+    (DataDirLocked, 503, "storage_unavailable"),
+    (StorageError, 503, "storage_error"),
+)
+_HTTP_CODES: Final = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                      405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
+_ENCODER: Final = msgspec.json.Encoder()
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None,
+                   headers: dict[str, str] | None = None) -> web.Response:
+    body: dict[str, str] = {"code": code, "message": message}
+    if field:
+        body["field"] = field
+    return web.Response(status=status, body=_ENCODER.encode({"error": body}),
+                        content_type="application/json", headers=headers)
+
+
+def translate(exc: BaseException) -> web.Response:
+    """Map any exception to the error response a client sees."""
+    if isinstance(exc, ApiError):
+        return error_response(exc.status, exc.code, exc.message, exc.field)
+    if isinstance(exc, msgspec.ValidationError):
+        text = str(exc)
+        field = text.rsplit("at `$.", 1)[1].rstrip("`") if "at `$." in text else None
+        return error_response(400, "invalid_request", text, field)
+    if isinstance(exc, msgspec.DecodeError):
+        return error_response(400, "invalid_request", f"malformed JSON body: {exc}")
+    if isinstance(exc, web.HTTPException):
+        if exc.status == 413:
+            return error_response(413, "payload_too_large", "request body is larger than http.max_body_bytes")
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return error_response(exc.status, _HTTP_CODES.get(exc.status, "http_error"), exc.reason, headers=headers)
+    for kind, status, code in STATUS:
+        if isinstance(exc, kind):
+            if isinstance(exc, InvalidRecord):
+                return error_response(status, code, str(exc), exc.field)
+            if status >= 500:
+                log.error("%s: %s", code, exc)
+            return error_response(status, code, str(exc))
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(500, "internal_error", "internal server error")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return translate(exc)
+    except Exception as exc:  # the one translation point
+        return translate(exc)

@@ -1,0 +1,70 @@
+"""The OpenAPI 3.1 document served at ``/openapi.json``, built from the wire structs."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+
+from .wire import BatchIn, BatchOut, CollectionIn, DeleteIn, ErrorOut, RecordOut, SearchIn, SearchOut, VectorIn
+
+_STRUCTS: Final = (VectorIn, BatchIn, SearchIn, CollectionIn, DeleteIn, SearchOut, BatchOut, RecordOut, ErrorOut)
+_ERRORS: Final = {"400": "invalid request", "401": "missing or unknown API key", "403": "scope missing",
+                  "404": "collection or record not found", "409": "conflicting collection",
+                  "413": "body too large", "422": "dimension mismatch"}
+
+
+def _ref(struct: type) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{struct.__name__}"}
+
+
+def _op(summary: str, body: type | None, out: type | dict[str, Any] | None, ok: str = "200",
+        params: tuple[str, ...] = ()) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": {}}
+    if params:
+        op["parameters"] = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                            for p in params]
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(body)}}}
+    schema = _ref(out) if isinstance(out, type) else (out or {"type": "object"})
+    op["responses"][ok] = {"description": "success", "content": {"application/json": {"schema": schema}}}
+    for status, text in _ERRORS.items():
+        op["responses"][status] = {"description": text,
+                                   "content": {"application/json": {"schema": _ref(ErrorOut)}}}
+    return op
+
+
+def build_openapi(version: str) -> dict[str, Any]:
+    _, components = msgspec.json.schema_components(_STRUCTS, ref_template="#/components/schemas/{name}")
+    c, cv = ("c",), ("c", "id")
+    paths: dict[str, Any] = {
+        "/health": {"get": _op("Liveness and status", None, None)},
+        "/ready": {"get": _op("Readiness (data loaded)", None, None)},
+        "/api/v1/collections": {"get": _op("List collections", None, None),
+                                "post": _op("Create a collection", CollectionIn, None, "201")},
+        "/api/v1/collections/{c}": {"get": _op("Collection statistics", None, None, params=c),
+                                    "delete": _op("Drop a collection", None, None, params=c)},
+        "/api/v1/collections/{c}/vectors": {"post": _op("Upsert one vector", VectorIn, None, "201", c)},
+        "/api/v1/collections/{c}/vectors/batch": {"post": _op("Upsert up to 10,000 vectors", BatchIn, BatchOut,
+                                                              params=c)},
+        "/api/v1/collections/{c}/vectors/delete": {"post": _op("Delete vectors by id", DeleteIn, None, params=c)},
+        "/api/v1/collections/{c}/vectors/{id}": {"get": _op("Fetch a record", None, RecordOut, params=cv),
+                                                 "delete": _op("Delete a record", None, None, params=cv)},
+        "/api/v1/collections/{c}/search": {"post": _op("k-NN search with filters", SearchIn, SearchOut,
+                                                       params=c)},
+        "/api/v1/vectors": {"post": _op("Upsert into the default collection", VectorIn, None, "201")},
+        "/api/v1/vectors/batch": {"post": _op("Batch upsert into the default collection", BatchIn, BatchOut)},
+        "/api/v1/vectors/{id}": {"get": _op("Fetch from the default collection", None, RecordOut, params=("id",)),
+                                 "delete": _op("Delete from the default collection", None, None, params=("id",))},
+        "/api/v1/search": {"post": _op("Search the default collection", SearchIn, SearchOut)},
+        "/api/v1/admin/checkpoint": {"post": _op("Checkpoint now", None, None)},
+        "/api/v1/admin/statistics": {"get": _op("Engine statistics", None, None)},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "s5vec", "version": version},
+        "components": {"schemas": components,
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"bearer": []}, {}],
+        "paths": paths,
+    }

@@ -1,0 +1,273 @@
+"""REST handlers: parse → one call into the database → serialise."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Final
+
+import msgspec
+import numpy as np
+from aiohttp import web
+
+from s5vec.index import (
+    CollectionConfig, CollectionNotFound, DimensionMismatch, Hit, InvalidRecord, RawItem, compile_filter,
+    prepare_vectors,
+)
+from s5vec.ops import Database
+
+from .config import Config
+from .errors import RequestInvalid
+from .wire import (
+    DECODERS, ENCODER, MAX_BATCH, BatchIn, BatchOut, CollectionIn, DeleteIn, ItemErrorOut, RecordOut,
+    SearchIn, SearchOut, SearchResult, VectorIn,
+)
+
+DB: Final = web.AppKey("db", Database)
+CONFIG: Final = web.AppKey("config", Config)
+STARTED: Final = web.AppKey("started", float)
+DEFAULT: Final = "default"
+VERSION: Final = "0.1.0"
+routes = web.RouteTableDef()
+
+
+def reply(obj: Any, status: int = 200) -> web.Response:
+    return web.Response(body=ENCODER.encode(obj), status=status, content_type="application/json")
+
+
+async def decode(request: web.Request, kind: type[Any]) -> Any:
+    body = await request.read()
+    if not body:
+        raise RequestInvalid("request body is empty; send a JSON object")
+    return DECODERS[kind].decode(body)
+
+
+def query_vector(config: CollectionConfig, values: list[float]) -> np.ndarray:
+    if not values:
+        raise InvalidRecord("vector", "is empty")
+    with np.errstate(over="ignore"):
+        row = np.asarray(values, dtype=np.float32)
+    if len(row) != config.dimension:
+        raise DimensionMismatch(f"query has {len(row)} dimensions, collection {config.name!r} has {config.dimension}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        return prepare_vectors(config, row[None, :])[0]
+
+
+def flag(request: web.Request, name: str, default: bool) -> bool:
+    value = request.query.get(name)
+    if value is None:
+        return default
+    if value.lower() in ("1", "true", "yes"):
+        return True
+    if value.lower() in ("0", "false", "no"):
+        return False
+    raise RequestInvalid(f"query parameter {name} must be true or false", name)
+
+
+def record_out(hit: Hit) -> RecordOut:
+    vector = hit.vector.tolist() if hit.vector is not None else None
+    return RecordOut(hit.id, hit.metadata or {}, hit.timestamp or 0.0, vector)
+
+
+# ------------------------------------------------------------------ health
+@routes.get("/health")
+async def health(request: web.Request) -> web.Response:
+    db = request.app[DB]
+    return reply({
+        "status": "ok" if db.ready else "starting", "version": VERSION,
+        "uptime_s": round(time.time() - request.app[STARTED], 3),
+        "collections": len(db.collections),
+        "storage": {"mode": "local", "reachable": True},
+        "wal_bytes": db.wal_bytes, "applied_lsn": db.applied_lsn, "checkpoint_lsn": db.checkpoint_lsn,
+    })
+
+
+@routes.get("/ready")
+async def ready(request: web.Request) -> web.Response:
+    db = request.app[DB]
+    return reply({"ready": db.ready}, 200 if db.ready else 503)
+
+
+# ------------------------------------------------------------- collections
+@routes.get("/api/v1/collections")
+async def list_collections(request: web.Request) -> web.Response:
+    db = request.app[DB]
+    return reply({"collections": [c.stats() for c in db.collections.values()]})
+
+
+@routes.post("/api/v1/collections")
+async def create_collection(request: web.Request) -> web.Response:
+    body: CollectionIn = await decode(request, CollectionIn)
+    config = CollectionConfig(body.name, body.dimension, body.metric, body.schema,
+                              body.hnsw.m, body.hnsw.ef_construction, body.hnsw.ef_search)
+    created = await request.app[DB].create_collection(config)
+    return reply(request.app[DB].collection(config.name).stats(), 201 if created else 200)
+
+
+@routes.get("/api/v1/collections/{c}")
+async def get_collection(request: web.Request) -> web.Response:
+    return reply(request.app[DB].collection(request.match_info["c"]).stats())
+
+
+@routes.delete("/api/v1/collections/{c}")
+async def drop_collection(request: web.Request) -> web.Response:
+    name = request.match_info["c"]
+    await request.app[DB].drop_collection(name)
+    return reply({"deleted": name})
+
+
+# ------------------------------------------------------------------ writes
+async def ensure_default(request: web.Request, dimension: int) -> None:
+    db, config = request.app[DB], request.app[CONFIG]
+    if DEFAULT not in db.collections and dimension > 0:
+        await db.create_collection(CollectionConfig(DEFAULT, dimension, config.default_collection.metric,
+                                                    config.default_collection.schema))
+
+
+async def upsert_one(request: web.Request, name: str) -> web.Response:
+    body: VectorIn = await decode(request, VectorIn)
+    if name == DEFAULT:
+        await ensure_default(request, len(body.vector))
+    ids, errors = await request.app[DB].upsert(name, [RawItem(body.id, body.vector, body.metadata, body.timestamp)])
+    if errors:
+        error = errors[0]
+        if error.code == "dimension_mismatch":
+            raise DimensionMismatch(error.message)
+        field, _, message = error.message.partition(": ")
+        raise RequestInvalid(error.message, field if message else None)
+    return reply({"id": ids[0], "status": "upserted"}, 201)
+
+
+async def upsert_many(request: web.Request, name: str) -> web.Response:
+    body: BatchIn = await decode(request, BatchIn)
+    if len(body.vectors) > MAX_BATCH:
+        raise RequestInvalid(f"a batch holds at most {MAX_BATCH} vectors, got {len(body.vectors)}", "vectors")
+    decoder = DECODERS[VectorIn]
+    items: list[RawItem] = []
+    positions: list[int] = []
+    errors: list[ItemErrorOut] = []
+    for index, raw in enumerate(body.vectors):
+        try:
+            item: VectorIn = decoder.decode(raw)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            errors.append(ItemErrorOut(index, None, {"code": "invalid_request", "message": str(exc)}))
+            continue
+        items.append(RawItem(item.id, item.vector, item.metadata, item.timestamp))
+        positions.append(index)
+    if name == DEFAULT and items:
+        await ensure_default(request, len(items[0].vector))
+    db = request.app[DB]
+    db.collection(name)
+    written: list[str] = []
+    if items:
+        written, item_errors = await db.upsert(name, items)
+        errors.extend(ItemErrorOut(positions[e.index], e.id, {"code": e.code, "message": e.message})
+                      for e in item_errors)
+    errors.sort(key=lambda e: e.index)
+    return reply(BatchOut(len(written), len(errors), errors))
+
+
+async def get_one(request: web.Request, name: str) -> web.Response:
+    hit = await request.app[DB].get(name, request.match_info["id"], flag(request, "include_vector", True))
+    return reply(record_out(hit))
+
+
+async def delete_one(request: web.Request, name: str) -> web.Response:
+    record_id = request.match_info["id"]
+    db = request.app[DB]
+    db.collection(name).get(record_id, include_vector=False)  # 404 when absent
+    await db.delete(name, [record_id])
+    return reply({"deleted": record_id})
+
+
+async def search(request: web.Request, name: str) -> web.Response:
+    body: SearchIn = await decode(request, SearchIn)
+    db = request.app[DB]
+    started = time.perf_counter()
+    try:
+        coll = db.collection(name)
+    except CollectionNotFound:
+        if name == DEFAULT:
+            return reply(SearchOut([], 0, 0.0))
+        raise
+    query = query_vector(coll.config, body.vector)
+    predicate = compile_filter(body.filter) if body.filter else None
+    options = body.options
+    hits = await db.search(name, query, body.k, options.hnsw_ef, predicate, options.score_threshold,
+                           options.include_metadata, options.include_vector)
+    results = [SearchResult(h.id, h.distance, h.score, h.metadata if options.include_metadata else None,
+                            h.vector.tolist() if h.vector is not None else None) for h in hits]
+    return reply(SearchOut(results, len(results), round((time.perf_counter() - started) * 1000, 3)))
+
+
+@routes.post("/api/v1/collections/{c}/vectors")
+async def post_vector(request: web.Request) -> web.Response:
+    return await upsert_one(request, request.match_info["c"])
+
+
+@routes.post("/api/v1/collections/{c}/vectors/batch")
+async def post_batch(request: web.Request) -> web.Response:
+    return await upsert_many(request, request.match_info["c"])
+
+
+@routes.post("/api/v1/collections/{c}/vectors/delete")
+async def post_delete(request: web.Request) -> web.Response:
+    body: DeleteIn = await decode(request, DeleteIn)
+    ids = [str(i) for i in body.ids]
+    return reply({"deleted": await request.app[DB].delete(request.match_info["c"], ids)})
+
+
+@routes.get("/api/v1/collections/{c}/vectors/{id}")
+async def get_vector(request: web.Request) -> web.Response:
+    return await get_one(request, request.match_info["c"])
+
+
+@routes.delete("/api/v1/collections/{c}/vectors/{id}")
+async def delete_vector(request: web.Request) -> web.Response:
+    return await delete_one(request, request.match_info["c"])
+
+
+@routes.post("/api/v1/collections/{c}/search")
+async def post_search(request: web.Request) -> web.Response:
+    return await search(request, request.match_info["c"])
+
+
+# ------------------------------------------------- seed-compatible routes (default)
+@routes.post("/api/v1/vectors")
+async def seed_post_vector(request: web.Request) -> web.Response:
+    return await upsert_one(request, DEFAULT)
+
+
+@routes.post("/api/v1/vectors/batch")
+async def seed_post_batch(request: web.Request) -> web.Response:
+    return await upsert_many(request, DEFAULT)
+
+
+@routes.get("/api/v1/vectors/{id}")
+async def seed_get_vector(request: web.Request) -> web.Response:
+    return await get_one(request, DEFAULT)
+
+
+@routes.delete("/api/v1/vectors/{id}")
+async def seed_delete_vector(request: web.Request) -> web.Response:
+    return await delete_one(request, DEFAULT)
+
+
+@routes.post("/api/v1/search")
+async def seed_search(request: web.Request) -> web.Response:
+    return await search(request, DEFAULT)
+
+
+# ------------------------------------------------------------------- admin
+@routes.post("/api/v1/admin/checkpoint")
+async def admin_checkpoint(request: web.Request) -> web.Response:
+    db = request.app[DB]
+    manifest = await db.checkpoint()
+    return reply({"manifest": str(manifest) if manifest else None, "lsn": db.checkpoint_lsn})
+
+
+@routes.get("/api/v1/admin/statistics")
+async def admin_statistics(request: web.Request) -> web.Response:
+    db = request.app[DB]
+    return reply({"collections": {n: c.stats() for n, c in db.collections.items()},
+                  "wal_bytes": db.wal_bytes, "applied_lsn": db.applied_lsn,
+                  "checkpoint_lsn": db.checkpoint_lsn, "root": str(db.root) if db.root else None})

@@ -1,0 +1,39 @@
+"""Errors raised by the index layer; the daemon maps them to HTTP statuses."""
+
+from __future__ import annotations
+
+
+class IndexError_(Exception):  # noqa: N801 - avoid shadowing the builtin IndexError
+    """Root of every index-layer failure."""
+
+
+class InvalidRecord(IndexError_):
+    """A record or request breaks a rule; ``field`` names the offending field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class InvalidFilter(InvalidRecord):
+    """A metadata filter is malformed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("filter", message)
+
+
+class DimensionMismatch(IndexError_):
+    """A vector's length differs from its collection's dimension."""
+
+
+class CollectionNotFound(IndexError_):
+    """No collection has the requested name."""
+
+
+class CollectionExists(IndexError_):
+    """A collection with that name exists with a different definition."""
+
+
+class RecordNotFound(IndexError_):
+    """No live record has the requested id."""

@@ -1,0 +1,159 @@
+"""Mongo-style metadata filters compiled to predicates over a record's metadata.
+
+Supported: ``$eq $ne $gt $gte $lt $lte $in $nin $exists $and $or $not``, array
+membership (``{"genre": "drama"}`` matches ``["drama", "crime"]``), dotted paths
+(``a.b``), ``{key, value}`` attribute lists (``attributes.runtime``) and ISO 8601
+date comparison when both sides are date strings.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from .errors import InvalidFilter
+
+Predicate = Callable[[Mapping[str, Any]], bool]
+_MISSING: Final = object()
+_COMPARE: Final = {"$gt", "$gte", "$lt", "$lte"}
+_FIELD_OPS: Final = _COMPARE | {"$eq", "$ne", "$in", "$nin", "$exists", "$not"}
+
+
+def parse_datetime(value: str) -> dt.datetime | None:
+    """ISO 8601 string → aware datetime (UTC if no zone), or None if it is not one."""
+    if len(value) < 10 or not value[:4].isdigit() or value[4] != "-":
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+def resolve(doc: Any, parts: list[str]) -> list[Any]:
+    """Every value reachable at the dotted path ``parts`` (arrays fan out)."""
+    values = [doc]
+    for part in parts:
+        found: list[Any] = []
+        for value in values:
+            if isinstance(value, Mapping):
+                if part in value:
+                    found.append(value[part])
+            elif isinstance(value, list):
+                for item in value:
+                    if isinstance(item, Mapping):
+                        if part in item:
+                            found.append(item[part])
+                        elif item.get("key") == part and "value" in item:
+                            found.append(item["value"])
+        values = found
+    return values
+
+
+def _flatten(values: list[Any]) -> list[Any]:
+    flat: list[Any] = []
+    for value in values:
+        if isinstance(value, list):
+            flat.extend(value)
+        flat.append(value)
+    return flat
+
+
+def _equal(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    return bool(a == b)
+
+
+def _ordered(a: Any, b: Any, op: str) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return False
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        pass
+    elif isinstance(a, str) and isinstance(b, str):
+        da, db = parse_datetime(a), parse_datetime(b)
+        if da is not None and db is not None:
+            a, b = da, db
+    else:
+        return False
+    if op == "$gt":
+        return bool(a > b)
+    if op == "$gte":
+        return bool(a >= b)
+    if op == "$lt":
+        return bool(a < b)
+    return bool(a <= b)
+
+
+def _field_predicate(path: str, condition: Any) -> Predicate:
+    parts = path.split(".")
+    if not path or any(not p for p in parts):
+        raise InvalidFilter(f"invalid field path {path!r}")
+    if isinstance(condition, Mapping) and condition and all(str(k).startswith("$") for k in condition):
+        checks = [_operator(op, arg, path) for op, arg in condition.items()]
+    elif isinstance(condition, Mapping) and any(str(k).startswith("$") for k in condition):
+        raise InvalidFilter(f"field {path!r} mixes operators and plain keys")
+    else:
+        checks = [_operator("$eq", condition, path)]
+
+    def predicate(doc: Mapping[str, Any]) -> bool:
+        values = resolve(doc, parts)
+        return all(check(values) for check in checks)
+
+    return predicate
+
+
+def _operator(op: str, arg: Any, path: str) -> Callable[[list[Any]], bool]:
+    if op not in _FIELD_OPS:
+        raise InvalidFilter(f"unknown operator {op!r} on field {path!r}")
+    if op == "$eq":
+        return lambda values: any(_equal(v, arg) for v in _flatten(values))
+    if op == "$ne":
+        return lambda values: not any(_equal(v, arg) for v in _flatten(values))
+    if op in ("$in", "$nin"):
+        if not isinstance(arg, list):
+            raise InvalidFilter(f"{op} on field {path!r} needs an array")
+        if op == "$in":
+            return lambda values: any(_equal(v, a) for v in _flatten(values) for a in arg)
+        return lambda values: not any(_equal(v, a) for v in _flatten(values) for a in arg)
+    if op == "$exists":
+        if not isinstance(arg, bool):
+            raise InvalidFilter(f"$exists on field {path!r} needs true or false")
+        return lambda values: bool(values) is arg
+    if op == "$not":
+        if not isinstance(arg, Mapping):
+            raise InvalidFilter(f"$not on field {path!r} needs an operator object")
+        if not arg or not all(str(k).startswith("$") for k in arg):
+            raise InvalidFilter(f"$not on field {path!r} needs an operator object")
+        inner = [_operator(o, a, path) for o, a in arg.items()]
+        return lambda values: not all(check(values) for check in inner)
+    if isinstance(arg, bool) or not isinstance(arg, (int, float, str)):
+        raise InvalidFilter(f"{op} on field {path!r} needs a number or a string")
+    return lambda values: any(_ordered(v, arg, op) for v in _flatten(values))
+
+
+def compile_filter(spec: Any) -> Predicate:
+    """Compile a filter document; raises InvalidFilter naming what is wrong."""
+    if not isinstance(spec, Mapping):
+        raise InvalidFilter("a filter must be a JSON object")
+    clauses: list[Predicate] = []
+    for key, value in spec.items():
+        if key in ("$and", "$or"):
+            if not isinstance(value, list) or not value:
+                raise InvalidFilter(f"{key} needs a non-empty array of filters")
+            subs = [compile_filter(v) for v in value]
+            if key == "$and":
+                clauses.append(lambda d, subs=subs: all(s(d) for s in subs))
+            else:
+                clauses.append(lambda d, subs=subs: any(s(d) for s in subs))
+        elif key == "$not":
+            sub = compile_filter(value)
+            clauses.append(lambda d, sub=sub: not sub(d))
+        elif str(key).startswith("$"):
+            raise InvalidFilter(f"unknown top-level operator {key!r}")
+        else:
+            clauses.append(_field_predicate(str(key), value))
+    if len(clauses) == 1:
+        return clauses[0]
+    return lambda d: all(c(d) for c in clauses)

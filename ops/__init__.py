@@ -1,0 +1,6 @@
+"""Jobs around the engine: the database (writer, indexer, checkpoints) and manifests."""
+
+from .database import Database, DataDirLocked, EngineConfig
+from .manifest import read_manifest, referenced_blobs
+
+__all__ = ["DataDirLocked", "Database", "EngineConfig", "read_manifest", "referenced_blobs"]

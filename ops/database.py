@@ -1,0 +1,406 @@
+"""The database engine: collections + WAL + a single writer + an indexer + checkpoints.
+
+Writes go through one writer task (group commit: many requests, one fsync) so WAL
+order is apply order; a write is acknowledged after its fsync and its apply.  The
+indexer drains acknowledged vectors into HNSW in the background.  Checkpoints store
+every collection as blobs plus a manifest, swing the root pointer, then drop WAL
+segments the manifest covers.  Restart = load the manifest + replay the WAL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import cbor2
+import numpy as np
+
+from s5vec.index import (
+    Batch, Collection, CollectionConfig, CollectionExists, CollectionNotFound, Hit, ItemError,
+    Predicate, RawItem, check_same_definition, prepare_batch,
+)
+from s5vec.storage import BlobId, BlobStore, LocalBlobStore, StorageError, WriteAheadLog, encode_blob
+
+from .manifest import new_manifest, read_manifest, read_snapshot, referenced_blobs, write_snapshot
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+_GROUP_MAX_OPS: Final = 256
+
+
+class DataDirLocked(StorageError):
+    """Another process holds the data directory."""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Tunables of the engine (the daemon fills them from its config file)."""
+
+    checkpoint_interval_s: float = 300.0
+    checkpoint_wal_bytes: int = 256 << 20
+    keep_manifests: int = 2
+    max_pending: int = 100_000
+    drain_batch: int = 256
+    index_threads: int = 2
+    search_threads: int = 4
+    wal_segment_bytes: int = 64 << 20
+
+
+@dataclass(slots=True)
+class _Op:
+    kind: str
+    collection: str
+    payload: dict[str, Any]
+    future: asyncio.Future[Any]
+    batch: Batch | None = None
+    config: CollectionConfig | None = None
+    ids: list[str] = field(default_factory=list)
+
+
+class Database:
+    """Everything one data directory holds. Create with :meth:`open`, end with :meth:`close`."""
+
+    def __init__(self, data_dir: Path, config: EngineConfig, store: BlobStore | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.config = config
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._scratch = self.data_dir / "tmp"
+        self._io = ThreadPoolExecutor(4, thread_name_prefix="s5vec-io")
+        self.store: BlobStore = store or LocalBlobStore(self.data_dir, self._io)
+        self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="s5vec-writer")
+        self._index_pool = ThreadPoolExecutor(1, thread_name_prefix="s5vec-indexer")
+        self._read_pool = ThreadPoolExecutor(config.search_threads, thread_name_prefix="s5vec-search")
+        self._wal = WriteAheadLog(self.data_dir / "wal", config.wal_segment_bytes)
+        self.collections: dict[str, Collection] = {}
+        self._queue: asyncio.Queue[_Op] = asyncio.Queue()
+        self._write_lock = asyncio.Lock()
+        self._checkpoint_lock = asyncio.Lock()
+        self._pending_changed = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._lock_fd: int | None = None
+        self.root: BlobId | None = None
+        self.checkpoint_lsn = 0
+        self.last_checkpoint = time.time()
+        self.applied_lsn = 0
+        self.ready = False
+
+    # ------------------------------------------------------------------ lifecycle
+    @classmethod
+    async def open(cls, data_dir: Path, config: EngineConfig | None = None,
+                   store: BlobStore | None = None) -> Database:
+        """Lock the directory, load the last checkpoint, replay the WAL, start workers."""
+        db = cls(data_dir, config or EngineConfig(), store)
+        try:
+            await db._open()
+        except BaseException:
+            await db._release()
+            raise
+        return db
+
+    async def _open(self) -> None:
+        self._lock_fd = os.open(self.data_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DataDirLocked(f"data directory {self.data_dir} is in use by another s5vec process") from None
+        shutil.rmtree(self._scratch, ignore_errors=True)
+        self._scratch.mkdir()
+        self.root = await self.store.get_root()
+        if self.root is not None:
+            manifest = await read_manifest(self.store, self.root)
+            for name, entry in manifest["collections"].items():
+                snap = await read_snapshot(self.store, entry)
+                self.collections[name] = await self._run(self._io, Collection.restore, snap, self._scratch)
+            self.checkpoint_lsn = self.applied_lsn = int(manifest["lsn"])
+        replayed = await self._run(self._writer_pool, self._replay)
+        log.info("opened %s: %d collections, checkpoint LSN %d, %d WAL records replayed",
+                 self.data_dir, len(self.collections), self.checkpoint_lsn, replayed)
+        self._tasks = [asyncio.create_task(self._writer(), name="s5vec-writer"),
+                       asyncio.create_task(self._indexer(), name="s5vec-indexer"),
+                       asyncio.create_task(self._checkpointer(), name="s5vec-checkpointer")]
+        self._pending_changed.set()
+        self.ready = True
+
+    def _replay(self) -> int:
+        count = 0
+        for lsn, payload in self._wal.recover(self.checkpoint_lsn):
+            self._apply_record(cbor2.loads(payload))
+            self.applied_lsn = lsn
+            count += 1
+        return count
+
+    async def close(self, checkpoint: bool = True) -> None:
+        """Stop workers; with ``checkpoint`` the WAL is folded into a final manifest."""
+        self.ready = False
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        self._tasks = []
+        while not self._queue.empty():
+            op = self._queue.get_nowait()
+            if not op.future.done():
+                op.future.set_exception(StorageError("database is shutting down"))
+        if checkpoint and self._lock_fd is not None:
+            try:
+                await self.checkpoint()
+            except Exception:
+                log.exception("final checkpoint failed; the WAL still holds every write")
+        await self._release()
+
+    async def _release(self) -> None:
+        self._wal.close()
+        for pool in (self._writer_pool, self._index_pool, self._read_pool, self._io):
+            pool.shutdown(wait=True)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    @staticmethod
+    async def _run(pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+
+    # ---------------------------------------------------------------------- reads
+    def collection(self, name: str) -> Collection:
+        """The live collection called ``name``; raises CollectionNotFound."""
+        try:
+            return self.collections[name]
+        except KeyError:
+            raise CollectionNotFound(f"collection {name!r} does not exist") from None
+
+    async def search(self, name: str, query: np.ndarray, k: int, ef: int | None = None,
+                     predicate: Predicate | None = None, score_threshold: float | None = None,
+                     include_metadata: bool = True, include_vector: bool = False) -> list[Hit]:
+        coll = self.collection(name)
+        return await self._run(self._read_pool, coll.search, query, k, ef, predicate, score_threshold,
+                               include_metadata, include_vector)
+
+    async def get(self, name: str, record_id: str, include_vector: bool = True) -> Hit:
+        return self.collection(name).get(record_id, include_vector)
+
+    @property
+    def wal_bytes(self) -> int:
+        return self._wal.size_bytes
+
+    # --------------------------------------------------------------------- writes
+    async def _submit(self, op: _Op) -> Any:
+        if not self.ready:
+            raise StorageError("database is not open for writes")
+        await self._queue.put(op)
+        return await asyncio.shield(op.future)
+
+    async def create_collection(self, config: CollectionConfig) -> bool:
+        """Create a collection; False if an identical one exists. Raises CollectionExists."""
+        config.validate()
+        existing = self.collections.get(config.name)
+        if existing is not None:
+            check_same_definition(existing.config, config)
+            return False
+        future = asyncio.get_running_loop().create_future()
+        return bool(await self._submit(_Op("create", config.name, {"config": config.to_dict()}, future,
+                                           config=config)))
+
+    async def drop_collection(self, name: str) -> None:
+        self.collection(name)
+        future = asyncio.get_running_loop().create_future()
+        await self._submit(_Op("drop", name, {}, future))
+
+    async def upsert(self, name: str, items: Sequence[RawItem]) -> tuple[list[str], list[ItemError]]:
+        """Validate and durably upsert ``items``; returns (ids written, per-item errors)."""
+        coll = self.collection(name)
+        if len(items) > 64:
+            batch, errors = await self._run(self._read_pool, prepare_batch, coll.config, items)
+        else:
+            batch, errors = prepare_batch(coll.config, items)
+        if len(batch):
+            await self.upsert_batch(name, batch)
+        return batch.ids, errors
+
+    async def upsert_batch(self, name: str, batch: Batch) -> None:
+        """Durably upsert an already validated batch."""
+        future = asyncio.get_running_loop().create_future()
+        payload = {"ids": batch.ids, "v": batch.vectors.tobytes(), "m": batch.metadata,
+                   "t": batch.timestamps.tobytes()}
+        await self._submit(_Op("upsert", name, payload, future, batch=batch))
+
+    async def delete(self, name: str, ids: Sequence[str]) -> int:
+        """Durably delete records by id; returns how many existed."""
+        coll = self.collection(name)
+        present = [rid for rid in dict.fromkeys(ids) if coll.contains(rid)]
+        if not present:
+            return 0
+        future = asyncio.get_running_loop().create_future()
+        return int(await self._submit(_Op("delete", name, {"ids": present}, future, ids=present)))
+
+    async def _writer(self) -> None:
+        while True:
+            ops = [await self._queue.get()]
+            while len(ops) < _GROUP_MAX_OPS and not self._queue.empty():
+                ops.append(self._queue.get_nowait())
+            while self._total_pending() > self.config.max_pending and any(o.kind == "upsert" for o in ops):
+                self._drained.clear()
+                await self._drained.wait()
+            async with self._write_lock:
+                try:
+                    results = await self._run(self._writer_pool, self._commit, ops)
+                except Exception as exc:  # WAL failure: nothing was applied or acknowledged
+                    log.error("WAL commit of %d operations failed: %s", len(ops), exc)
+                    error = exc if isinstance(exc, StorageError) else StorageError(str(exc))
+                    results = [error] * len(ops)
+            for op, result in zip(ops, results):
+                if op.future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    op.future.set_exception(result)
+                else:
+                    op.future.set_result(result)
+            self._pending_changed.set()
+
+    def _commit(self, ops: list[_Op]) -> list[Any]:
+        """Writer thread: check each op against the state, log the good ones, apply them."""
+        names = set(self.collections)
+        accepted: list[tuple[int, _Op, dict[str, Any]]] = []
+        results: list[Any] = [None] * len(ops)
+        for position, op in enumerate(ops):
+            if op.kind == "create":
+                if op.collection in names:
+                    existing = self.collections.get(op.collection)
+                    if existing is not None and existing.config != op.config:
+                        results[position] = CollectionExists(f"collection {op.collection!r} exists with a different definition")
+                    else:
+                        results[position] = False
+                    continue
+                names.add(op.collection)
+            elif op.collection not in names:
+                results[position] = CollectionNotFound(f"collection {op.collection!r} does not exist")
+                continue
+            elif op.kind == "drop":
+                names.discard(op.collection)
+            record = {"op": op.kind, "c": op.collection, **op.payload}
+            accepted.append((position, op, record))
+        if accepted:
+            lsn = self._wal.append([cbor2.dumps(record) for _, _, record in accepted])
+            first = lsn - len(accepted) + 1
+            for offset, (position, op, record) in enumerate(accepted):
+                results[position] = self._apply_record(record, op)
+                self.applied_lsn = first + offset
+        return results
+
+    def _apply_record(self, record: dict[str, Any], op: _Op | None = None) -> Any:
+        kind, name = record["op"], record["c"]
+        if kind == "create":
+            config = op.config if op and op.config else CollectionConfig.from_dict(record["config"])
+            if name not in self.collections:
+                self.collections[name] = Collection(config, self._scratch)
+            return True
+        coll = self.collections.get(name)
+        if coll is None:
+            return CollectionNotFound(f"collection {name!r} does not exist")
+        if kind == "drop":
+            del self.collections[name]
+            return None
+        if kind == "upsert":
+            batch = op.batch if op and op.batch is not None else Batch(
+                list(record["ids"]),
+                np.frombuffer(record["v"], np.float32).reshape(len(record["ids"]), coll.config.dimension),
+                list(record["m"]), np.frombuffer(record["t"], np.float64))
+            coll.apply_upsert(batch)
+            return len(batch)
+        if kind == "delete":
+            return coll.apply_delete(record["ids"])
+        raise StorageError(f"unknown WAL operation {kind!r}")
+
+    # -------------------------------------------------------------------- indexer
+    def _total_pending(self) -> int:
+        return sum(c.pending for c in self.collections.values())
+
+    async def _indexer(self) -> None:
+        while True:
+            await self._pending_changed.wait()
+            self._pending_changed.clear()
+            while True:
+                busy = [c for c in list(self.collections.values()) if c.pending]
+                if not busy:
+                    break
+                for coll in busy:
+                    await self._run(self._index_pool, coll.drain, self.config.drain_batch,
+                                    self.config.index_threads)
+                    self._drained.set()
+            self._drained.set()
+
+    async def wait_indexed(self, timeout: float = 600.0) -> None:
+        """Wait until every acknowledged vector is in its HNSW graph."""
+        async with asyncio.timeout(timeout):
+            while self._total_pending():
+                self._drained.clear()
+                await self._drained.wait()
+
+    # ---------------------------------------------------------------- checkpoints
+    async def _checkpointer(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            due = time.time() - self.last_checkpoint >= self.config.checkpoint_interval_s
+            if due or self.wal_bytes >= self.config.checkpoint_wal_bytes:
+                try:
+                    await self.checkpoint()
+                except Exception:
+                    log.exception("checkpoint failed; will retry")
+                    self.last_checkpoint = time.time()
+
+    async def checkpoint(self) -> BlobId | None:
+        """Persist every collection as blobs + a manifest, swing the root, trim the WAL."""
+        async with self._checkpoint_lock:
+            async with self._write_lock:
+                lsn = self.applied_lsn
+                if lsn == self.checkpoint_lsn and self.root is not None:
+                    self.last_checkpoint = time.time()
+                    return self.root
+                await self._run(self._writer_pool, self._wal.rotate)
+                collections = dict(self.collections)
+                snaps = {name: await self._run(self._io, coll.snapshot) for name, coll in collections.items()}
+            started = time.time()
+            entries = {name: await write_snapshot(self.store, snap) for name, snap in snaps.items()}
+            del snaps
+            manifest = new_manifest(lsn, entries, self.root)
+            blob = await self._run(self._io, encode_blob, manifest)
+            manifest_id = await self.store.put(blob)
+            await self.store.set_root(manifest_id, self.root)
+            previous, self.root = self.root, manifest_id
+            self.checkpoint_lsn, self.last_checkpoint = lsn, time.time()
+            await self._run(self._writer_pool, self._wal.truncate_through, lsn)
+            await self._collect_garbage(manifest_id)
+            log.info("checkpoint at LSN %d: manifest %s (%.2fs)", lsn, manifest_id, time.time() - started)
+            del previous
+            return manifest_id
+
+    async def _collect_garbage(self, current: BlobId) -> int:
+        """Delete blobs that none of the last ``keep_manifests`` manifests reference."""
+        keep: set[BlobId] = set()
+        manifest_id: BlobId | None = current
+        for _ in range(self.config.keep_manifests):
+            if manifest_id is None:
+                break
+            manifest = await read_manifest(self.store, manifest_id)
+            keep.add(manifest_id)
+            keep.update(referenced_blobs(manifest))
+            previous = manifest.get("previous")
+            manifest_id = BlobId.from_bytes(previous) if previous else None
+        removed = 0
+        for blob_id in await self.store.list():
+            if blob_id not in keep:
+                await self.store.delete(blob_id)
+                removed += 1
+        return removed

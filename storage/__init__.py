@@ -1,0 +1,13 @@
+"""Bytes on disk (or S5): content-addressed blobs, the blob codec and the write-ahead log."""
+
+from .blobid import BlobId, blake3_digest, multibase_decode
+from .blobstore import BlobStore, LocalBlobStore, fsync_dir, write_atomic
+from .codec import decode_blob, encode_blob
+from .errors import BackendUnavailable, BlobCorrupt, BlobNotFound, RootConflict, StorageError, WalCorrupt
+from .wal import WriteAheadLog
+
+__all__ = [
+    "BackendUnavailable", "BlobCorrupt", "BlobId", "BlobNotFound", "BlobStore", "LocalBlobStore",
+    "RootConflict", "StorageError", "WalCorrupt", "WriteAheadLog", "blake3_digest", "decode_blob",
+    "encode_blob", "fsync_dir", "multibase_decode", "write_atomic",
+]
