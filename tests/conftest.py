@@ -1,0 +1,114 @@
+"""Shared fixtures: the real data set, an in-process app, a daemon subprocess."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import urllib.request
+
+from s5vec.daemon import create_app, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "minilm-100k"
+
+
+@dataclass(frozen=True)
+class MiniLM:
+    base: np.ndarray
+    queries: np.ndarray
+
+
+@pytest.fixture(scope="session")
+def minilm() -> MiniLM:
+    """The first 5,000 real 384-d MiniLM embeddings and the 1,000 queries (float32)."""
+    assert DATA.is_dir(), f"shared data set missing at {DATA}"
+    base = np.load(DATA / "base.f16.npy", mmap_mode="r")[:5000].astype(np.float32)
+    queries = np.load(DATA / "queries.f16.npy").astype(np.float32)
+    return MiniLM(base, queries)
+
+
+def exact_top_k(base: np.ndarray, query: np.ndarray, k: int) -> list[int]:
+    norms = base / np.linalg.norm(base, axis=1, keepdims=True)
+    scores = norms @ (query / np.linalg.norm(query))
+    return [int(i) for i in np.argsort(-scores, kind="stable")[:k]]
+
+
+@pytest.fixture
+def make_client(aiohttp_client: Any, tmp_path: Path) -> Any:
+    """Factory: an in-process test client for the real app on a fresh data dir."""
+    async def factory(env: dict[str, str] | None = None, data_dir: Path | None = None) -> Any:
+        config = load_config(env=env or {}, overrides={"data_dir": str(data_dir or tmp_path / "data")})
+        return await aiohttp_client(create_app(config))
+    return factory
+
+
+@pytest.fixture
+async def client(make_client: Any) -> AsyncIterator[Any]:
+    yield await make_client()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Daemon:
+    """``s5vec serve`` as a subprocess on a free port."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = data_dir.parent / f"daemon-{self.port}.log"
+
+    def start(self, timeout: float = 60.0) -> Daemon:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "s5vec.daemon.cli", "serve", "--data-dir", str(self.data_dir),
+                 "--port", str(self.port)], stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"daemon exited early:\n{self.log.read_text()[-3000:]}"
+            try:
+                with urllib.request.urlopen(self.url + "/ready", timeout=1) as resp:
+                    if resp.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"daemon not ready in {timeout}s:\n{self.log.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            return self.proc.wait(30)
+        return self.proc.returncode
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    d = Daemon(tmp_path / "data")
+    yield d
+    if d.proc is not None and d.proc.poll() is None:
+        d.proc.kill()
+        d.proc.wait(10)
