@@ -1,0 +1,340 @@
+"""WriteAheadLog: framing, group commit, segment rollover, recovery up to the first bad record."""
+
+from __future__ import annotations
+
+import random
+import struct
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import crc32c
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from s5vec.storage import StorageError, WalCorrupt, WriteAheadLog
+from s5vec.storage.wal import HEADER, frame, parse_frames
+
+BIG_SEGMENT = 64 << 20
+FRAME_OVERHEAD = 16
+
+
+@contextmanager
+def opened(directory: Path, after_lsn: int = 0, segment_bytes: int = BIG_SEGMENT) -> Iterator[tuple[WriteAheadLog, list[tuple[int, bytes]]]]:
+    """A recovered WAL (ready to append) and the records its recovery yielded."""
+    wal = WriteAheadLog(directory, segment_bytes)
+    try:
+        records = list(wal.recover(after_lsn))
+        yield wal, records
+    finally:
+        wal.close()
+
+
+def write_log(directory: Path, groups: list[list[bytes]], segment_bytes: int = BIG_SEGMENT) -> None:
+    with opened(directory, segment_bytes=segment_bytes) as (wal, records):
+        assert records == []
+        for group in groups:
+            wal.append(group)
+
+
+def recovered(directory: Path, after_lsn: int = 0, segment_bytes: int = BIG_SEGMENT) -> list[tuple[int, bytes]]:
+    with opened(directory, after_lsn, segment_bytes) as (_, records):
+        return records
+
+
+def segments(directory: Path) -> list[tuple[int, Path]]:
+    return sorted((int(p.stem), p) for p in directory.glob("*.wal"))
+
+
+def numbered(payloads: list[bytes], first: int = 1) -> list[tuple[int, bytes]]:
+    return [(first + i, p) for i, p in enumerate(payloads)]
+
+
+PAYLOADS = [b"alpha", b"", b"gamma" * 10, bytes(range(256)), b"epsilon"]
+
+
+def test_wal_frame_layout_is_length_crc_lsn_payload():
+    payload = b"hello wal"
+    raw = frame(7, payload)
+    length, crc, lsn = struct.unpack_from("<IIQ", raw)
+    assert (length, lsn) == (len(payload), 7)
+    assert crc == crc32c.crc32c(struct.pack("<IQ", len(payload), 7) + payload)
+    assert raw[HEADER.size:] == payload
+    assert HEADER.size == FRAME_OVERHEAD
+
+
+def test_wal_append_then_recover_returns_every_payload_with_lsns_from_one(tmp_path):
+    with opened(tmp_path) as (wal, _):
+        for i, payload in enumerate(PAYLOADS, start=1):
+            assert wal.append([payload]) == i
+        assert wal.next_lsn == len(PAYLOADS) + 1
+    assert recovered(tmp_path) == numbered(PAYLOADS)
+
+
+def test_wal_group_append_returns_the_last_lsn_of_the_group(tmp_path):
+    with opened(tmp_path) as (wal, _):
+        assert wal.append(PAYLOADS[:3]) == 3
+        assert wal.append(PAYLOADS[3:]) == len(PAYLOADS)
+        assert wal.append([b"one more"]) == len(PAYLOADS) + 1
+    assert recovered(tmp_path) == numbered(PAYLOADS + [b"one more"])
+
+
+def test_wal_recovery_after_reopening_continues_lsn_numbering(tmp_path):
+    write_log(tmp_path, [PAYLOADS[:2], PAYLOADS[2:]])
+    with opened(tmp_path) as (wal, records):
+        assert records == numbered(PAYLOADS)
+        assert wal.next_lsn == len(PAYLOADS) + 1
+        assert wal.append([b"after restart"]) == len(PAYLOADS) + 1
+    assert recovered(tmp_path) == numbered(PAYLOADS + [b"after restart"])
+
+
+def test_wal_append_before_recover_raises_storage_error(tmp_path):
+    wal = WriteAheadLog(tmp_path)
+    try:
+        with pytest.raises(StorageError):
+            wal.append([b"too early"])
+    finally:
+        wal.close()
+    assert recovered(tmp_path) == []
+
+
+def test_wal_append_before_the_recover_iterator_is_exhausted_raises_storage_error(tmp_path):
+    write_log(tmp_path, [PAYLOADS])
+    wal = WriteAheadLog(tmp_path)
+    try:
+        records = wal.recover(0)
+        next(records)
+        with pytest.raises(StorageError):
+            wal.append([b"too early"])
+        records.close()
+    finally:
+        wal.close()
+
+
+@pytest.mark.parametrize("cut", [1, 3, FRAME_OVERHEAD, FRAME_OVERHEAD + len(PAYLOADS[-1]) - 1])
+def test_wal_recovery_stops_at_a_torn_last_frame_and_truncates_it(tmp_path, cut):
+    write_log(tmp_path, [[p] for p in PAYLOADS])
+    ((_, path),) = segments(tmp_path)
+    full = path.stat().st_size
+    with open(path, "r+b") as fh:
+        fh.truncate(full - cut)
+    with opened(tmp_path) as (wal, records):
+        assert records == numbered(PAYLOADS[:-1])
+        assert path.stat().st_size == full - FRAME_OVERHEAD - len(PAYLOADS[-1])
+        assert wal.append([b"new"]) == len(PAYLOADS)
+    assert recovered(tmp_path) == numbered(PAYLOADS[:-1] + [b"new"])
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"\x00", b"\xff" * 7, b"\x00" * FRAME_OVERHEAD, random.Random(7).randbytes(40), struct.pack("<IIQ", 3, 0, 6) + b"abc"],
+    ids=["one-zero", "short-ff", "zero-header", "random", "bad-crc-frame"],
+)
+def test_wal_recovery_ignores_garbage_after_the_last_frame_and_truncates_it(tmp_path, garbage):
+    write_log(tmp_path, [PAYLOADS])
+    ((_, path),) = segments(tmp_path)
+    full = path.stat().st_size
+    with open(path, "ab") as fh:
+        fh.write(garbage)
+    with opened(tmp_path) as (wal, records):
+        assert records == numbered(PAYLOADS)
+        assert path.stat().st_size == full
+        assert wal.append([b"new"]) == len(PAYLOADS) + 1
+    assert recovered(tmp_path) == numbered(PAYLOADS + [b"new"])
+
+
+@pytest.mark.parametrize("field", ["length", "crc", "lsn", "payload"])
+def test_wal_recovery_stops_before_a_record_with_a_flipped_byte(tmp_path, field):
+    write_log(tmp_path, [[p] for p in PAYLOADS])
+    ((_, path),) = segments(tmp_path)
+    middle = 2
+    start = sum(FRAME_OVERHEAD + len(p) for p in PAYLOADS[:middle])
+    offset = start + {"length": 0, "crc": 4, "lsn": 8, "payload": FRAME_OVERHEAD + 3}[field]
+    raw = bytearray(path.read_bytes())
+    raw[offset] ^= 0x01
+    path.write_bytes(bytes(raw))
+    with opened(tmp_path) as (wal, records):
+        assert records == numbered(PAYLOADS[:middle])
+        assert path.stat().st_size == start
+        assert wal.append([b"replacement"]) == middle + 1
+    assert recovered(tmp_path) == numbered(PAYLOADS[:middle] + [b"replacement"])
+
+
+def test_wal_recover_after_lsn_yields_only_later_records(tmp_path):
+    write_log(tmp_path, [PAYLOADS])
+    for k in range(len(PAYLOADS) + 1):
+        assert recovered(tmp_path, after_lsn=k) == numbered(PAYLOADS, 1)[k:]
+
+
+def test_wal_recover_after_lsn_past_the_end_continues_numbering_after_it(tmp_path):
+    with opened(tmp_path, after_lsn=41) as (wal, records):
+        assert records == []
+        assert wal.append([b"first after checkpoint"]) == 42
+    assert recovered(tmp_path, after_lsn=41) == [(42, b"first after checkpoint")]
+
+
+def test_wal_recover_raises_wal_corrupt_when_records_after_the_checkpoint_are_missing(tmp_path):
+    with opened(tmp_path, after_lsn=5) as (wal, _):
+        wal.append([b"six", b"seven"])
+    with pytest.raises(WalCorrupt):
+        recovered(tmp_path, after_lsn=3)
+    assert recovered(tmp_path, after_lsn=5) == [(6, b"six"), (7, b"seven")]
+
+
+def test_wal_rotate_and_truncate_through_delete_only_fully_covered_segments(tmp_path):
+    with opened(tmp_path) as (wal, _):
+        wal.append([b"1", b"2", b"3"])
+        wal.rotate()
+        wal.append([b"4", b"5", b"6"])
+        wal.rotate()
+        wal.append([b"7", b"8", b"9"])
+        assert [first for first, _ in segments(tmp_path)] == [1, 4, 7]
+        wal.truncate_through(2)
+        assert [first for first, _ in segments(tmp_path)] == [1, 4, 7]
+        wal.truncate_through(5)
+        assert [first for first, _ in segments(tmp_path)] == [4, 7]
+        wal.truncate_through(9)
+        assert [first for first, _ in segments(tmp_path)] == [7]
+        assert wal.append([b"10"]) == 10
+    assert recovered(tmp_path, after_lsn=6) == numbered([b"7", b"8", b"9", b"10"], 7)
+
+
+def test_wal_truncate_through_after_rotate_leaves_only_the_new_empty_segment(tmp_path):
+    with opened(tmp_path) as (wal, _):
+        wal.append([b"1", b"2", b"3"])
+        wal.rotate()
+        wal.append([b"4", b"5", b"6"])
+        wal.rotate()
+        wal.truncate_through(6)
+        assert [first for first, _ in segments(tmp_path)] == [7]
+    with opened(tmp_path, after_lsn=6) as (wal, records):
+        assert records == []
+        assert wal.append([b"7"]) == 7
+
+
+def test_wal_rotate_without_appends_in_between_creates_no_extra_segment(tmp_path):
+    with opened(tmp_path) as (wal, _):
+        wal.append([b"1"])
+        wal.rotate()
+        wal.rotate()
+        assert [first for first, _ in segments(tmp_path)] == [1, 2]
+
+
+def test_wal_segment_rollover_with_small_segments_recovers_everything_in_order(tmp_path):
+    groups = [[bytes([i]) * (i % 23) for i in range(n, n + 1 + n % 3)] for n in range(0, 120, 3)]
+    flat = [p for g in groups for p in g]
+    write_log(tmp_path, groups, segment_bytes=200)
+    found = segments(tmp_path)
+    assert len(found) > 5
+    assert found[0][0] == 1
+    assert recovered(tmp_path, segment_bytes=200) == numbered(flat)
+    with opened(tmp_path, segment_bytes=200) as (wal, _):
+        assert wal.append([b"tail"]) == len(flat) + 1
+    assert recovered(tmp_path, segment_bytes=200) == numbered(flat + [b"tail"])
+    with opened(tmp_path, after_lsn=found[1][0] - 1, segment_bytes=200) as (_, records):
+        assert records == numbered(flat + [b"tail"])[found[1][0] - 1:]
+
+
+def test_wal_corruption_in_a_middle_segment_drops_later_segments(tmp_path):
+    with opened(tmp_path) as (wal, _):
+        wal.append([b"1", b"2"])
+        wal.rotate()
+        wal.append([b"3", b"4"])
+        wal.rotate()
+        wal.append([b"5", b"6"])
+    (_, middle) = segments(tmp_path)[1]
+    raw = bytearray(middle.read_bytes())
+    raw[-1] ^= 0x01  # payload of LSN 4
+    middle.write_bytes(bytes(raw))
+    with opened(tmp_path) as (wal, records):
+        assert records == numbered([b"1", b"2", b"3"])
+        assert [first for first, _ in segments(tmp_path)] == [1, 3]
+        assert wal.append([b"new 4"]) == 4
+    assert recovered(tmp_path) == numbered([b"1", b"2", b"3", b"new 4"])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="wal.py recover() lines 92/99/110: next_lsn starts at after_lsn+1, so when the checkpoint LSN "
+           "lies past the first segment the second segment looks out of sequence and it and every later "
+           "segment are deleted (acknowledged records lost)",
+)
+@pytest.mark.parametrize("after_lsn", [3, 4, 5, 7])
+def test_wal_recover_after_a_checkpoint_past_the_first_segment_keeps_later_records(tmp_path, after_lsn):
+    # A crash between swinging the root and truncate_through() leaves checkpointed segments behind.
+    payloads = [str(i).encode() for i in range(1, 9)]
+    with opened(tmp_path) as (wal, _):
+        wal.append(payloads[0:2])
+        wal.rotate()
+        wal.append(payloads[2:4])
+        wal.rotate()
+        wal.append(payloads[4:8])
+    assert [first for first, _ in segments(tmp_path)] == [1, 3, 5]
+    assert recovered(tmp_path, after_lsn=after_lsn) == numbered(payloads)[after_lsn:]
+    assert recovered(tmp_path) == numbered(payloads)
+
+
+@settings(max_examples=500, deadline=None)
+@given(data=st.binary(max_size=512), first=st.none() | st.integers(min_value=0, max_value=2**64 - 1))
+def test_wal_parse_frames_on_arbitrary_bytes_never_raises(data, first):
+    records, offset = parse_frames(data, first)
+    assert 0 <= offset <= len(data)
+    assert offset == sum(FRAME_OVERHEAD + len(p) for _, p in records)
+    lsns = [lsn for lsn, _ in records]
+    assert all(b == a + 1 for a, b in zip(lsns, lsns[1:]))
+    if first is not None and lsns:
+        assert lsns[0] == first
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    payloads=st.lists(st.binary(max_size=64), max_size=10),
+    first=st.integers(min_value=0, max_value=2**40),
+    garbage=st.binary(max_size=64),
+)
+def test_wal_parse_frames_returns_every_valid_frame_before_garbage(payloads, first, garbage):
+    valid = b"".join(frame(first + i, p) for i, p in enumerate(payloads))
+    records, offset = parse_frames(valid + garbage, first)
+    assert records[:len(payloads)] == numbered(payloads, first)
+    assert offset >= len(valid)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    groups=st.lists(st.lists(st.binary(max_size=48), min_size=1, max_size=4), min_size=1, max_size=10),
+    segment_bytes=st.sampled_from([48, 120, 300, BIG_SEGMENT]),
+    data=st.data(),
+)
+def test_wal_recovery_after_a_cut_returns_exactly_the_complete_prefix(groups, segment_bytes, data):
+    flat = [p for g in groups for p in g]
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        write_log(directory, groups, segment_bytes)
+        files = segments(directory)
+        sizes = [path.stat().st_size for _, path in files]
+        total = sum(sizes)
+        cut = data.draw(st.integers(min_value=0, max_value=total), label="cut")
+
+        start = 0
+        for (_, path), size in zip(files, sizes):
+            if start <= cut < start + size:
+                break
+            start += size
+        else:
+            path, start = files[-1][1], total - sizes[-1]
+        with open(path, "r+b") as fh:
+            fh.truncate(cut - start)
+
+        ends, end = [], 0
+        for payload in flat:
+            end += FRAME_OVERHEAD + len(payload)
+            ends.append(end)
+        keep = sum(1 for e in ends if e <= cut)
+
+        with opened(directory, segment_bytes=segment_bytes) as (wal, records):
+            assert records == numbered(flat[:keep])
+            assert wal.size_bytes == (ends[keep - 1] if keep else 0)
+            assert wal.append([b"after crash"]) == keep + 1
+        assert recovered(directory, segment_bytes=segment_bytes) == numbered(flat[:keep] + [b"after crash"])
