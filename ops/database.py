@@ -195,6 +195,11 @@ class Database:
     def wal_bytes(self) -> int:
         return self._wal.size_bytes
 
+    @property
+    def wal_syncs(self) -> int:
+        """fsync calls made by the WAL since open (group commit makes this < writes)."""
+        return self._wal.syncs
+
     # --------------------------------------------------------------------- writes
     async def _submit(self, op: _Op) -> Any:
         if not self.ready:

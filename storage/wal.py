@@ -68,6 +68,7 @@ class WriteAheadLog:
         self._segment_size = 0
         self.next_lsn = 1
         self._recovered = False
+        self.syncs = 0
 
     def _segments(self) -> list[tuple[int, Path]]:
         found = []
@@ -153,6 +154,7 @@ class WriteAheadLog:
             while view:
                 view = view[os.write(self._fd, view):]
             os.fsync(self._fd)
+            self.syncs += 1
         except OSError as exc:
             # The tail may now hold a partial frame: cut it so later appends stay readable.
             try:

@@ -1,0 +1,146 @@
+"""A collection against a brute-force model: upserts, deletes, drains, snapshots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from s5vec.index import (
+    Collection, CollectionConfig, DimensionMismatch, RawItem, RecordNotFound, compile_filter, prepare_batch,
+    prepare_vectors,
+)
+
+DIM = 8
+
+
+def upsert(coll: Collection, items: list[RawItem]) -> list[str]:
+    batch, errors = prepare_batch(coll.config, items)
+    assert not errors, errors
+    coll.apply_upsert(batch)
+    return batch.ids
+
+
+def test_search_returns_exact_neighbours_from_buffer_and_graph_alike(tmp_path: Path, minilm: Any) -> None:
+    coll = Collection(CollectionConfig("t", 384), tmp_path)
+    base = minilm.base[:3000]
+    upsert(coll, [RawItem(i, base[i]) for i in range(2000)])
+    while coll.drain(512):
+        pass
+    upsert(coll, [RawItem(i, base[i]) for i in range(2000, 3000)])  # stays in the exact buffer
+    assert coll.stats()["pending"] == 1000 and coll.stats()["indexed"] == 2000
+    normed = base / np.linalg.norm(base, axis=1, keepdims=True)
+    found = 0
+    for query in minilm.queries[:100]:
+        q = prepare_vectors(coll.config, query[None])[0]
+        truth = set(np.argsort(-(normed @ q))[:10].tolist())
+        found += len({int(h.id) for h in coll.search(q, 10)} & truth)
+    assert found / 1000 >= 0.95
+
+
+def test_cosine_scores_lie_in_unit_interval_and_l2_distance_is_euclidean(tmp_path: Path) -> None:
+    cos = Collection(CollectionConfig("c", 2), tmp_path)
+    upsert(cos, [RawItem("same", [1, 0]), RawItem("opposite", [-1, 0])])
+    hits = cos.search(prepare_vectors(cos.config, np.array([[2.0, 0.0]], np.float32))[0], 2)
+    assert [(h.id, round(h.score, 5)) for h in hits] == [("same", 1.0), ("opposite", 0.0)]
+    l2 = Collection(CollectionConfig("l", 2, "l2"), tmp_path)
+    upsert(l2, [RawItem("p", [3, 4])])
+    assert l2.search(np.zeros(2, np.float32), 1)[0].distance == pytest.approx(5.0)
+
+
+def test_prepare_batch_rejects_wrong_dimension_per_item(tmp_path: Path) -> None:
+    config = CollectionConfig("t", 3)
+    batch, errors = prepare_batch(config, [RawItem("a", [1, 2, 3]), RawItem("b", [1, 2])])
+    assert batch.ids == ["a"] and errors[0].code == "dimension_mismatch" and errors[0].index == 1
+    with pytest.raises(DimensionMismatch):
+        prepare_vectors(config, np.ones((1, 2), np.float32))
+
+
+def test_search_survives_deleting_most_of_the_graph(tmp_path: Path) -> None:
+    coll = Collection(CollectionConfig("t", DIM), tmp_path)
+    rng = np.random.default_rng(0)
+    upsert(coll, [RawItem(i, rng.normal(size=DIM)) for i in range(500)])
+    while coll.drain(1000):
+        pass
+    coll.apply_delete([str(i) for i in range(495)])
+    hits = coll.search(prepare_vectors(coll.config, rng.normal(size=(1, DIM)).astype(np.float32))[0], 10)
+    assert sorted(h.id for h in hits) == [str(i) for i in range(495, 500)]
+
+
+class CollectionMachine(RuleBasedStateMachine):
+    """Random upserts, deletes, drains, metadata filters and snapshot/restore vs a dict model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model: dict[str, tuple[np.ndarray, dict[str, Any]]] = {}
+
+    @initialize(tmp=st.just(None))
+    def setup(self, tmp: None) -> None:
+        import tempfile
+        self.dir = Path(tempfile.mkdtemp(prefix="s5vec-sm-"))
+        self.coll = Collection(CollectionConfig("sm", DIM), self.dir, capacity=16)
+        self.rng = np.random.default_rng(42)
+
+    @rule(ids=st.lists(st.integers(0, 60), min_size=1, max_size=25), tag=st.sampled_from(["a", "b", "c"]))
+    def upsert(self, ids: list[int], tag: str) -> None:
+        vectors = self.rng.normal(size=(len(ids), DIM)).astype(np.float32)
+        items = [RawItem(i, vectors[n], {"tag": tag, "n": i}) for n, i in enumerate(ids)]
+        batch, errors = prepare_batch(self.coll.config, items)
+        assert not errors
+        self.coll.apply_upsert(batch)
+        for rid, vec, meta in zip(batch.ids, batch.vectors, batch.metadata):
+            self.model[rid] = (vec, meta)
+
+    @rule(ids=st.lists(st.integers(0, 60), min_size=1, max_size=10))
+    def delete(self, ids: list[int]) -> None:
+        keys = [str(i) for i in ids]
+        removed = self.coll.apply_delete(keys)
+        assert removed == len({k for k in keys if k in self.model})
+        for key in keys:
+            self.model.pop(key, None)
+
+    @rule(amount=st.integers(1, 40))
+    def drain(self, amount: int) -> None:
+        self.coll.drain(amount, 1)
+
+    @rule()
+    def restart(self) -> None:
+        self.coll = Collection.restore(self.coll.snapshot(), self.dir)
+
+    @precondition(lambda self: bool(self.model))
+    @rule(tag=st.sampled_from([None, "a", "b"]), k=st.integers(1, 15))
+    def search(self, tag: str | None, k: int) -> None:
+        query = prepare_vectors(self.coll.config, self.rng.normal(size=(1, DIM)).astype(np.float32))[0]
+        predicate = compile_filter({"tag": tag}) if tag else None
+        hits = self.coll.search(query, k, ef=200, predicate=predicate)
+        allowed = {rid: v for rid, (v, m) in self.model.items() if tag is None or m["tag"] == tag}
+        ids = [h.id for h in hits]
+        assert len(ids) == len(set(ids)) == min(k, len(allowed))
+        assert set(ids) <= set(allowed)
+        scores = {rid: float(v @ query) for rid, v in allowed.items()}
+        truth = sorted(scores, key=lambda r: -scores[r])[:k]
+        # at most 61 records and ef=200: the graph search must be exact here
+        assert ids == truth
+        for hit in hits:
+            assert hit.metadata == self.model[hit.id][1]
+
+    @invariant()
+    def counts_and_records_match(self) -> None:
+        if not hasattr(self, "coll"):
+            return
+        assert len(self.coll) == len(self.model)
+        for rid, (vec, meta) in list(self.model.items())[:5]:
+            hit = self.coll.get(rid)
+            assert hit.metadata == meta and np.allclose(hit.vector, vec)
+        with pytest.raises(RecordNotFound):
+            self.coll.get("never-written")
+
+
+CollectionMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=30, deadline=None,
+                                               suppress_health_check=[HealthCheck.too_slow])
+test_collection_state_machine = CollectionMachine.TestCase

@@ -1,0 +1,59 @@
+"""Mongo-style metadata filters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from s5vec.index import InvalidFilter, compile_filter
+
+DOC = {
+    "title": "Arrival", "genre": ["sci-fi", "drama"], "views": 1200, "type": "video", "hd": True,
+    "mintDateTime": "2024-05-01T12:00:00Z", "owner": {"name": "ada", "tags": ["x"]},
+    "attributes": [{"key": "runtime", "value": 116}, {"key": "rating", "value": "PG-13"}],
+}
+
+
+@pytest.mark.parametrize("spec,expected", [
+    ({"genre": "drama"}, True),
+    ({"genre": "comedy"}, False),
+    ({"genre": {"$in": ["comedy", "sci-fi"]}}, True),
+    ({"genre": {"$nin": ["comedy", "sci-fi"]}}, False),
+    ({"views": {"$gt": 1000, "$lte": 1200}}, True),
+    ({"views": {"$lt": 1000}}, False),
+    ({"views": {"$ne": 5}}, True),
+    ({"title": {"$eq": "Arrival"}}, True),
+    ({"missing": {"$exists": False}}, True),
+    ({"views": {"$exists": False}}, False),
+    ({"missing": {"$ne": 1}}, True),
+    ({"owner.name": "ada"}, True),
+    ({"owner.tags": "x"}, True),
+    ({"attributes.runtime": {"$gte": 100}}, True),
+    ({"attributes.rating": "PG-13"}, True),
+    ({"attributes.runtime": {"$lt": 100}}, False),
+    ({"mintDateTime": {"$gte": "2024-01-01T00:00:00+00:00", "$lt": "2024-06-01"}}, True),
+    ({"mintDateTime": {"$gte": "2024-05-01T13:00:00+01:00"}}, True),
+    ({"mintDateTime": {"$gt": "2024-05-01T13:00:00+01:00"}}, False),
+    ({"mintDateTime": {"$lt": "2023-12-31T23:59:59Z"}}, False),
+    ({"$or": [{"views": {"$lt": 10}}, {"type": "video"}]}, True),
+    ({"$and": [{"views": {"$gt": 10}}, {"type": "audio"}]}, False),
+    ({"$not": {"type": "audio"}}, True),
+    ({"views": {"$not": {"$gt": 2000}}}, True),
+    ({"hd": True}, True),
+    ({"hd": 1}, False),
+    ({"views": {"$gt": "100"}}, False),
+    ({"type": "video", "views": {"$gte": 1200}}, True),
+])
+def test_filter_matches_like_mongodb(spec: dict[str, Any], expected: bool) -> None:
+    assert compile_filter(spec)(DOC) is expected
+
+
+@pytest.mark.parametrize("spec", [
+    [], {"views": {"$regex": "x"}}, {"$nor": []}, {"$or": []}, {"$and": {}},
+    {"genre": {"$in": "drama"}}, {"views": {"$gt": [1]}}, {"x": {"$exists": 1}},
+    {"x": {"$gt": 1, "plain": 2}}, {"": 1}, {"a..b": 1}, {"x": {"$not": 3}},
+])
+def test_malformed_filters_raise_invalid_filter(spec: Any) -> None:
+    with pytest.raises(InvalidFilter):
+        compile_filter(spec)
