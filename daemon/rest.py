@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Final
 
@@ -11,7 +12,6 @@ from aiohttp import web
 
 from s5vec.index import (
     CollectionConfig, CollectionNotFound, DimensionMismatch, Hit, InvalidRecord, RawItem, compile_filter,
-    prepare_vectors,
 )
 from s5vec.ops import Database
 
@@ -27,6 +27,7 @@ CONFIG: Final = web.AppKey("config", Config)
 STARTED: Final = web.AppKey("started", float)
 DEFAULT: Final = "default"
 VERSION: Final = "0.1.0"
+F32_MAX: Final = float(np.finfo(np.float32).max)
 routes = web.RouteTableDef()
 
 
@@ -42,14 +43,22 @@ async def decode(request: web.Request, kind: type[Any]) -> Any:
 
 
 def query_vector(config: CollectionConfig, values: list[float]) -> np.ndarray:
+    """The request's query as a validated float32 row (unit length for cosine). Hot path."""
     if not values:
         raise InvalidRecord("vector", "is empty")
-    with np.errstate(over="ignore"):
-        row = np.asarray(values, dtype=np.float32)
+    row = np.fromiter(values, dtype=np.float64, count=len(values))
     if len(row) != config.dimension:
         raise DimensionMismatch(f"query has {len(row)} dimensions, collection {config.name!r} has {config.dimension}")
-    with np.errstate(over="ignore", invalid="ignore"):
-        return prepare_vectors(config, row[None, :])[0]
+    peak = float(np.abs(row).max())
+    if not peak <= F32_MAX:  # also catches NaN
+        raise InvalidRecord("vector", "contains NaN or infinite values (or values beyond float32 range)")
+    squares = float(np.dot(row, row))
+    if config.metric == "cosine":
+        if squares == 0.0:
+            raise InvalidRecord("vector", "has zero length; cosine similarity is undefined")
+        row *= 1.0 / math.sqrt(squares)
+    query = row.astype(np.float32)
+    return query
 
 
 def flag(request: web.Request, name: str, default: bool) -> bool:

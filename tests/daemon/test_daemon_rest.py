@@ -203,6 +203,9 @@ async def test_unknown_collection_and_route_are_404_in_the_error_shape(client: A
     ({"vector": [1, 0, 0], "filter": {"genre": {"$regex": "x"}}}, "filter"),
     ({"vector": [1, 0, 0], "filter": {"$or": []}}, "filter"),
     ({"vector": []}, "vector"),
+    ({"vector": [1e39, 0, 0]}, "vector"),
+    ({"vector": [1e300, 0, 0]}, "vector"),
+    ({"vector": [0, 0, 0]}, "vector"),
 ])
 async def test_invalid_searches_are_400_naming_the_field(client: Any, body: dict[str, Any],
                                                           field: str | None) -> None:
