@@ -81,7 +81,11 @@ class LocalBlobStore:
         blob_id = BlobId.of(data)
         path = self._path(blob_id)
         if path.exists() and path.stat().st_size == blob_id.size:
-            return blob_id
+            try:
+                if BlobId.of(path.read_bytes()) == blob_id:
+                    return blob_id  # already stored intact (content addressing dedupes)
+            except OSError:
+                pass
         path.parent.mkdir(exist_ok=True)
         try:
             write_atomic(path, data)

@@ -90,25 +90,23 @@ class WriteAheadLog:
         Cuts the log at the first torn or corrupt frame (later segments are removed)
         so new appends follow the last good record.
         """
-        self.next_lsn = after_lsn + 1
         segments = self._segments()
+        chain = None  # first LSN the next segment must start with
         for position, (first, path) in enumerate(segments):
             data = path.read_bytes()
             if position == 0 and first > after_lsn + 1:
                 raise WalCorrupt(f"WAL starts at LSN {first} but the checkpoint ends at {after_lsn}: "
                                  "records in between are missing")
-            expected = first if position == 0 else self.next_lsn
-            if first != expected:
+            if chain is not None and first != chain:
                 log.error("WAL segment %s starts at LSN %d, expected %d; dropping it and later ones",
-                          path.name, first, expected)
+                          path.name, first, chain)
                 self._drop(segments[position:])
                 break
             records, good = parse_frames(data, first)
             for lsn, payload in records:
                 if lsn > after_lsn:
                     yield lsn, payload
-            if records:
-                self.next_lsn = max(self.next_lsn, records[-1][0] + 1)
+            chain = records[-1][0] + 1 if records else first
             if good < len(data):
                 log.warning("WAL segment %s: torn or corrupt record at byte %d of %d; truncating",
                             path.name, good, len(data))
@@ -117,6 +115,7 @@ class WriteAheadLog:
                     os.fsync(fh.fileno())
                 self._drop(segments[position + 1:])
                 break
+        self.next_lsn = max(after_lsn + 1, chain or 0)
         self._recovered = True
 
     def _drop(self, segments: list[tuple[int, Path]]) -> None:

@@ -124,12 +124,6 @@ async def test_put_repairs_a_truncated_copy_of_the_same_blob(store, tmp_path):
     assert await store.get(blob_id) == DATA
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=BlobCorrupt,
-    reason="blobstore.py put_sync: an existing file of the right size is trusted without re-hashing, "
-           "so re-putting a blob never repairs a same-size corrupt copy",
-)
 async def test_put_repairs_a_corrupt_copy_of_the_same_size(store, tmp_path):
     blob_id = await store.put(DATA)
     path = _blob_file(tmp_path, blob_id)
