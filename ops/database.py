@@ -140,16 +140,24 @@ class Database:
         return count
 
     async def close(self, checkpoint: bool = True) -> None:
-        """Stop workers; with ``checkpoint`` the WAL is folded into a final manifest."""
+        """Stop workers; with ``checkpoint`` the WAL is folded into a final manifest.
+
+        The writer finishes the group it is committing (never cancelled mid-commit);
+        writes queued behind it fail with StorageError and are not acknowledged.
+        """
         self.ready = False
-        for task in self._tasks:
+        writer, others = self._tasks[:1], self._tasks[1:]
+        self._tasks = []
+        if writer:
+            await self._queue.put(_Op("stop", "", {}, asyncio.get_running_loop().create_future()))
+            await writer[0]
+        for task in others:
             task.cancel()
-        for task in self._tasks:
+        for task in others:
             try:
                 await task
             except asyncio.CancelledError:
                 pass
-        self._tasks = []
         while not self._queue.empty():
             op = self._queue.get_nowait()
             if not op.future.done():
@@ -251,28 +259,42 @@ class Database:
         return int(await self._submit(_Op("delete", name, {"ids": present}, future, ids=present)))
 
     async def _writer(self) -> None:
+        """Group commit: take every queued write, log them with one fsync, apply, resolve."""
         while True:
             ops = [await self._queue.get()]
             while len(ops) < _GROUP_MAX_OPS and not self._queue.empty():
                 ops.append(self._queue.get_nowait())
+            kinds = [op.kind for op in ops]
+            stop = "stop" in kinds
+            if stop:
+                for late in ops[kinds.index("stop"):]:
+                    if not late.future.done():
+                        late.future.set_exception(StorageError("database is shutting down"))
+                ops = ops[:kinds.index("stop")]
             while self._total_pending() > self.config.max_pending and any(o.kind == "upsert" for o in ops):
                 self._drained.clear()
                 await self._drained.wait()
-            async with self._write_lock:
-                try:
-                    results = await self._run(self._writer_pool, self._commit, ops)
-                except Exception as exc:  # WAL failure: nothing was applied or acknowledged
-                    log.error("WAL commit of %d operations failed: %s", len(ops), exc)
-                    error = exc if isinstance(exc, StorageError) else StorageError(str(exc))
-                    results = [error] * len(ops)
-            for op, result in zip(ops, results):
-                if op.future.done():
-                    continue
-                if isinstance(result, BaseException):
-                    op.future.set_exception(result)
-                else:
-                    op.future.set_result(result)
+            if ops:
+                await self._commit_group(ops)
             self._pending_changed.set()
+            if stop:
+                return
+
+    async def _commit_group(self, ops: list[_Op]) -> None:
+        async with self._write_lock:
+            try:
+                results = await self._run(self._writer_pool, self._commit, ops)
+            except Exception as exc:  # WAL failure: nothing was applied or acknowledged
+                log.error("WAL commit of %d operations failed: %s", len(ops), exc)
+                error = exc if isinstance(exc, StorageError) else StorageError(str(exc))
+                results = [error] * len(ops)
+        for op, result in zip(ops, results):
+            if op.future.done():
+                continue
+            if isinstance(result, BaseException):
+                op.future.set_exception(result)
+            else:
+                op.future.set_result(result)
 
     def _commit(self, ops: list[_Op]) -> list[Any]:
         """Writer thread: check each op against the state, log the good ones, apply them."""

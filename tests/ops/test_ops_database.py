@@ -107,9 +107,12 @@ async def test_searches_during_ingest_see_only_whole_records(tmp_path: Path) -> 
     await db.create_collection(CollectionConfig("c", DIM))
     rng = np.random.default_rng(3)
 
+    done = asyncio.Event()
+
     async def searcher() -> int:
-        seen = 0
-        for _ in range(200):
+        seen, rounds = 0, 0
+        while not done.is_set() or rounds < 20:
+            rounds += 1
             query = prepare_vectors(db.collection("c").config, rng.normal(size=(1, DIM)).astype(np.float32))[0]
             hits = await db.search("c", query, 10)
             ids = [h.id for h in hits]
@@ -123,6 +126,7 @@ async def test_searches_during_ingest_see_only_whole_records(tmp_path: Path) -> 
     async def ingest() -> None:
         for start in range(0, 2000, 100):
             await db.upsert("c", items(start, 100))
+        done.set()
 
     seen, _ = await asyncio.gather(searcher(), ingest())
     assert seen == 10
