@@ -40,6 +40,7 @@ MAX_K: Final = 1000
 EXACT_FILTER_LIMIT: Final = 20_000
 _INITIAL_CAPACITY: Final = 1024
 _JSON = msgspec.json.Encoder()
+_F32_MAX: Final = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,12 +202,14 @@ def _prepare_one(config: CollectionConfig, item: RawItem, now: float) -> tuple[s
     if isinstance(vector, np.ndarray):
         if vector.ndim != 1:
             raise InvalidRecord("vector", "must be a flat array of numbers")
-        row = vector.astype(np.float32, copy=False)
+        row = vector.astype(np.float64)
     else:
         if len(vector) == 0:
             raise InvalidRecord("vector", "is empty")
-        with np.errstate(over="ignore"):
-            row = np.asarray(vector, dtype=np.float32)
+        try:
+            row = np.fromiter(vector, dtype=np.float64, count=len(vector))
+        except (TypeError, ValueError):
+            raise InvalidRecord("vector", "must be an array of numbers") from None
     if len(row) != config.dimension:
         raise DimensionMismatch(f"vector has {len(row)} dimensions, collection {config.name!r} has {config.dimension}")
     return record_id, row, metadata, parse_timestamp(item.timestamp, now)
@@ -215,19 +218,19 @@ def _prepare_one(config: CollectionConfig, item: RawItem, now: float) -> tuple[s
 def prepare_batch(config: CollectionConfig, items: Sequence[RawItem]) -> tuple[Batch, list[ItemError]]:
     """Validate ``items``; the good ones form the batch, the bad ones come back as errors.
 
-    Pure function, safe on any thread. A later item with the same id wins.
+    Pure function, safe on any thread. A later item with the same id wins. Vector
+    checks (finite, float32 range, non-zero for cosine) run once over the whole batch.
     """
     now = time.time()
     ids: list[str] = []
     rows: list[np.ndarray] = []
     metas: list[dict[str, Any]] = []
     stamps: list[float] = []
+    positions: list[int] = []
     errors: list[ItemError] = []
     for index, item in enumerate(items):
         try:
             record_id, row, meta, stamp = _prepare_one(config, item, now)
-            with np.errstate(over="ignore", invalid="ignore"):
-                checked = prepare_vectors(config, row[None, :])
         except InvalidRecord as exc:
             errors.append(ItemError(index, _safe_id(item.id), "invalid_request", str(exc)))
             continue
@@ -235,10 +238,31 @@ def prepare_batch(config: CollectionConfig, items: Sequence[RawItem]) -> tuple[B
             errors.append(ItemError(index, _safe_id(item.id), "dimension_mismatch", str(exc)))
             continue
         ids.append(record_id)
-        rows.append(checked[0])
+        rows.append(row)
         metas.append(meta)
         stamps.append(stamp)
-    vectors = np.stack(rows) if rows else np.zeros((0, config.dimension), np.float32)
+        positions.append(index)
+    if not rows:
+        return Batch([], np.zeros((0, config.dimension), np.float32), [], np.zeros(0)), errors
+    matrix = np.stack(rows)
+    keep = np.abs(matrix).max(axis=1) <= _F32_MAX  # False for NaN too
+    reason = "contains NaN or infinite values (or values beyond float32 range)"
+    if config.metric == "cosine":
+        squares = np.einsum("ij,ij->i", np.where(keep[:, None], matrix, 0.0), np.where(keep[:, None], matrix, 0.0))
+        zero = keep & (squares == 0.0)
+        if zero.any():
+            keep &= ~zero
+        matrix = matrix / np.sqrt(np.where(squares > 0, squares, 1.0))[:, None]
+    if not keep.all():
+        for n in np.flatnonzero(~keep).tolist():
+            message = reason if not np.isfinite(rows[n]).all() or np.abs(rows[n]).max() > _F32_MAX \
+                else "has zero length; cosine similarity is undefined"
+            errors.append(ItemError(positions[n], ids[n], "invalid_request", f"vector: {message}"))
+        good = np.flatnonzero(keep).tolist()
+        ids, metas, stamps = [ids[n] for n in good], [metas[n] for n in good], [stamps[n] for n in good]
+        matrix = matrix[keep]
+        errors.sort(key=lambda e: e.index)
+    vectors = np.ascontiguousarray(matrix, dtype=np.float32)
     return Batch(ids, vectors, metas, np.asarray(stamps, dtype=np.float64)), errors
 
 
