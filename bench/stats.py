@@ -29,17 +29,33 @@ def latency_summary(latencies_s: Sequence[float], elapsed_s: float) -> dict[str,
     }
 
 
-def rss_bytes(pid: int | None = None) -> int | None:
-    """Resident set size (VmRSS of /proc/<pid>/status) in bytes, or None if unavailable."""
+def proc_status_bytes(pid: int | None, field: str) -> int | None:
+    """A ``kB`` field (``VmRSS``, ``VmHWM`` ...) of /proc/<pid>/status in bytes, or None."""
     path = f"/proc/{pid if pid is not None else 'self'}/status"
     try:
         with open(path, encoding="ascii", errors="replace") as fh:
             for line in fh:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError):
         return None
     return None
+
+
+def rss_bytes(pid: int | None = None) -> int | None:
+    """Resident set size (VmRSS of /proc/<pid>/status) in bytes, or None if unavailable."""
+    return proc_status_bytes(pid, "VmRSS")
+
+
+def cpu_seconds(pid: int | None = None) -> float | None:
+    """User + system CPU time of a process (all its threads) from /proc/<pid>/stat."""
+    path = f"/proc/{pid if pid is not None else 'self'}/stat"
+    try:
+        with open(path, encoding="ascii", errors="replace") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _cpu_model() -> str | None:

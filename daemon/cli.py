@@ -30,6 +30,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"s5vec: configuration error: {exc}", file=sys.stderr)
         return EX_CONFIG
+    sys.setswitchinterval(float(os.environ.get("S5VEC_SWITCH", "0.005")))
     logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.info("%s", config.summary())

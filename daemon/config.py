@@ -180,6 +180,8 @@ def validate(config: Config) -> None:
         raise ConfigError(f"http.host: binding {config.http.host} needs auth.keys (refusing to serve "
                           "an unauthenticated database beyond loopback)")
     engine = config.engine
+    if engine.search_batches < 0:
+        raise ConfigError("engine.search_batches: must be 0 (no coalescing) or more")
     for name in ("checkpoint_interval_s", "checkpoint_wal_bytes", "max_pending", "drain_batch",
                  "index_threads", "search_threads", "wal_segment_bytes", "keep_manifests"):
         if getattr(engine, name) <= 0:

@@ -113,9 +113,9 @@ class Batch:
         return len(self.ids)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Hit:
-    """One search result or fetched record."""
+    """One search result or fetched record (not frozen: it is built on the search hot path)."""
 
     id: str
     distance: float
@@ -443,61 +443,92 @@ class Collection:
             mask = self._live[: self._hnsw_upto] if allowed is None else allowed[: self._hnsw_upto]
             return self._exact(np.flatnonzero(mask), query, k)
 
+    def _use_ef(self, ef: int | None, k: int) -> None:
+        # hnswlib keeps ef per index, not per query: changing it must not overlap searches.
+        want = max(ef or self.config.ef_search, k)
+        if want != self._ef:
+            with self._lock.write():
+                self._hnsw.set_ef(want)
+                self._ef = want
+
     def search(self, query: np.ndarray, k: int = 10, ef: int | None = None,
                predicate: Predicate | None = None, score_threshold: float | None = None,
                include_metadata: bool = True, include_vector: bool = False) -> list[Hit]:
         """Top-``k`` live records nearest to ``query`` (validated, normalised), best first."""
-        want_ef = max(ef or self.config.ef_search, k)
-        if want_ef != self._ef:
-            with self._lock.write():
-                self._hnsw.set_ef(want_ef)
-                self._ef = want_ef
+        if predicate is None:
+            return self.search_batch(query[None, :], k, ef, score_threshold, include_metadata, include_vector)[0]
+        self._use_ef(ef, k)
         with self._lock.read():
             n, upto = self._next, self._hnsw_upto
-            if predicate is not None:
-                metadata, live = self._metadata, self._live
-                allowed = np.zeros(n, bool)
-                for label in np.flatnonzero(live[:n]).tolist():
-                    if predicate(metadata[label] or {}):
-                        allowed[label] = True
-                matching = int(allowed.sum())
-                if matching <= EXACT_FILTER_LIMIT:
-                    labels, dist = self._exact(np.flatnonzero(allowed), query, k)
-                else:
-                    g_labels, g_dist = self._graph(query, k, allowed)
-                    p_labels, p_dist = self._exact(np.flatnonzero(allowed[upto:n]) + upto, query, k)
-                    labels, dist = np.concatenate([g_labels, p_labels]), np.concatenate([g_dist, p_dist])
+            metadata, live = self._metadata, self._live
+            allowed = np.zeros(n, bool)
+            for label in np.flatnonzero(live[:n]).tolist():
+                if predicate(metadata[label] or {}):
+                    allowed[label] = True
+            if int(allowed.sum()) <= EXACT_FILTER_LIMIT:
+                labels, dist = self._exact(np.flatnonzero(allowed), query, k)
             else:
-                g_labels, g_dist = self._graph(query, k, None)
-                if n > upto:
-                    p_labels, p_dist = self._exact(np.flatnonzero(self._live[upto:n]) + upto, query, k)
-                    labels, dist = np.concatenate([g_labels, p_labels]), np.concatenate([g_dist, p_dist])
-                else:
-                    labels, dist = g_labels, g_dist
+                g_labels, g_dist = self._graph(query, k, allowed)
+                p_labels, p_dist = self._exact(np.flatnonzero(allowed[upto:n]) + upto, query, k)
+                labels, dist = np.concatenate([g_labels, p_labels]), np.concatenate([g_dist, p_dist])
             order = np.argsort(dist, kind="stable")[:k]
             return self._hits(labels[order], dist[order], score_threshold, include_metadata, include_vector)
+
+    def search_batch(self, queries: np.ndarray, k: int = 10, ef: int | None = None,
+                     score_threshold: float | None = None, include_metadata: bool = True,
+                     include_vector: bool = False, num_threads: int = 2) -> list[list[Hit]]:
+        """Unfiltered top-``k`` for each row of ``queries``: one graph call for all of them
+        (hnswlib spreads it over ``num_threads`` without the GIL) and one exact pass over
+        the pending buffer."""
+        self._use_ef(ef, k)
+        count = len(queries)
+        with self._lock.read():
+            n, upto = self._next, self._hnsw_upto
+            kk = min(k, self._hnsw_live)
+            graph: tuple[np.ndarray, np.ndarray] | None = None
+            if kk > 0:
+                try:
+                    labels, dist = self._hnsw.knn_query(queries, k=kk, num_threads=min(num_threads, count))
+                    graph = (labels.astype(np.int64), dist)
+                except RuntimeError:
+                    graph = None  # too many deletions for k live results: per-query fallback below
+            pending = np.flatnonzero(self._live[upto:n]) + upto if n > upto else None
+            results = []
+            for row in range(count):
+                if graph is not None:
+                    labels, dist = graph[0][row], graph[1][row]
+                else:
+                    labels, dist = self._graph(queries[row], k, None)
+                if pending is not None and len(pending):
+                    p_labels, p_dist = self._exact(pending, queries[row], k)
+                    labels, dist = np.concatenate([labels, p_labels]), np.concatenate([dist, p_dist])
+                    order = np.argsort(dist, kind="stable")[:k]
+                    labels, dist = labels[order], dist[order]
+                results.append(self._hits(labels, dist, score_threshold, include_metadata, include_vector))
+            return results
 
     def _hits(self, labels: np.ndarray, dist: np.ndarray, threshold: float | None,
               include_metadata: bool, include_vector: bool) -> list[Hit]:
         metric = self.config.metric
+        ids, metadata, stamps = self._ids, self._metadata, self._timestamps
+        label_list = labels.tolist()
+        raw = dist.tolist()
+        if metric == "cosine":
+            distances = raw
+            scores = [1.0 - d * 0.5 for d in raw]
+            scores = [0.0 if s < 0.0 else 1.0 if s > 1.0 else s for s in scores]
+        elif metric == "ip":
+            distances, scores = raw, [1.0 - d for d in raw]
+        else:
+            distances = [math.sqrt(d) if d > 0.0 else 0.0 for d in raw]
+            scores = [1.0 / (1.0 + d) for d in distances]
         hits = []
-        for label, raw in zip(labels.tolist(), dist.tolist()):
-            record_id = self._ids[label]
-            if record_id is None:
+        for label, distance, score in zip(label_list, distances, scores):
+            record_id = ids[label]
+            if record_id is None or (threshold is not None and score < threshold):
                 continue
-            if metric == "cosine":
-                distance, score = raw, min(1.0, max(0.0, 1.0 - raw / 2.0))
-            elif metric == "ip":
-                distance, score = raw, 1.0 - raw
-            else:
-                distance = math.sqrt(max(raw, 0.0))
-                score = 1.0 / (1.0 + distance)
-            if threshold is not None and score < threshold:
-                continue
-            hits.append(Hit(record_id, distance, score,
-                            self._metadata[label] if include_metadata else None,
-                            self._vectors[label].copy() if include_vector else None,
-                            float(self._timestamps[label])))
+            hits.append(Hit(record_id, distance, score, metadata[label] if include_metadata else None,
+                            self._vectors[label].copy() if include_vector else None, float(stamps[label])))
         return hits
 
     # --------------------------------------------------------------- persistence

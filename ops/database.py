@@ -52,6 +52,7 @@ class EngineConfig:
     drain_batch: int = 256
     index_threads: int = 2
     search_threads: int = 4
+    search_batches: int = 2
     wal_segment_bytes: int = 64 << 20
 
 
@@ -87,6 +88,8 @@ class Database:
         self._pending_changed = asyncio.Event()
         self._drained = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._searches: list[Any] = []
+        self._search_wakeup = asyncio.Event()
         self._lock_fd: int | None = None
         self.root: BlobId | None = None
         self.checkpoint_lsn = 0
@@ -127,7 +130,8 @@ class Database:
                  self.data_dir, len(self.collections), self.checkpoint_lsn, replayed)
         self._tasks = [asyncio.create_task(self._writer(), name="s5vec-writer"),
                        asyncio.create_task(self._indexer(), name="s5vec-indexer"),
-                       asyncio.create_task(self._checkpointer(), name="s5vec-checkpointer")]
+                       asyncio.create_task(self._checkpointer(), name="s5vec-checkpointer"),
+                       asyncio.create_task(self._search_dispatcher(), name="s5vec-search")]
         self._pending_changed.set()
         self.ready = True
 
@@ -162,6 +166,10 @@ class Database:
             op = self._queue.get_nowait()
             if not op.future.done():
                 op.future.set_exception(StorageError("database is shutting down"))
+        for *_, future in self._searches:
+            if not future.done():
+                future.set_exception(StorageError("database is shutting down"))
+        self._searches = []
         if checkpoint and self._lock_fd is not None:
             try:
                 await self.checkpoint()
@@ -192,9 +200,58 @@ class Database:
     async def search(self, name: str, query: np.ndarray, k: int, ef: int | None = None,
                      predicate: Predicate | None = None, score_threshold: float | None = None,
                      include_metadata: bool = True, include_vector: bool = False) -> list[Hit]:
+        """Top-``k`` of one collection. Concurrent unfiltered searches are coalesced into one
+        graph call (fewer thread hand-offs; hnswlib parallelises the batch without the GIL)."""
         coll = self.collection(name)
-        return await self._run(self._read_pool, coll.search, query, k, ef, predicate, score_threshold,
-                               include_metadata, include_vector)
+        if predicate is not None or not self._tasks or self.config.search_batches == 0:
+            return await self._run(self._read_pool, coll.search, query, k, ef, predicate, score_threshold,
+                                   include_metadata, include_vector)
+        future: asyncio.Future[list[Hit]] = asyncio.get_running_loop().create_future()
+        self._searches.append(((name, k, ef, include_metadata, include_vector), query, score_threshold, future))
+        self._search_wakeup.set()
+        return await future
+
+    async def _search_dispatcher(self) -> None:
+        inflight: set[asyncio.Task[None]] = set()
+        limit = max(1, self.config.search_batches)
+        try:
+            while True:
+                await self._search_wakeup.wait()
+                self._search_wakeup.clear()
+                while self._searches:
+                    if len(inflight) >= limit:
+                        _, inflight = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+                        continue
+                    waiting, self._searches = self._searches, []
+                    groups: dict[tuple[Any, ...], list[Any]] = {}
+                    for item in waiting:
+                        groups.setdefault(item[0], []).append(item)
+                    for key, items in groups.items():
+                        inflight.add(asyncio.create_task(self._search_group(key, items)))
+        except asyncio.CancelledError:
+            for task in inflight:
+                task.cancel()
+            raise
+
+    async def _search_group(self, key: tuple[Any, ...], items: list[Any]) -> None:
+        name, k, ef, include_metadata, include_vector = key
+        try:
+            coll = self.collection(name)
+            queries = np.stack([item[1] for item in items]) if len(items) > 1 else items[0][1][None, :]
+            results = await self._run(self._read_pool, coll.search_batch, queries, k, ef, None,
+                                      include_metadata, include_vector, 1)
+        except BaseException as exc:
+            for item in items:
+                if not item[3].done():
+                    item[3].set_exception(exc if isinstance(exc, Exception) else StorageError("search cancelled"))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, _, threshold, future), hits in zip(items, results):
+            if threshold is not None:
+                hits = [h for h in hits if h.score >= threshold]
+            if not future.done():
+                future.set_result(hits)
 
     async def get(self, name: str, record_id: str, include_vector: bool = True) -> Hit:
         return self.collection(name).get(record_id, include_vector)
@@ -267,7 +324,7 @@ class Database:
             kinds = [op.kind for op in ops]
             stop = "stop" in kinds
             if stop:
-                for late in ops[kinds.index("stop"):]:
+                for late in ops[kinds.index("stop") + 1:]:
                     if not late.future.done():
                         late.future.set_exception(StorageError("database is shutting down"))
                 ops = ops[:kinds.index("stop")]
