@@ -239,7 +239,8 @@ class Database:
             coll = self.collection(name)
             queries = np.stack([item[1] for item in items]) if len(items) > 1 else items[0][1][None, :]
             results = await self._run(self._read_pool, coll.search_batch, queries, k, ef, None,
-                                      include_metadata, include_vector, 1)
+                                      include_metadata, include_vector,
+                                      max(1, self.config.index_threads // max(1, self.config.search_batches)))
         except BaseException as exc:
             for item in items:
                 if not item[3].done():
