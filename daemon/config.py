@@ -183,7 +183,8 @@ def validate(config: Config) -> None:
     if engine.search_batches < 0:
         raise ConfigError("engine.search_batches: must be 0 (no coalescing) or more")
     for name in ("checkpoint_interval_s", "checkpoint_wal_bytes", "max_pending", "drain_batch",
-                 "index_threads", "search_threads", "wal_segment_bytes", "keep_manifests"):
+                 "index_threads", "search_threads", "wal_segment_bytes", "keep_manifests",
+                 "migrate_interval_s", "migrate_max_records"):
         if getattr(engine, name) <= 0:
             raise ConfigError(f"engine.{name}: must be positive")
     from s5vec.index import METRICS, SCHEMAS

@@ -6,9 +6,12 @@ from typing import Any, Final
 
 import msgspec
 
-from .wire import BatchIn, BatchOut, CollectionIn, DeleteIn, ErrorOut, RecordOut, SearchIn, SearchOut, VectorIn
+from .wire import (
+    BatchIn, BatchOut, CollectionIn, DeleteIn, ErrorOut, MetadataIn, RecordOut, SearchIn, SearchOut, VectorIn,
+)
 
-_STRUCTS: Final = (VectorIn, BatchIn, SearchIn, CollectionIn, DeleteIn, SearchOut, BatchOut, RecordOut, ErrorOut)
+_STRUCTS: Final = (VectorIn, BatchIn, SearchIn, CollectionIn, DeleteIn, MetadataIn, SearchOut, BatchOut, RecordOut,
+                   ErrorOut)
 _ERRORS: Final = {"400": "invalid request", "401": "missing or unknown API key", "403": "scope missing",
                   "404": "collection or record not found", "409": "conflicting collection",
                   "413": "body too large", "422": "dimension mismatch"}
@@ -47,8 +50,11 @@ def build_openapi(version: str) -> dict[str, Any]:
         "/api/v1/collections/{c}/vectors": {"post": _op("Upsert one vector", VectorIn, None, "201", c)},
         "/api/v1/collections/{c}/vectors/batch": {"post": _op("Upsert up to 10,000 vectors", BatchIn, BatchOut,
                                                               params=c)},
-        "/api/v1/collections/{c}/vectors/delete": {"post": _op("Delete vectors by id", DeleteIn, None, params=c)},
+        "/api/v1/collections/{c}/vectors/delete": {"post": _op("Delete vectors by ids or by filter", DeleteIn,
+                                                               None, params=c)},
         "/api/v1/collections/{c}/vectors/{id}": {"get": _op("Fetch a record", None, RecordOut, params=cv),
+                                                 "patch": _op("Replace a record's metadata", MetadataIn, None,
+                                                              params=cv),
                                                  "delete": _op("Delete a record", None, None, params=cv)},
         "/api/v1/collections/{c}/search": {"post": _op("k-NN search with filters", SearchIn, SearchOut,
                                                        params=c)},
@@ -58,6 +64,7 @@ def build_openapi(version: str) -> dict[str, Any]:
                                  "delete": _op("Delete from the default collection", None, None, params=("id",))},
         "/api/v1/search": {"post": _op("Search the default collection", SearchIn, SearchOut)},
         "/api/v1/admin/checkpoint": {"post": _op("Checkpoint now", None, None)},
+        "/api/v1/admin/migrate": {"post": _op("Move old records to the historical tier now", None, None)},
         "/api/v1/admin/statistics": {"get": _op("Engine statistics", None, None)},
     }
     return {

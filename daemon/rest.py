@@ -13,12 +13,13 @@ from aiohttp import web
 from s5vec.index import (
     CollectionConfig, CollectionNotFound, DimensionMismatch, Hit, InvalidRecord, RawItem, compile_filter,
 )
-from s5vec.ops import Database
+from s5vec.index import scoring
+from s5vec.ops import Database, Query
 
 from .config import Config
 from .errors import RequestInvalid
 from .wire import (
-    DECODERS, ENCODER, MAX_BATCH, BatchIn, BatchOut, CollectionIn, DeleteIn, ItemErrorOut, RecordOut,
+    DECODERS, ENCODER, MAX_BATCH, BatchIn, BatchOut, CollectionIn, DeleteIn, ItemErrorOut, MetadataIn, RecordOut,
     SearchIn, SearchOut, SearchResult, VectorIn,
 )
 
@@ -106,8 +107,10 @@ async def list_collections(request: web.Request) -> web.Response:
 @routes.post("/api/v1/collections")
 async def create_collection(request: web.Request) -> web.Response:
     body: CollectionIn = await decode(request, CollectionIn)
-    config = CollectionConfig(body.name, body.dimension, body.metric, body.schema,
-                              body.hnsw.m, body.hnsw.ef_construction, body.hnsw.ef_search)
+    config = CollectionConfig(
+        body.name, body.dimension, body.metric, body.schema, body.hnsw.m, body.hnsw.ef_construction,
+        body.hnsw.ef_search, body.recent_threshold_s, body.window_s, body.ivf.quantizer, body.ivf.nlist,
+        body.ivf.nprobe, body.ivf.rerank, tuple(sorted(body.payload_indexes.items())))
     created = await request.app[DB].create_collection(config)
     return reply(request.app[DB].collection(config.name).stats(), 201 if created else 200)
 
@@ -199,13 +202,26 @@ async def search(request: web.Request, name: str) -> web.Response:
             return reply(SearchOut([], 0, 0.0))
         raise
     query = query_vector(coll.config, body.vector)
-    predicate = compile_filter(body.filter) if body.filter else None
+    if body.filter:
+        compile_filter(body.filter)  # a malformed filter is a 400 before any work
     options = body.options
-    hits = await db.search(name, query, body.k, options.hnsw_ef, predicate, options.score_threshold,
-                           options.include_metadata, options.include_vector)
+    if options.tier_weights is not None and options.merge_strategy != "weighted":
+        raise RequestInvalid("tier_weights only apply with merge_strategy 'weighted'", "options.tier_weights")
+    if options.scoring is not None:
+        scoring.validate(options.scoring)
+    fetch = scoring.candidate_count(body.k) if options.scoring is not None else body.k
+    q = Query(fetch, options.hnsw_ef, body.filter or None, None if options.scoring else options.score_threshold,
+              options.include_metadata or options.scoring is not None, options.include_vector,
+              options.ivf_nprobe, options.search_recent, options.search_historical, options.timeout_ms,
+              options.merge_strategy, tuple(options.tier_weights) if options.tier_weights else None)
+    hits, partial = await db.search(name, query, q)
+    if options.scoring is not None:
+        hits = scoring.rerank(hits, options.scoring, time.time(), body.k)
+        if options.score_threshold is not None:
+            hits = [h for h in hits if h.score >= options.score_threshold]
     results = [SearchResult(h.id, h.distance, h.score, h.metadata if options.include_metadata else None,
                             h.vector.tolist() if h.vector is not None else None) for h in hits]
-    return reply(SearchOut(results, len(results), round((time.perf_counter() - started) * 1000, 3)))
+    return reply(SearchOut(results, len(results), round((time.perf_counter() - started) * 1000, 3), partial))
 
 
 @routes.post("/api/v1/collections/{c}/vectors")
@@ -221,8 +237,23 @@ async def post_batch(request: web.Request) -> web.Response:
 @routes.post("/api/v1/collections/{c}/vectors/delete")
 async def post_delete(request: web.Request) -> web.Response:
     body: DeleteIn = await decode(request, DeleteIn)
-    ids = [str(i) for i in body.ids]
-    return reply({"deleted": await request.app[DB].delete(request.match_info["c"], ids)})
+    db, name = request.app[DB], request.match_info["c"]
+    if (body.ids is None) == (body.filter is None):
+        raise RequestInvalid("send exactly one of 'ids' and 'filter'", "ids")
+    if body.filter is not None:
+        if not body.filter:
+            raise RequestInvalid("an empty filter would delete everything; drop the collection instead", "filter")
+        compile_filter(body.filter)
+        return reply({"deleted": await db.delete_matching(name, body.filter)})
+    return reply({"deleted": await db.delete(name, [str(i) for i in body.ids or []])})
+
+
+@routes.patch("/api/v1/collections/{c}/vectors/{id}")
+async def patch_vector(request: web.Request) -> web.Response:
+    body: MetadataIn = await decode(request, MetadataIn)
+    record_id = request.match_info["id"]
+    await request.app[DB].update_metadata(request.match_info["c"], record_id, body.metadata)
+    return reply({"id": record_id, "status": "updated"})
 
 
 @routes.get("/api/v1/collections/{c}/vectors/{id}")
@@ -272,6 +303,11 @@ async def admin_checkpoint(request: web.Request) -> web.Response:
     db = request.app[DB]
     manifest = await db.checkpoint()
     return reply({"manifest": str(manifest) if manifest else None, "lsn": db.checkpoint_lsn})
+
+
+@routes.post("/api/v1/admin/migrate")
+async def admin_migrate(request: web.Request) -> web.Response:
+    return reply(await request.app[DB].migrate())
 
 
 @routes.get("/api/v1/admin/statistics")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 from msgspec import Meta, Struct
 
 from s5vec.index import MAX_DIMENSION, MAX_K
+from s5vec.index.scoring import ScoringSpec
 
 K = Annotated[int, Meta(ge=1, le=MAX_K)]
 Ef = Annotated[int, Meta(ge=1, le=5000)]
@@ -31,9 +32,16 @@ class BatchIn(Struct, forbid_unknown_fields=True):
 
 class SearchOptions(Struct, forbid_unknown_fields=True):
     hnsw_ef: Ef | None = None
+    ivf_nprobe: Annotated[int, Meta(ge=1, le=65536)] | None = None
     include_metadata: bool = True
     include_vector: bool = False
     score_threshold: float | None = None
+    search_recent: bool = True
+    search_historical: bool = True
+    timeout_ms: Annotated[float, Meta(gt=0, le=600_000)] | None = None
+    merge_strategy: Literal["take_best", "average", "weighted"] = "take_best"
+    tier_weights: Annotated[list[float], Meta(min_length=2, max_length=2)] | None = None
+    scoring: ScoringSpec | None = None
 
 
 class SearchIn(Struct, forbid_unknown_fields=True):
@@ -41,6 +49,13 @@ class SearchIn(Struct, forbid_unknown_fields=True):
     k: K = 10
     filter: dict[str, Any] | None = None
     options: SearchOptions = msgspec.field(default_factory=SearchOptions)
+
+
+class IvfIn(Struct, forbid_unknown_fields=True):
+    quantizer: Literal["sq8", "pq", "flat"] = "sq8"
+    nlist: Annotated[int, Meta(ge=0)] = 0
+    nprobe: Annotated[int, Meta(ge=1, le=65536)] = 16
+    rerank: Annotated[int, Meta(ge=1, le=100)] = 4
 
 
 class HnswIn(Struct, forbid_unknown_fields=True):
@@ -55,10 +70,21 @@ class CollectionIn(Struct, forbid_unknown_fields=True):
     metric: str = "cosine"
     schema: str | None = None
     hnsw: HnswIn = msgspec.field(default_factory=HnswIn)
+    ivf: IvfIn = msgspec.field(default_factory=IvfIn)
+    recent_threshold_s: Annotated[float, Meta(gt=0)] = 7 * 86_400.0
+    window_s: Annotated[float, Meta(ge=60)] = 86_400.0
+    payload_indexes: dict[str, Literal["keyword", "number", "datetime", "bool"]] = msgspec.field(default_factory=dict)
+
+
+class MetadataIn(Struct, forbid_unknown_fields=True):
+    metadata: dict[str, Any]
 
 
 class DeleteIn(Struct, forbid_unknown_fields=True):
-    ids: list[str | int]
+    """Exactly one of ``ids`` and ``filter``."""
+
+    ids: list[str | int] | None = None
+    filter: dict[str, Any] | None = None
 
 
 class SearchResult(Struct, omit_defaults=True):
@@ -73,6 +99,7 @@ class SearchOut(Struct):
     results: list[SearchResult]
     count: int
     search_time_ms: float
+    partial: bool = False
 
 
 class ItemErrorOut(Struct):
@@ -107,6 +134,6 @@ class ErrorOut(Struct):
 DECODERS: Final = {
     VectorIn: msgspec.json.Decoder(VectorIn), BatchIn: msgspec.json.Decoder(BatchIn),
     SearchIn: msgspec.json.Decoder(SearchIn), CollectionIn: msgspec.json.Decoder(CollectionIn),
-    DeleteIn: msgspec.json.Decoder(DeleteIn),
+    DeleteIn: msgspec.json.Decoder(DeleteIn), MetadataIn: msgspec.json.Decoder(MetadataIn),
 }
 ENCODER: Final = msgspec.json.Encoder()

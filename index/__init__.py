@@ -1,22 +1,25 @@
-"""Pure compute on numpy: collections with an HNSW tier, filters, schemas."""
+"""Pure compute on numpy: collections with a recent HNSW tier and historical IVF segments,
+payload indexes, filters, scoring, schemas."""
 
-from .collection import (
-    EXACT_FILTER_LIMIT, MAX_DIMENSION, MAX_ID_BYTES, MAX_K, MAX_METADATA_BYTES, METRICS,
-    Batch, Collection, CollectionConfig, CollectionSnapshot, Hit, ItemError, RawItem,
-    check_same_definition, normalize_id, parse_timestamp, prepare_batch, prepare_vectors,
-)
+from .collection import EXACT_FILTER_LIMIT, Collection, CollectionSnapshot, MigrationPlan
 from .errors import (
     CollectionExists, CollectionNotFound, DimensionMismatch, IndexError_, InvalidFilter,
     InvalidRecord, RecordNotFound,
 )
 from .filters import Predicate, compile_filter, parse_datetime
+from .records import (
+    MAX_DIMENSION, MAX_ID_BYTES, MAX_K, MAX_METADATA_BYTES, METRICS, PAYLOAD_TYPES, QUANTIZERS,
+    Batch, CollectionConfig, Hit, ItemError, RawItem, check_same_definition, normalize_id,
+    parse_timestamp, prepare_batch, prepare_vectors,
+)
 from .schema import SCHEMAS, validate_video_nft
+from .segment import SealedSegment
 
 __all__ = [
     "EXACT_FILTER_LIMIT", "MAX_DIMENSION", "MAX_ID_BYTES", "MAX_K", "MAX_METADATA_BYTES", "METRICS",
-    "SCHEMAS", "Batch", "Collection", "CollectionConfig", "CollectionExists", "CollectionNotFound",
-    "CollectionSnapshot", "DimensionMismatch", "Hit", "IndexError_", "InvalidFilter", "InvalidRecord",
-    "ItemError", "Predicate", "RawItem", "RecordNotFound", "check_same_definition", "compile_filter",
-    "normalize_id", "parse_datetime", "parse_timestamp", "prepare_batch", "prepare_vectors",
-    "validate_video_nft",
+    "PAYLOAD_TYPES", "QUANTIZERS", "SCHEMAS", "Batch", "Collection", "CollectionConfig",
+    "CollectionExists", "CollectionNotFound", "CollectionSnapshot", "DimensionMismatch", "Hit",
+    "IndexError_", "InvalidFilter", "InvalidRecord", "ItemError", "MigrationPlan", "Predicate", "RawItem",
+    "RecordNotFound", "SealedSegment", "check_same_definition", "compile_filter", "normalize_id",
+    "parse_datetime", "parse_timestamp", "prepare_batch", "prepare_vectors", "validate_video_nft",
 ]

@@ -1,592 +1,480 @@
-"""One collection: records, their vectors and an HNSW graph plus a small exact buffer.
+"""One collection: a recent tier (HNSW + exact buffer) and sealed historical segments
+(IVF), searched together and merged by distance, each id living in exactly one tier.
 
-Labels are dense integers handed out in write order; every upsert takes a fresh
-label and retires the old one.  Labels below ``hnsw_upto`` have been offered to the
-HNSW graph; labels from ``hnsw_upto`` to ``next_label`` form the *pending* buffer that
-every search scans exactly, so a write is searchable the moment it is applied and
-ingest is not limited by graph construction speed (see DESIGN.md).
-
-Thread safety: ``apply_*``, ``drain`` and ``restore`` take the write lock; ``search``,
-``get`` and ``snapshot`` take the read lock, so searches run in parallel threads.
+Thread safety: mutations (``apply_*``, ``drain``, ``commit_migration``) take the write
+lock; searches, ``get``, ``plan_migration`` and ``snapshot`` take the read lock, so
+searches run in parallel threads. Segment training runs with no lock held.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import re
-import tempfile
+import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import hnswlib
-import msgspec
 import numpy as np
 
-from .errors import CollectionExists, DimensionMismatch, InvalidRecord, RecordNotFound
-from .filters import Predicate, parse_datetime
+from .errors import RecordNotFound
+from .filters import compile_filter
+from .recent import RecentTier
+from .records import Batch, CollectionConfig, Hit
 from .rwlock import RWLock
-from .schema import SCHEMAS, video_nft_key
+from .scoring import merge as merge_hits
+from .segment import SealedSegment
 
-METRICS: Final = ("cosine", "l2", "ip")
-NAME_RE: Final = re.compile(r"[a-z0-9_-]{1,64}")
-MAX_DIMENSION: Final = 4096
-MAX_ID_BYTES: Final = 256
-MAX_METADATA_BYTES: Final = 64 * 1024
-MAX_K: Final = 1000
 EXACT_FILTER_LIMIT: Final = 20_000
-_INITIAL_CAPACITY: Final = 1024
-_JSON = msgspec.json.Encoder()
-_F32_MAX: Final = float(np.finfo(np.float32).max)
-
-
-@dataclass(frozen=True, slots=True)
-class CollectionConfig:
-    """A collection's immutable definition."""
-
-    name: str
-    dimension: int
-    metric: str = "cosine"
-    schema: str | None = None
-    hnsw_m: int = 16
-    ef_construction: int = 200
-    ef_search: int = 64
-
-    def validate(self) -> None:
-        """Raise InvalidRecord naming the first bad field."""
-        if not isinstance(self.name, str) or not NAME_RE.fullmatch(self.name):
-            raise InvalidRecord("name", "must match [a-z0-9_-]{1,64}")
-        if isinstance(self.dimension, bool) or not isinstance(self.dimension, int) or not 1 <= self.dimension <= MAX_DIMENSION:
-            raise InvalidRecord("dimension", f"must be an integer from 1 to {MAX_DIMENSION}")
-        if self.metric not in METRICS:
-            raise InvalidRecord("metric", f"must be one of {', '.join(METRICS)}")
-        if self.schema is not None and self.schema not in SCHEMAS:
-            raise InvalidRecord("schema", f"unknown schema; known: {', '.join(SCHEMAS)}")
-        if not 2 <= self.hnsw_m <= 128:
-            raise InvalidRecord("hnsw_m", "must be from 2 to 128")
-        if not 8 <= self.ef_construction <= 2000:
-            raise InvalidRecord("ef_construction", "must be from 8 to 2000")
-        if not 1 <= self.ef_search <= 5000:
-            raise InvalidRecord("ef_search", "must be from 1 to 5000")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f: getattr(self, f) for f in self.__slots__}  # type: ignore[attr-defined]
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> CollectionConfig:
-        return cls(**{k: v for k, v in raw.items() if k in cls.__slots__})  # type: ignore[attr-defined]
-
-
-@dataclass(frozen=True, slots=True)
-class RawItem:
-    """An upsert as the caller sent it, before validation."""
-
-    id: str | int | None
-    vector: Sequence[float] | np.ndarray
-    metadata: dict[str, Any] | None = None
-    timestamp: str | float | int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ItemError:
-    """Why one item of a batch was rejected."""
-
-    index: int
-    id: str | None
-    code: str
-    message: str
-
-
-@dataclass(slots=True)
-class Batch:
-    """Validated upserts, ready for the WAL and for :meth:`Collection.apply_upsert`."""
-
-    ids: list[str]
-    vectors: np.ndarray
-    metadata: list[dict[str, Any]]
-    timestamps: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-@dataclass(slots=True)
-class Hit:
-    """One search result or fetched record (not frozen: it is built on the search hot path)."""
-
-    id: str
-    distance: float
-    score: float
-    metadata: dict[str, Any] | None = None
-    vector: np.ndarray | None = None
-    timestamp: float | None = None
+Candidates = tuple[np.ndarray, np.ndarray]  # (positions or labels, raw distances)
 
 
 @dataclass(slots=True)
 class CollectionSnapshot:
-    """A collection's full state at one instant, as plain data (no pickles)."""
+    """A collection's state at one instant, as plain data plus the (immutable) segments."""
 
     config: CollectionConfig
-    next_label: int
-    hnsw_upto: int
-    ids: list[str | None]
-    metadata: list[dict[str, Any] | None]
-    vectors: bytes
-    timestamps: bytes
-    live: bytes
-    hnsw: bytes | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    recent: dict[str, Any]
+    segments: list[tuple[SealedSegment, dict[str, Any], int]]  # segment, mutable parts, version
 
 
-def parse_timestamp(value: str | float | int | None, now: float) -> float:
-    """Caller timestamp (ISO 8601 or Unix seconds; > 1e11 means milliseconds) → seconds."""
-    if value is None:
-        return now
-    if isinstance(value, bool):
-        raise InvalidRecord("timestamp", "must be an ISO 8601 string or Unix seconds")
-    if isinstance(value, (int, float)):
-        seconds = float(value) / 1000.0 if abs(value) > 1e11 else float(value)
-        if not math.isfinite(seconds):
-            raise InvalidRecord("timestamp", "must be finite")
-        return seconds
-    parsed = parse_datetime(value)
-    if parsed is None:
-        raise InvalidRecord("timestamp", f"{value[:40]!r} is not an ISO 8601 date-time")
-    return parsed.timestamp()
+@dataclass(slots=True)
+class MigrationPlan:
+    """Records of the recent tier that belong to the historical tier, grouped by window."""
 
+    cutoff: float
+    windows: dict[int, dict[str, Any]]
 
-def normalize_id(value: str | int | None) -> str:
-    if isinstance(value, bool) or value is None:
-        raise InvalidRecord("id", "is required (string or integer)")
-    text = str(value) if isinstance(value, int) else value
-    if not isinstance(text, str) or not text:
-        raise InvalidRecord("id", "must be a non-empty string or an integer")
-    if len(text.encode()) > MAX_ID_BYTES:
-        raise InvalidRecord("id", f"is longer than {MAX_ID_BYTES} bytes")
-    return text
-
-
-def prepare_vectors(config: CollectionConfig, rows: np.ndarray) -> np.ndarray:
-    """Check shape and values of float32 rows; normalise for cosine. Raises on bad input."""
-    if rows.ndim != 2 or rows.shape[1] != config.dimension:
-        got = rows.shape[-1] if rows.ndim else 0
-        raise DimensionMismatch(f"vector has {got} dimensions, collection {config.name!r} has {config.dimension}")
-    if not np.isfinite(rows).all():
-        raise InvalidRecord("vector", "contains NaN or infinite values (or values beyond float32 range)")
-    if config.metric == "cosine":
-        norms = np.linalg.norm(rows, axis=1)
-        if (norms == 0).any():
-            raise InvalidRecord("vector", "has zero length; cosine similarity is undefined")
-        rows = rows / norms[:, None]
-    return np.ascontiguousarray(rows, dtype=np.float32)
-
-
-def _prepare_one(config: CollectionConfig, item: RawItem, now: float) -> tuple[str, np.ndarray, dict[str, Any], float]:
-    metadata = item.metadata if item.metadata is not None else {}
-    if not isinstance(metadata, dict):
-        raise InvalidRecord("metadata", "must be a JSON object")
-    if config.schema is not None:
-        metadata = SCHEMAS[config.schema](metadata)
-    if config.schema == "video_nft" and item.id is None:
-        record_id = video_nft_key(metadata)
-    else:
-        record_id = normalize_id(item.id)
-        if config.schema == "video_nft" and record_id != video_nft_key(metadata):
-            raise InvalidRecord("id", f"must be '<address>:<id>' ({video_nft_key(metadata)!r}) or omitted")
-    if len(_JSON.encode(metadata)) > MAX_METADATA_BYTES:
-        raise InvalidRecord("metadata", f"is larger than {MAX_METADATA_BYTES} bytes encoded")
-    vector = item.vector
-    if isinstance(vector, np.ndarray):
-        if vector.ndim != 1:
-            raise InvalidRecord("vector", "must be a flat array of numbers")
-        row = vector.astype(np.float64)
-    else:
-        if len(vector) == 0:
-            raise InvalidRecord("vector", "is empty")
-        try:
-            row = np.fromiter(vector, dtype=np.float64, count=len(vector))
-        except (TypeError, ValueError):
-            raise InvalidRecord("vector", "must be an array of numbers") from None
-    if len(row) != config.dimension:
-        raise DimensionMismatch(f"vector has {len(row)} dimensions, collection {config.name!r} has {config.dimension}")
-    return record_id, row, metadata, parse_timestamp(item.timestamp, now)
-
-
-def prepare_batch(config: CollectionConfig, items: Sequence[RawItem]) -> tuple[Batch, list[ItemError]]:
-    """Validate ``items``; the good ones form the batch, the bad ones come back as errors.
-
-    Pure function, safe on any thread. A later item with the same id wins. Vector
-    checks (finite, float32 range, non-zero for cosine) run once over the whole batch.
-    """
-    now = time.time()
-    ids: list[str] = []
-    rows: list[np.ndarray] = []
-    metas: list[dict[str, Any]] = []
-    stamps: list[float] = []
-    positions: list[int] = []
-    errors: list[ItemError] = []
-    for index, item in enumerate(items):
-        try:
-            record_id, row, meta, stamp = _prepare_one(config, item, now)
-        except InvalidRecord as exc:
-            errors.append(ItemError(index, _safe_id(item.id), "invalid_request", str(exc)))
-            continue
-        except DimensionMismatch as exc:
-            errors.append(ItemError(index, _safe_id(item.id), "dimension_mismatch", str(exc)))
-            continue
-        ids.append(record_id)
-        rows.append(row)
-        metas.append(meta)
-        stamps.append(stamp)
-        positions.append(index)
-    if not rows:
-        return Batch([], np.zeros((0, config.dimension), np.float32), [], np.zeros(0)), errors
-    matrix = np.stack(rows)
-    keep = np.abs(matrix).max(axis=1) <= _F32_MAX  # False for NaN too
-    reason = "contains NaN or infinite values (or values beyond float32 range)"
-    if config.metric == "cosine":
-        squares = np.einsum("ij,ij->i", np.where(keep[:, None], matrix, 0.0), np.where(keep[:, None], matrix, 0.0))
-        zero = keep & (squares == 0.0)
-        if zero.any():
-            keep &= ~zero
-        matrix = matrix / np.sqrt(np.where(squares > 0, squares, 1.0))[:, None]
-    if not keep.all():
-        for n in np.flatnonzero(~keep).tolist():
-            message = reason if not np.isfinite(rows[n]).all() or np.abs(rows[n]).max() > _F32_MAX \
-                else "has zero length; cosine similarity is undefined"
-            errors.append(ItemError(positions[n], ids[n], "invalid_request", f"vector: {message}"))
-        good = np.flatnonzero(keep).tolist()
-        ids, metas, stamps = [ids[n] for n in good], [metas[n] for n in good], [stamps[n] for n in good]
-        matrix = matrix[keep]
-        errors.sort(key=lambda e: e.index)
-    vectors = np.ascontiguousarray(matrix, dtype=np.float32)
-    return Batch(ids, vectors, metas, np.asarray(stamps, dtype=np.float64)), errors
-
-
-def _safe_id(value: object) -> str | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return str(value)
-    return value[:MAX_ID_BYTES] if isinstance(value, str) else None
+    @property
+    def size(self) -> int:
+        return sum(len(w["labels"]) for w in self.windows.values())
 
 
 class Collection:
-    """Records, vectors and the HNSW tier of one collection (see module docstring)."""
+    """Records of one collection across both tiers (see module docstring)."""
 
-    def __init__(self, config: CollectionConfig, scratch_dir: Path, capacity: int = _INITIAL_CAPACITY) -> None:
+    def __init__(self, config: CollectionConfig, scratch_dir: Path, capacity: int = 1024) -> None:
         config.validate()
         self.config = config
         self._scratch = Path(scratch_dir)
         self._lock = RWLock()
-        self._dim = config.dimension
-        self._space = "l2" if config.metric == "l2" else "ip"
-        self._capacity = max(capacity, 16)
-        self._vectors = np.zeros((self._capacity, self._dim), np.float32)
-        self._timestamps = np.zeros(self._capacity, np.float64)
-        self._live = np.zeros(self._capacity, bool)
-        self._ids: list[str | None] = []
-        self._metadata: list[dict[str, Any] | None] = []
-        self._labels: dict[str, int] = {}
-        self._next = 0
-        self._hnsw_upto = 0
-        self._hnsw_live = 0
-        self._hnsw = self._new_hnsw(self._capacity)
-        self._ef = config.ef_search
-        self.tombstones = 0
+        self.recent = RecentTier(config, self._scratch, capacity)
+        self.segments: list[SealedSegment] = []
+        self._seq_lock = threading.Lock()
+        self._next_seq = 0
+        self.version = 0
 
-    def _new_hnsw(self, capacity: int) -> hnswlib.Index:
-        index = hnswlib.Index(space=self._space, dim=self._dim)
-        index.init_index(max_elements=capacity, M=self.config.hnsw_m,
-                         ef_construction=self.config.ef_construction, random_seed=100)
-        index.set_ef(self.config.ef_search)
-        return index
+    # ------------------------------------------------------------------ lookups
+    def _segment_of(self, record_id: str) -> tuple[SealedSegment, int] | None:
+        for segment in reversed(self.segments):
+            pos = segment.positions.get(record_id)
+            if pos is not None:
+                return segment, pos
+        return None
 
-    # ----------------------------------------------------------------- mutation
-    def _grow(self, needed: int) -> None:
-        if needed <= self._capacity:
-            return
-        capacity = self._capacity
-        while capacity < needed:
-            capacity *= 2
-        vectors = np.zeros((capacity, self._dim), np.float32)
-        vectors[: self._next] = self._vectors[: self._next]
-        timestamps = np.zeros(capacity, np.float64)
-        timestamps[: self._next] = self._timestamps[: self._next]
-        live = np.zeros(capacity, bool)
-        live[: self._next] = self._live[: self._next]
-        self._vectors, self._timestamps, self._live, self._capacity = vectors, timestamps, live, capacity
+    def __len__(self) -> int:
+        return len(self.recent) + sum(s.live for s in self.segments)
 
-    def _retire(self, label: int) -> None:
-        self._live[label] = False
-        self._ids[label] = None
-        self._metadata[label] = None
-        self.tombstones += 1
-        if label < self._hnsw_upto:
-            self._hnsw.mark_deleted(label)
-            self._hnsw_live -= 1
-
-    def apply_upsert(self, batch: Batch) -> None:
-        """Insert or replace every record of a validated batch (write lock)."""
-        n = len(batch)
-        if not n:
-            return
-        with self._lock.write():
-            self._grow(self._next + n)
-            start = self._next
-            self._vectors[start:start + n] = batch.vectors
-            self._timestamps[start:start + n] = batch.timestamps
-            self._live[start:start + n] = True
-            self._ids.extend(batch.ids)
-            self._metadata.extend(batch.metadata)
-            self._next = start + n
-            labels = self._labels
-            for offset, record_id in enumerate(batch.ids):
-                old = labels.get(record_id)
-                if old is not None:
-                    self._retire(old)
-                labels[record_id] = start + offset
-
-    def apply_delete(self, ids: Sequence[str]) -> int:
-        """Delete records by id (write lock); returns how many existed."""
-        removed = 0
-        with self._lock.write():
-            for record_id in ids:
-                label = self._labels.pop(record_id, None)
-                if label is not None:
-                    self._retire(label)
-                    removed += 1
-        return removed
-
-    def apply_metadata(self, record_id: str, metadata: dict[str, Any]) -> None:
-        """Replace a record's metadata in place (write lock)."""
-        with self._lock.write():
-            label = self._labels.get(record_id)
-            if label is None:
-                raise RecordNotFound(f"no record {record_id!r} in collection {self.config.name!r}")
-            self._metadata[label] = metadata
+    def contains(self, record_id: str) -> bool:
+        return record_id in self.recent.labels or self._segment_of(record_id) is not None
 
     @property
     def pending(self) -> int:
-        """Vectors acknowledged but not yet in the HNSW graph."""
-        return self._next - self._hnsw_upto
+        return self.recent.pending
 
-    def drain(self, max_items: int = 256, num_threads: int = 2) -> int:
-        """Move up to ``max_items`` pending vectors into the HNSW graph (write lock)."""
-        with self._lock.write():
-            start, end = self._hnsw_upto, min(self._next, self._hnsw_upto + max_items)
-            if start >= end:
-                return 0
-            if end > self._hnsw.get_max_elements():
-                self._hnsw.resize_index(self._capacity)
-            labels = np.flatnonzero(self._live[start:end]) + start
-            if len(labels):
-                self._hnsw.add_items(self._vectors[labels], labels, num_threads=num_threads)
-            self._hnsw_upto = end
-            self._hnsw_live += len(labels)
-            return end - start
-
-    # ------------------------------------------------------------------- reads
-    def __len__(self) -> int:
-        return len(self._labels)
-
-    def contains(self, record_id: str) -> bool:
-        return record_id in self._labels
+    @property
+    def tombstones(self) -> int:
+        return self.recent.tombstones
 
     def stats(self) -> dict[str, Any]:
+        historical = sum(s.live for s in self.segments)
         return {
-            "name": self.config.name, "dimension": self._dim, "metric": self.config.metric,
-            "schema": self.config.schema, "count": len(self._labels), "indexed": self._hnsw_live,
-            "pending": self.pending, "tombstones": self.tombstones, "capacity": self._capacity,
+            "name": self.config.name, "dimension": self.config.dimension, "metric": self.config.metric,
+            "schema": self.config.schema, "count": len(self.recent) + historical,
+            **self.recent.stats(), "historical": historical, "segments": len(self.segments),
+            "historical_memory_bytes": sum(s.memory_bytes() for s in self.segments),
+            "payload_indexes": self.config.payload_fields, "version": self.version,
         }
 
-    def get(self, record_id: str, include_vector: bool = True) -> Hit:
-        """Fetch one live record; raises RecordNotFound."""
-        with self._lock.read():
-            label = self._labels.get(record_id)
-            if label is None:
-                raise RecordNotFound(f"no record {record_id!r} in collection {self.config.name!r}")
-            vector = self._vectors[label].copy() if include_vector else None
-            return Hit(record_id, 0.0, 1.0, self._metadata[label], vector, float(self._timestamps[label]))
+    # ---------------------------------------------------------------- mutations
+    def apply_upsert(self, batch: Batch) -> None:
+        """Insert or replace every record of a validated batch (write lock)."""
+        if not len(batch):
+            return
+        with self._lock.write():
+            if self.segments:
+                for record_id in batch.ids:
+                    found = self._segment_of(record_id)
+                    if found is not None:
+                        found[0].delete(found[1])
+            self.recent.append(batch)
+            self.version += 1
 
-    def _distances(self, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
-        if self._space == "ip":
-            return np.float32(1.0) - rows @ query
-        diff = rows - query
-        return np.einsum("ij,ij->i", diff, diff)
+    def apply_delete(self, ids: Sequence[str]) -> int:
+        """Delete records by id in whichever tier holds them; returns how many existed."""
+        removed = 0
+        with self._lock.write():
+            for record_id in ids:
+                label = self.recent.labels.get(record_id)
+                if label is not None:
+                    self.recent.retire(label)
+                    removed += 1
+                    continue
+                found = self._segment_of(record_id)
+                if found is not None:
+                    found[0].delete(found[1])
+                    removed += 1
+            self.version += 1
+        return removed
 
-    def _exact(self, labels: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        if not len(labels):
-            return labels.astype(np.int64), np.zeros(0, np.float32)
-        dist = self._distances(self._vectors[labels], query)
-        if len(labels) > k:
-            part = np.argpartition(dist, k - 1)[:k]
-            labels, dist = labels[part], dist[part]
-        return labels.astype(np.int64), dist
-
-    def _graph(self, query: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        k = min(k, self._hnsw_live)
-        if k <= 0:
-            return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        try:
-            if allowed is None:
-                labels, dist = self._hnsw.knn_query(query, k=k, num_threads=1)
+    def apply_metadata(self, record_id: str, metadata: dict[str, Any]) -> None:
+        """Replace a record's metadata, keeping its vector and tier (write lock)."""
+        with self._lock.write():
+            label = self.recent.labels.get(record_id)
+            if label is not None:
+                self.recent.set_metadata(label, metadata)
             else:
-                flags = allowed.tolist()
-                labels, dist = self._hnsw.knn_query(query, k=k, num_threads=1, filter=flags.__getitem__)
-            return labels[0].astype(np.int64), dist[0]
-        except RuntimeError:
-            # Too many deletions for the graph to return k live results: be exact instead.
-            mask = self._live[: self._hnsw_upto] if allowed is None else allowed[: self._hnsw_upto]
-            return self._exact(np.flatnonzero(mask), query, k)
+                found = self._segment_of(record_id)
+                if found is None:
+                    raise RecordNotFound(f"no record {record_id!r} in collection {self.config.name!r}")
+                found[0].set_metadata(found[1], metadata)
+            self.version += 1
+
+    def drain(self, max_items: int = 256, num_threads: int = 2, now: float | None = None) -> int:
+        """Move pending vectors into the graph (old ones are parked for migration)."""
+        cutoff = (now or time.time()) - self.config.recent_threshold_s
+        with self._lock.write():
+            return self.recent.drain(max_items, num_threads, cutoff)
+
+    # -------------------------------------------------------------------- reads
+    def get(self, record_id: str, include_vector: bool = True) -> Hit:
+        """Fetch one live record from either tier; raises RecordNotFound."""
+        with self._lock.read():
+            label = self.recent.labels.get(record_id)
+            if label is not None:
+                r = self.recent
+                vector = r.vectors[label].copy() if include_vector else None
+                return Hit(record_id, 0.0, 1.0, r.metadata[label], vector, float(r.timestamps[label]))
+            found = self._segment_of(record_id)
+            if found is None:
+                raise RecordNotFound(f"no record {record_id!r} in collection {self.config.name!r}")
+            segment, pos = found
+            vector = segment.ivf.vectors(np.array([pos]))[0] if include_vector else None
+            return Hit(record_id, 0.0, 1.0, segment.meta(pos), vector, float(segment.timestamps[pos]))
+
+    def ids_matching(self, spec: Mapping[str, Any]) -> list[str]:
+        """Ids of every live record whose metadata matches ``spec`` (read lock)."""
+        with self._lock.read():
+            out: list[str] = []
+            mask = self._recent_mask(spec)
+            out.extend(self.recent.ids[i] for i in np.flatnonzero(mask).tolist())  # type: ignore[misc]
+            for segment in self.segments:
+                out.extend(segment.ids[i] for i in np.flatnonzero(self._segment_mask(segment, spec)).tolist())
+            return out
 
     def _use_ef(self, ef: int | None, k: int) -> None:
         # hnswlib keeps ef per index, not per query: changing it must not overlap searches.
         want = max(ef or self.config.ef_search, k)
-        if want != self._ef:
+        if want != self.recent.ef:
             with self._lock.write():
-                self._hnsw.set_ef(want)
-                self._ef = want
+                self.recent.hnsw.set_ef(want)
+                self.recent.ef = want
+
+    def _recent_mask(self, spec: Mapping[str, Any]) -> np.ndarray:
+        r = self.recent
+        mask = r.payload.mask(spec, r.next)
+        if mask is None:  # a field without a usable payload index: evaluate per record
+            predicate = compile_filter(spec)
+            mask = np.zeros(r.next, bool)
+            for label in np.flatnonzero(r.live[: r.next]).tolist():
+                mask[label] = predicate(r.metadata[label] or {})
+        return mask & r.live[: r.next]
+
+    def _segment_mask(self, segment: SealedSegment, spec: Mapping[str, Any]) -> np.ndarray:
+        mask = segment.payload.mask(spec, segment.n)
+        if mask is None:
+            predicate = compile_filter(spec)
+            mask = np.zeros(segment.n, bool)
+            for pos in np.flatnonzero(~segment.deleted).tolist():
+                mask[pos] = predicate(segment.meta(pos))
+        return mask & ~segment.deleted
+
+    def _search_recent(self, queries: np.ndarray, k: int, spec: Mapping[str, Any] | None,
+                       num_threads: int) -> list[Candidates]:
+        r = self.recent
+        pool = r.exact_pool()
+        if spec is None:
+            graph = r.graph(queries, k, num_threads)
+            out = []
+            for row, query in enumerate(queries):
+                if graph is None:
+                    g = r.exact(r.graph_live_labels(), query, k)
+                else:
+                    g = (graph[0][row], graph[1][row])
+                out.append(_concat(g, r.exact(pool, query, k)) if len(pool) else g)
+            return out
+        mask = self._recent_mask(spec)
+        matching = int(mask.sum())
+        if matching <= EXACT_FILTER_LIMIT:
+            labels = np.flatnonzero(mask)
+            return [r.exact(labels, query, k) for query in queries]
+        pool = pool[mask[pool]] if len(pool) else pool
+        return [_concat(self._graph_filtered(query, k, mask), r.exact(pool, query, k)) for query in queries]
+
+    def _graph_filtered(self, query: np.ndarray, k: int, mask: np.ndarray) -> Candidates:
+        """Filtered ANN on the graph: over-fetch by the inverse selectivity, widen until k pass."""
+        r = self.recent
+        live = r.hnsw_live
+        if live <= 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        selectivity = max(float(mask[: r.hnsw_upto].sum()) / live, 1e-6)
+        want = min(live, int(k / selectivity * 1.5) + k)
+        while True:
+            graph = r.graph(query[None, :], want)
+            if graph is None:
+                labels = r.graph_live_labels()
+                return r.exact(labels[mask[labels]], query, k)
+            labels, dist = graph[0][0], graph[1][0]
+            keep = mask[labels]
+            if int(keep.sum()) >= k or want >= live:
+                return labels[keep][:k], dist[keep][:k]
+            want = min(live, want * 2)
+
+    def _search_segment(self, segment: SealedSegment, queries: np.ndarray, k: int,
+                        spec: Mapping[str, Any] | None, nprobe: int | None) -> list[Candidates]:
+        if spec is None:
+            pos, dist = segment.ivf.search(queries, k, nprobe, None, segment.deleted)
+        else:
+            mask = self._segment_mask(segment, spec)
+            if int(mask.sum()) <= EXACT_FILTER_LIMIT:
+                pos, dist = segment.ivf.exact(queries, k, np.flatnonzero(mask))
+            else:
+                pos, dist = segment.ivf.search(queries, k, nprobe, mask, None)
+        out = []
+        for row in range(len(queries)):
+            keep = pos[row] >= 0
+            out.append((pos[row][keep], dist[row][keep]))
+        return out
 
     def search(self, query: np.ndarray, k: int = 10, ef: int | None = None,
-               predicate: Predicate | None = None, score_threshold: float | None = None,
-               include_metadata: bool = True, include_vector: bool = False) -> list[Hit]:
-        """Top-``k`` live records nearest to ``query`` (validated, normalised), best first."""
-        if predicate is None:
-            return self.search_batch(query[None, :], k, ef, score_threshold, include_metadata, include_vector)[0]
-        self._use_ef(ef, k)
-        with self._lock.read():
-            n, upto = self._next, self._hnsw_upto
-            metadata, live = self._metadata, self._live
-            allowed = np.zeros(n, bool)
-            for label in np.flatnonzero(live[:n]).tolist():
-                if predicate(metadata[label] or {}):
-                    allowed[label] = True
-            if int(allowed.sum()) <= EXACT_FILTER_LIMIT:
-                labels, dist = self._exact(np.flatnonzero(allowed), query, k)
-            else:
-                g_labels, g_dist = self._graph(query, k, allowed)
-                p_labels, p_dist = self._exact(np.flatnonzero(allowed[upto:n]) + upto, query, k)
-                labels, dist = np.concatenate([g_labels, p_labels]), np.concatenate([g_dist, p_dist])
-            order = np.argsort(dist, kind="stable")[:k]
-            return self._hits(labels[order], dist[order], score_threshold, include_metadata, include_vector)
+               filter: Mapping[str, Any] | None = None, score_threshold: float | None = None,
+               include_metadata: bool = True, include_vector: bool = False, **options: Any) -> list[Hit]:
+        """Top-``k`` live records nearest to one query (validated, normalised), best first."""
+        return self.search_batch(query[None, :], k, ef, filter, score_threshold, include_metadata,
+                                 include_vector, **options)[0]
 
     def search_batch(self, queries: np.ndarray, k: int = 10, ef: int | None = None,
-                     score_threshold: float | None = None, include_metadata: bool = True,
-                     include_vector: bool = False, num_threads: int = 2) -> list[list[Hit]]:
-        """Unfiltered top-``k`` for each row of ``queries``: one graph call for all of them
-        (hnswlib spreads it over ``num_threads`` without the GIL) and one exact pass over
-        the pending buffer."""
-        self._use_ef(ef, k)
-        count = len(queries)
-        with self._lock.read():
-            n, upto = self._next, self._hnsw_upto
-            kk = min(k, self._hnsw_live)
-            graph: tuple[np.ndarray, np.ndarray] | None = None
-            if kk > 0:
-                try:
-                    labels, dist = self._hnsw.knn_query(queries, k=kk, num_threads=min(num_threads, count))
-                    graph = (labels.astype(np.int64), dist)
-                except RuntimeError:
-                    graph = None  # too many deletions for k live results: per-query fallback below
-            pending = np.flatnonzero(self._live[upto:n]) + upto if n > upto else None
-            results = []
-            for row in range(count):
-                if graph is not None:
-                    labels, dist = graph[0][row], graph[1][row]
-                else:
-                    labels, dist = self._graph(queries[row], k, None)
-                if pending is not None and len(pending):
-                    p_labels, p_dist = self._exact(pending, queries[row], k)
-                    labels, dist = np.concatenate([labels, p_labels]), np.concatenate([dist, p_dist])
-                    order = np.argsort(dist, kind="stable")[:k]
-                    labels, dist = labels[order], dist[order]
-                results.append(self._hits(labels, dist, score_threshold, include_metadata, include_vector))
-            return results
+                     filter: Mapping[str, Any] | None = None, score_threshold: float | None = None,
+                     include_metadata: bool = True, include_vector: bool = False, *,
+                     nprobe: int | None = None, recent: bool = True, historical: bool = True,
+                     num_threads: int = 1, executor: Executor | None = None,
+                     deadline: float | None = None, report: dict[str, Any] | None = None,
+                     merge: str = "take_best", weights: Sequence[float] | None = None) -> list[list[Hit]]:
+        """Top-``k`` for each query row over both tiers, merged by distance without duplicates.
 
-    def _hits(self, labels: np.ndarray, dist: np.ndarray, threshold: float | None,
-              include_metadata: bool, include_vector: bool) -> list[Hit]:
-        metric = self.config.metric
-        ids, metadata, stamps = self._ids, self._metadata, self._timestamps
-        label_list = labels.tolist()
-        raw = dist.tolist()
-        if metric == "cosine":
-            distances = raw
-            scores = [1.0 - d * 0.5 for d in raw]
-            scores = [0.0 if s < 0.0 else 1.0 if s > 1.0 else s for s in scores]
-        elif metric == "ip":
-            distances, scores = raw, [1.0 - d for d in raw]
-        else:
-            distances = [math.sqrt(d) if d > 0.0 else 0.0 for d in raw]
-            scores = [1.0 / (1.0 + d) for d in distances]
-        hits = []
-        for label, distance, score in zip(label_list, distances, scores):
-            record_id = ids[label]
-            if record_id is None or (threshold is not None and score < threshold):
+        Filters are applied inside each tier (payload-index masks; exact search over the
+        matching records when few match, filtered ANN otherwise). Segments are searched on
+        ``executor`` in parallel with the recent tier when one is given. A ``deadline``
+        (time.monotonic) skips segments not started in time; ``report["partial"]`` then says so.
+        """
+        self._use_ef(ef, k)
+        with self._lock.read():
+            parts: list[tuple[int, list[Candidates]]] = []
+            jobs: list[tuple[int, Callable[[], list[Candidates]]]] = []
+            if historical:
+                for index, segment in enumerate(self.segments):
+                    if segment.live:
+                        jobs.append((index, lambda s=segment: self._search_segment(s, queries, k, filter, nprobe)))
+            partial = False
+            futures = []
+            if executor is not None and len(jobs) > 1:
+                futures = [(index, executor.submit(_timed, fn, deadline)) for index, fn in jobs]
+            elif jobs:
+                for index, fn in jobs:
+                    result = _timed(fn, deadline)
+                    if result is None:
+                        partial = True
+                    else:
+                        parts.append((index, result))
+            if recent:
+                parts.append((-1, self._search_recent(queries, k, filter, num_threads)))
+            for index, future in futures:
+                result = future.result()
+                if result is None:
+                    partial = True
+                else:
+                    parts.append((index, result))
+            if report is not None:
+                report["partial"] = partial
+            if merge != "take_best":
+                return [self._merge_by(row, parts, k, score_threshold, include_metadata, include_vector,
+                                       merge, weights) for row in range(len(queries))]
+            return [self._merge(row, parts, k, score_threshold, include_metadata, include_vector)
+                    for row in range(len(queries))]
+
+    def _merge_by(self, row: int, parts: list[tuple[int, list[Candidates]]], k: int, threshold: float | None,
+                  include_metadata: bool, include_vector: bool, strategy: str,
+                  weights: Sequence[float] | None) -> list[Hit]:
+        """Seed-style merge: one hit list per tier (recent, historical), combined by
+        ``strategy`` with per-tier ``weights`` (see :func:`scoring.merge`)."""
+        tiers: list[list[Hit]] = [[], []]
+        for tier, cands in parts:
+            bucket = tiers[0] if tier < 0 else tiers[1]
+            for pos, raw in zip(cands[row][0].tolist(), cands[row][1].tolist()):
+                hit = self._hit(tier, pos, raw, include_metadata, include_vector)
+                if hit is not None:
+                    bucket.append(hit)
+        merged = merge_hits(tiers, k, strategy, weights)
+        return [h for h in merged if threshold is None or h.score >= threshold]
+
+    def _merge(self, row: int, parts: list[tuple[int, list[Candidates]]], k: int, threshold: float | None,
+               include_metadata: bool, include_vector: bool) -> list[Hit]:
+        if not parts:
+            return []
+        tiers = np.concatenate([np.full(len(cands[row][0]), tier, np.int64) for tier, cands in parts])
+        positions = np.concatenate([cands[row][0] for _, cands in parts]).astype(np.int64)
+        dists = np.concatenate([cands[row][1] for _, cands in parts]).astype(np.float64)
+        order = np.argsort(dists, kind="stable")
+        hits: list[Hit] = []
+        seen: set[str] = set()
+        for i in order.tolist():
+            hit = self._hit(int(tiers[i]), int(positions[i]), float(dists[i]), include_metadata, include_vector)
+            if hit is None or hit.id in seen or (threshold is not None and hit.score < threshold):
                 continue
-            hits.append(Hit(record_id, distance, score, metadata[label] if include_metadata else None,
-                            self._vectors[label].copy() if include_vector else None, float(stamps[label])))
+            seen.add(hit.id)
+            hits.append(hit)
+            if len(hits) == k:
+                break
         return hits
 
-    # --------------------------------------------------------------- persistence
-    def snapshot(self) -> CollectionSnapshot:
-        """Copy the whole state (read lock: searches continue, mutations wait)."""
+    def _hit(self, tier: int, pos: int, raw: float, include_metadata: bool, include_vector: bool) -> Hit | None:
+        metric = self.config.metric
+        if metric == "cosine":
+            distance, score = raw, min(1.0, max(0.0, 1.0 - raw * 0.5))
+        elif metric == "ip":
+            distance, score = raw, 1.0 - raw
+        else:
+            distance = math.sqrt(raw) if raw > 0.0 else 0.0
+            score = 1.0 / (1.0 + distance)
+        if tier < 0:
+            r = self.recent
+            record_id = r.ids[pos]
+            if record_id is None:
+                return None
+            return Hit(record_id, distance, score, r.metadata[pos] if include_metadata else None,
+                       r.vectors[pos].copy() if include_vector else None, float(r.timestamps[pos]))
+        segment = self.segments[tier]
+        if segment.deleted[pos]:
+            return None
+        return Hit(segment.ids[pos], distance, score, segment.meta(pos) if include_metadata else None,
+                   segment.ivf.vectors(np.array([pos]))[0] if include_vector else None,
+                   float(segment.timestamps[pos]))
+
+    # ---------------------------------------------------------------- migration
+    def plan_migration(self, now: float | None = None, max_records: int = 1_000_000) -> MigrationPlan | None:
+        """The oldest recent records past the threshold, grouped by window (read lock)."""
+        cutoff = (now or time.time()) - self.config.recent_threshold_s
         with self._lock.read():
-            n = self._next
-            hnsw_bytes = None
-            if self._hnsw_upto:
-                fd, path = tempfile.mkstemp(prefix="hnsw-", suffix=".bin", dir=self._scratch)
-                os.close(fd)
-                try:
-                    self._hnsw.save_index(path)
-                    hnsw_bytes = Path(path).read_bytes()
-                finally:
-                    os.unlink(path)
-            return CollectionSnapshot(
-                config=self.config, next_label=n, hnsw_upto=self._hnsw_upto,
-                ids=self._ids[:n], metadata=self._metadata[:n],
-                vectors=self._vectors[:n].tobytes(), timestamps=self._timestamps[:n].tobytes(),
-                live=np.packbits(self._live[:n]).tobytes(), hnsw=hnsw_bytes,
-                extra={"tombstones": self.tombstones},
-            )
+            r = self.recent
+            stamps = r.timestamps[: r.next]
+            labels = np.flatnonzero(r.live[: r.next] & (stamps < cutoff))
+            if not len(labels):
+                return None
+            if len(labels) > max_records:
+                labels = labels[np.argsort(stamps[labels], kind="stable")[:max_records]]
+            windows_of = np.floor(stamps[labels] / self.config.window_s).astype(np.int64)
+            windows: dict[int, dict[str, Any]] = {}
+            for window in np.unique(windows_of).tolist():
+                chosen = np.sort(labels[windows_of == window])
+                windows[window] = {
+                    "labels": chosen, "vectors": r.vectors[chosen].copy(),
+                    "ids": [r.ids[i] for i in chosen.tolist()], "timestamps": r.timestamps[chosen].copy(),
+                    "metadata": [r.metadata[i] or {} for i in chosen.tolist()],
+                }
+            return MigrationPlan(cutoff, windows)
+
+    def build_migration(self, plan: MigrationPlan, directory: Path) -> list[SealedSegment]:
+        """Train one sealed segment per window of ``plan`` (CPU heavy, no lock held)."""
+        built = []
+        for window, part in sorted(plan.windows.items()):
+            with self._seq_lock:
+                seq, self._next_seq = self._next_seq, self._next_seq + 1
+            path = Path(directory) / f"{self.config.name}-{seq:08d}.f32"
+            built.append(SealedSegment.build(seq, window, self.config, part["vectors"], part["ids"],
+                                             part["timestamps"], part["metadata"], path))
+        return built
+
+    def commit_migration(self, plan: MigrationPlan, segments: list[SealedSegment]) -> int:
+        """Swap migrated records from the recent tier into ``segments`` in one step.
+
+        A record changed or deleted since planning keeps its newer state: its copy in the
+        new segment becomes a tombstone. Returns the number of records moved.
+        """
+        moved = 0
+        with self._lock.write():
+            r = self.recent
+            for segment, (window, part) in zip(segments, sorted(plan.windows.items())):
+                for pos, label in enumerate(part["labels"].tolist()):
+                    if r.live[label] and r.ids[label] == segment.ids[pos]:
+                        r.retire(label)
+                        moved += 1
+                    else:
+                        segment.delete(pos)
+                self.segments.append(segment)
+            if r.tombstones > max(1024, len(r.labels)):
+                self._compact_recent()
+            self.version += 1
+        return moved
+
+    def _compact_recent(self) -> None:
+        """Rebuild the recent tier from its live records so memory really goes down; the
+        records wait in the exact buffer until the indexer has re-inserted them."""
+        old = self.recent
+        live = np.flatnonzero(old.live[: old.next])
+        fresh = RecentTier(self.config, self._scratch, capacity=max(1024, len(live) * 5 // 4 + 16))
+        if len(live):
+            fresh.append(Batch([old.ids[i] for i in live.tolist()], old.vectors[live].copy(),  # type: ignore[misc]
+                               [old.metadata[i] or {} for i in live.tolist()], old.timestamps[live].copy()))
+        fresh.hnsw.set_ef(old.ef)
+        fresh.ef = old.ef
+        self.recent = fresh
+
+    def compact(self) -> bool:
+        """Rebuild the recent tier if tombstones outnumber live records (write lock)."""
+        with self._lock.write():
+            if self.recent.tombstones > max(1024, len(self.recent.labels)):
+                self._compact_recent()
+                return True
+            return False
+
+    # -------------------------------------------------------------- persistence
+    def snapshot(self) -> CollectionSnapshot:
+        """Copy the state (read lock: searches continue, mutations wait)."""
+        with self._lock.read():
+            return CollectionSnapshot(self.config, self.recent.to_parts(),
+                                      [(s, s.mutable_parts(), s.version) for s in self.segments])
 
     @classmethod
-    def restore(cls, snap: CollectionSnapshot, scratch_dir: Path) -> Collection:
-        """Rebuild a collection from :meth:`snapshot` output; compacts nothing."""
-        n = snap.next_label
-        self = cls(snap.config, scratch_dir, capacity=max(_INITIAL_CAPACITY, n * 5 // 4 + 16))
-        dim = snap.config.dimension
-        vectors = np.frombuffer(snap.vectors, np.float32)
-        if vectors.size != n * dim or len(snap.ids) != n or len(snap.metadata) != n:
-            raise ValueError(f"snapshot of {snap.config.name!r} is inconsistent")
-        self._vectors[:n] = vectors.reshape(n, dim)
-        self._timestamps[:n] = np.frombuffer(snap.timestamps, np.float64)
-        self._live[:n] = np.unpackbits(np.frombuffer(snap.live, np.uint8), count=n).astype(bool)
-        self._ids = list(snap.ids)
-        self._metadata = list(snap.metadata)
-        self._next = n
-        self._labels = {rid: label for label, rid in enumerate(self._ids) if rid is not None}
-        self.tombstones = int(snap.extra.get("tombstones", 0))
-        if snap.hnsw is not None and snap.hnsw_upto:
-            fd, path = tempfile.mkstemp(prefix="hnsw-", suffix=".bin", dir=scratch_dir)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(snap.hnsw)
-                index = hnswlib.Index(space=self._space, dim=dim)
-                index.load_index(path, max_elements=self._capacity)
-                index.set_ef(self.config.ef_search)
-            finally:
-                os.unlink(path)
-            self._hnsw = index
-            self._hnsw_upto = snap.hnsw_upto
-            self._hnsw_live = int(self._live[: snap.hnsw_upto].sum())
+    def restore(cls, config: CollectionConfig, recent: dict[str, Any], segments: list[SealedSegment],
+                scratch_dir: Path) -> Collection:
+        self = cls(config, scratch_dir)
+        self.recent = RecentTier.from_parts(config, recent, scratch_dir)
+        self.segments = sorted(segments, key=lambda s: s.seq)
+        self._next_seq = max((s.seq for s in segments), default=-1) + 1
         return self
 
+    def close(self) -> None:
+        for segment in self.segments:
+            segment.close()
 
-def check_same_definition(existing: CollectionConfig, wanted: CollectionConfig) -> None:
-    """Raise CollectionExists if ``wanted`` differs from ``existing``."""
-    if existing != wanted:
-        raise CollectionExists(f"collection {existing.name!r} exists with a different definition")
+
+def _concat(a: Candidates, b: Candidates) -> Candidates:
+    return np.concatenate([a[0], b[0]]), np.concatenate([a[1], b[1]])
+
+
+def _timed(fn: Callable[[], list[Candidates]], deadline: float | None) -> list[Candidates] | None:
+    if deadline is not None and time.monotonic() > deadline:
+        return None
+    return fn()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import logging
 import os
 import shutil
@@ -22,15 +23,18 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import cbor2
+import msgspec
 import numpy as np
 
 from s5vec.index import (
-    Batch, Collection, CollectionConfig, CollectionExists, CollectionNotFound, Hit, ItemError,
-    Predicate, RawItem, check_same_definition, prepare_batch,
+    Batch, Collection, CollectionConfig, CollectionExists, CollectionNotFound, Hit, InvalidRecord, ItemError,
+    RawItem, RecordNotFound, check_same_definition, prepare_batch,
 )
+from s5vec.index.records import MAX_METADATA_BYTES
+from s5vec.index.schema import SCHEMAS
 from s5vec.storage import BlobId, BlobStore, LocalBlobStore, StorageError, WriteAheadLog, encode_blob
 
-from .manifest import new_manifest, read_manifest, read_snapshot, referenced_blobs, write_snapshot
+from .manifest import SegmentRefs, new_manifest, read_collection, read_manifest, referenced_blobs, write_snapshot
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -53,7 +57,27 @@ class EngineConfig:
     index_threads: int = 2
     search_threads: int = 4
     search_batches: int = 2
+    migrate_interval_s: float = 60.0
+    migrate_max_records: int = 1_000_000
     wal_segment_bytes: int = 64 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """How to search: k, per-tier knobs, filter, what to return, time budget."""
+
+    k: int = 10
+    ef: int | None = None
+    filter: dict[str, Any] | None = None
+    score_threshold: float | None = None
+    include_metadata: bool = True
+    include_vector: bool = False
+    nprobe: int | None = None
+    recent: bool = True
+    historical: bool = True
+    timeout_ms: float | None = None
+    merge: str = "take_best"
+    weights: tuple[float, ...] | None = None
 
 
 @dataclass(slots=True)
@@ -75,6 +99,12 @@ class Database:
         self.config = config
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._scratch = self.data_dir / "tmp"
+        self._segment_dir = self.data_dir / "segments"
+        self._segment_refs = SegmentRefs()
+        self._migrate_lock = asyncio.Lock()
+        self._migrate_pool = ThreadPoolExecutor(1, thread_name_prefix="s5vec-migrate")
+        self._tier_pool = ThreadPoolExecutor(2, thread_name_prefix="s5vec-tier")
+        self.last_migration: dict[str, Any] = {}
         self._io = ThreadPoolExecutor(4, thread_name_prefix="s5vec-io")
         self.store: BlobStore = store or LocalBlobStore(self.data_dir, self._io)
         self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="s5vec-writer")
@@ -118,12 +148,16 @@ class Database:
             raise DataDirLocked(f"data directory {self.data_dir} is in use by another s5vec process") from None
         shutil.rmtree(self._scratch, ignore_errors=True)
         self._scratch.mkdir()
+        shutil.rmtree(self._segment_dir, ignore_errors=True)
+        self._segment_dir.mkdir()
         self.root = await self.store.get_root()
         if self.root is not None:
             manifest = await read_manifest(self.store, self.root)
             for name, entry in manifest["collections"].items():
-                snap = await read_snapshot(self.store, entry)
-                self.collections[name] = await self._run(self._io, Collection.restore, snap, self._scratch)
+                config, recent, segments = await read_collection(self.store, entry, self._segment_dir,
+                                                                 self._segment_refs)
+                self.collections[name] = await self._run(self._io, Collection.restore, config, recent,
+                                                         segments, self._scratch)
             self.checkpoint_lsn = self.applied_lsn = int(manifest["lsn"])
         replayed = await self._run(self._writer_pool, self._replay)
         log.info("opened %s: %d collections, checkpoint LSN %d, %d WAL records replayed",
@@ -131,7 +165,8 @@ class Database:
         self._tasks = [asyncio.create_task(self._writer(), name="s5vec-writer"),
                        asyncio.create_task(self._indexer(), name="s5vec-indexer"),
                        asyncio.create_task(self._checkpointer(), name="s5vec-checkpointer"),
-                       asyncio.create_task(self._search_dispatcher(), name="s5vec-search")]
+                       asyncio.create_task(self._search_dispatcher(), name="s5vec-search"),
+                       asyncio.create_task(self._migrator(), name="s5vec-migrator")]
         self._pending_changed.set()
         self.ready = True
 
@@ -179,7 +214,10 @@ class Database:
 
     async def _release(self) -> None:
         self._wal.close()
-        for pool in (self._writer_pool, self._index_pool, self._read_pool, self._io):
+        for coll in self.collections.values():
+            coll.close()
+        for pool in (self._writer_pool, self._index_pool, self._read_pool, self._io, self._migrate_pool,
+                     self._tier_pool):
             pool.shutdown(wait=True)
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -197,19 +235,27 @@ class Database:
         except KeyError:
             raise CollectionNotFound(f"collection {name!r} does not exist") from None
 
-    async def search(self, name: str, query: np.ndarray, k: int, ef: int | None = None,
-                     predicate: Predicate | None = None, score_threshold: float | None = None,
-                     include_metadata: bool = True, include_vector: bool = False) -> list[Hit]:
-        """Top-``k`` of one collection. Concurrent unfiltered searches are coalesced into one
-        graph call (fewer thread hand-offs; hnswlib parallelises the batch without the GIL)."""
+    async def search(self, name: str, query: np.ndarray, q: Query) -> tuple[list[Hit], bool]:
+        """Top-``q.k`` of one collection and whether the result is partial (timeout).
+
+        Concurrent plain searches are coalesced into one graph call per group (fewer
+        thread hand-offs; hnswlib parallelises the batch without the GIL)."""
         coll = self.collection(name)
-        if predicate is not None or not self._tasks or self.config.search_batches == 0:
-            return await self._run(self._read_pool, coll.search, query, k, ef, predicate, score_threshold,
-                                   include_metadata, include_vector)
+        plain = (q.filter is None and q.timeout_ms is None and q.merge == "take_best"
+                 and self.config.search_batches > 0 and bool(self._tasks))
+        if not plain:
+            report: dict[str, Any] = {}
+            deadline = time.monotonic() + q.timeout_ms / 1000.0 if q.timeout_ms else None
+            hits = await self._run(self._read_pool, functools.partial(
+                coll.search, query, q.k, q.ef, q.filter, q.score_threshold, q.include_metadata,
+                q.include_vector, nprobe=q.nprobe, recent=q.recent, historical=q.historical,
+                executor=self._tier_pool, deadline=deadline, report=report, merge=q.merge, weights=q.weights))
+            return hits, bool(report.get("partial"))
         future: asyncio.Future[list[Hit]] = asyncio.get_running_loop().create_future()
-        self._searches.append(((name, k, ef, include_metadata, include_vector), query, score_threshold, future))
+        key = (name, q.k, q.ef, q.nprobe, q.include_metadata, q.include_vector, q.recent, q.historical)
+        self._searches.append((key, query, q.score_threshold, future))
         self._search_wakeup.set()
-        return await future
+        return await future, False
 
     async def _search_dispatcher(self) -> None:
         inflight: set[asyncio.Task[None]] = set()
@@ -234,13 +280,15 @@ class Database:
             raise
 
     async def _search_group(self, key: tuple[Any, ...], items: list[Any]) -> None:
-        name, k, ef, include_metadata, include_vector = key
+        name, k, ef, nprobe, include_metadata, include_vector, recent, historical = key
         try:
             coll = self.collection(name)
             queries = np.stack([item[1] for item in items]) if len(items) > 1 else items[0][1][None, :]
-            results = await self._run(self._read_pool, coll.search_batch, queries, k, ef, None,
-                                      include_metadata, include_vector,
-                                      max(1, self.config.index_threads // max(1, self.config.search_batches)))
+            threads = max(1, self.config.index_threads // max(1, self.config.search_batches))
+            results = await self._run(self._read_pool, functools.partial(
+                coll.search_batch, queries, k, ef, None, None, include_metadata, include_vector,
+                nprobe=nprobe, recent=recent, historical=historical, num_threads=threads,
+                executor=self._tier_pool))
         except BaseException as exc:
             for item in items:
                 if not item[3].done():
@@ -315,6 +363,64 @@ class Database:
             return 0
         future = asyncio.get_running_loop().create_future()
         return int(await self._submit(_Op("delete", name, {"ids": present}, future, ids=present)))
+
+    async def update_metadata(self, name: str, record_id: str, metadata: dict[str, Any]) -> None:
+        """Durably replace one record's metadata, keeping its vector. Raises RecordNotFound."""
+        coll = self.collection(name)
+        if not isinstance(metadata, dict):
+            raise InvalidRecord("metadata", "must be a JSON object")
+        if coll.config.schema is not None:
+            metadata = SCHEMAS[coll.config.schema](metadata)
+        if len(msgspec.json.encode(metadata)) > MAX_METADATA_BYTES:
+            raise InvalidRecord("metadata", f"is larger than {MAX_METADATA_BYTES} bytes encoded")
+        if not coll.contains(record_id):
+            raise RecordNotFound(f"no record {record_id!r} in collection {name!r}")
+        future = asyncio.get_running_loop().create_future()
+        result = await self._submit(_Op("meta", name, {"id": record_id, "m": metadata}, future))
+        if isinstance(result, Exception):
+            raise result
+
+    async def delete_matching(self, name: str, spec: dict[str, Any]) -> int:
+        """Delete every record whose metadata matches ``spec``; returns how many."""
+        coll = self.collection(name)
+        ids = await self._run(self._read_pool, coll.ids_matching, spec)
+        return await self.delete(name, ids) if ids else 0
+
+    async def migrate(self, max_records: int | None = None, now: float | None = None) -> dict[str, Any]:
+        """Move records older than each collection's recent threshold into sealed IVF
+        segments (one per time window). Safe to run at any time; a crash midway leaves
+        every record in the recent tier, as the last checkpoint and the WAL describe it."""
+        limit = max_records or self.config.migrate_max_records
+        async with self._migrate_lock:
+            started = time.time()
+            moved = 0
+            segments = 0
+            for name, coll in list(self.collections.items()):
+                plan = await self._run(self._read_pool, coll.plan_migration, now, limit)
+                if plan is None:
+                    continue
+                built = await self._run(self._migrate_pool, coll.build_migration, plan, self._segment_dir)
+                if self.collections.get(name) is not coll:  # dropped meanwhile
+                    for segment in built:
+                        segment.close()
+                    continue
+                moved += await self._run(self._io, coll.commit_migration, plan, built)
+                segments += len(built)
+            elapsed = time.time() - started
+            self.last_migration = {"moved": moved, "segments": segments, "seconds": round(elapsed, 3),
+                                   "finished": time.time()}
+            if moved:
+                log.info("migrated %d records into %d segments in %.2fs", moved, segments, elapsed)
+                self._pending_changed.set()
+            return self.last_migration
+
+    async def _migrator(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.migrate_interval_s)
+            try:
+                await self.migrate()
+            except Exception:
+                log.exception("migration failed; every record stays in the recent tier")
 
     async def _writer(self) -> None:
         """Group commit: take every queued write, log them with one fsync, apply, resolve."""
@@ -395,7 +501,15 @@ class Database:
         if coll is None:
             return CollectionNotFound(f"collection {name!r} does not exist")
         if kind == "drop":
-            del self.collections[name]
+            self.collections.pop(name).close()
+            for path in self._segment_dir.glob(f"{name}-*.f32"):
+                path.unlink(missing_ok=True)
+            return None
+        if kind == "meta":
+            try:
+                coll.apply_metadata(record["id"], record["m"])
+            except RecordNotFound as exc:
+                return exc
             return None
         if kind == "upsert":
             batch = op.batch if op and op.batch is not None else Batch(
@@ -457,7 +571,8 @@ class Database:
                 collections = dict(self.collections)
                 snaps = {name: await self._run(self._io, coll.snapshot) for name, coll in collections.items()}
             started = time.time()
-            entries = {name: await write_snapshot(self.store, snap) for name, snap in snaps.items()}
+            entries = {name: await write_snapshot(self.store, snap, self._segment_refs)
+                       for name, snap in snaps.items()}
             del snaps
             manifest = new_manifest(lsn, entries, self.root)
             blob = await self._run(self._io, encode_blob, manifest)

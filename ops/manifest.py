@@ -1,23 +1,27 @@
-"""Checkpoint manifests: a collection snapshot as blobs, and back.
+"""Checkpoint manifests: collection snapshots as blobs, and back.
 
 A manifest is one CBOR+zstd blob naming every blob of one consistent state
 ("contains everything up to LSN n"); the root pointer names the current manifest.
+Large byte strings are split into chunks a portal accepts in one upload. Sealed
+segments never change their vectors, so their frozen blobs are written once and
+referenced again by later manifests (:class:`SegmentRefs` remembers them).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any, Final
 
-from s5vec.index import CollectionConfig, CollectionSnapshot
+from s5vec.index import CollectionConfig, CollectionSnapshot, SealedSegment
 from s5vec.storage import BlobCorrupt, BlobId, BlobStore, decode_blob, encode_blob
 
 FORMAT: Final = "s5vec-manifest"
-VERSION: Final = 1
+VERSION: Final = 2
 CHUNK_BYTES: Final = 16 << 20
-_ARRAYS: Final = ("vectors", "timestamps", "live", "hnsw")
+_RECENT_ARRAYS: Final = ("vectors", "timestamps", "live", "hnsw", "parked")
 
 
 def chunks(data: bytes, size: int = CHUNK_BYTES) -> list[bytes]:
@@ -25,48 +29,100 @@ def chunks(data: bytes, size: int = CHUNK_BYTES) -> list[bytes]:
     return [data[i:i + size] for i in range(0, len(data), size)] or [b""]
 
 
-async def _put_parts(store: BlobStore, loop: asyncio.AbstractEventLoop, data: bytes) -> list[bytes]:
-    encoded = [await loop.run_in_executor(None, encode_blob, part) for part in chunks(data)]
-    ids = await asyncio.gather(*(store.put(blob) for blob in encoded))
-    return [blob_id.to_bytes() for blob_id in ids]
+async def _cpu(fn: Any, *args: Any) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
 
-async def write_snapshot(store: BlobStore, snap: CollectionSnapshot) -> dict[str, Any]:
-    """Store a collection snapshot as blobs; returns its manifest entry."""
-    loop = asyncio.get_running_loop()
-    records = await loop.run_in_executor(None, encode_blob, {"ids": snap.ids, "metadata": snap.metadata})
-    entry: dict[str, Any] = {
-        "config": snap.config.to_dict(), "next_label": snap.next_label, "hnsw_upto": snap.hnsw_upto,
-        "extra": snap.extra, "records": (await store.put(records)).to_bytes(),
-    }
-    for name in _ARRAYS:
-        data = getattr(snap, name)
-        entry[name] = None if data is None else await _put_parts(store, loop, data)
-    return entry
+async def put_bytes(store: BlobStore, data: bytes) -> list[bytes]:
+    """Store a large byte string as chunk blobs; returns their ids (raw bytes)."""
+    refs = []
+    for part in chunks(data):
+        refs.append((await store.put(await _cpu(encode_blob, part))).to_bytes())
+    return refs
 
 
-async def _get_parts(store: BlobStore, loop: asyncio.AbstractEventLoop, refs: list[bytes]) -> bytes:
+async def get_bytes(store: BlobStore, refs: list[bytes]) -> bytes:
     blobs = await asyncio.gather(*(store.get(BlobId.from_bytes(ref)) for ref in refs))
-    parts = [await loop.run_in_executor(None, decode_blob, blob) for blob in blobs]
+    parts = [await _cpu(decode_blob, blob) for blob in blobs]
     if not all(isinstance(p, bytes) for p in parts):
         raise BlobCorrupt("array chunk is not a byte string")
     return b"".join(parts)
 
 
-async def read_snapshot(store: BlobStore, entry: dict[str, Any]) -> CollectionSnapshot:
+async def put_doc(store: BlobStore, doc: Any) -> bytes:
+    return (await store.put(await _cpu(encode_blob, doc))).to_bytes()
+
+
+async def get_doc(store: BlobStore, ref: bytes) -> Any:
+    return await _cpu(decode_blob, await store.get(BlobId.from_bytes(ref)))
+
+
+class SegmentRefs:
+    """Blob refs of segments already stored: (collection, seq) → frozen ref, and
+    (collection, seq, version) → mutable ref."""
+
+    def __init__(self) -> None:
+        self.frozen: dict[tuple[str, int], tuple[bytes, list[bytes]]] = {}
+        self.mutable: dict[tuple[str, int, int], bytes] = {}
+
+
+async def _write_segment(store: BlobStore, name: str, segment: SealedSegment, mutable: dict[str, Any],
+                         version: int, cache: SegmentRefs) -> dict[str, Any]:
+    key = (name, segment.seq)
+    cached = cache.frozen.get(key)
+    if cached is None:
+        frozen = await _cpu(segment.frozen_parts)
+        ivf = dict(frozen["ivf"])
+        ivf["index"] = await put_bytes(store, ivf["index"])
+        ivf["vectors"] = await put_bytes(store, ivf["vectors"])
+        frozen["ivf"] = ivf
+        cached = cache.frozen[key] = (await put_doc(store, frozen), ivf["index"] + ivf["vectors"])
+    frozen_ref, chunk_refs = cached
+    mutable_ref = cache.mutable.get((name, segment.seq, version))
+    if mutable_ref is None:
+        mutable_ref = cache.mutable[(name, segment.seq, version)] = await put_doc(store, mutable)
+    return {"seq": segment.seq, "frozen": frozen_ref, "mutable": mutable_ref, "chunks": chunk_refs}
+
+
+async def write_snapshot(store: BlobStore, snap: CollectionSnapshot, cache: SegmentRefs) -> dict[str, Any]:
+    """Store a collection snapshot as blobs; returns its manifest entry."""
+    recent = dict(snap.recent)
+    entry_recent: dict[str, Any] = {k: v for k, v in recent.items()
+                                    if k not in _RECENT_ARRAYS and k not in ("ids", "metadata")}
+    entry_recent["records"] = await put_doc(store, {"ids": recent["ids"], "metadata": recent["metadata"]})
+    for name in _RECENT_ARRAYS:
+        data = recent.get(name)
+        entry_recent[name] = None if data is None else await put_bytes(store, data)
+    segments = [await _write_segment(store, snap.config.name, s, mutable, version, cache)
+                for s, mutable, version in snap.segments]
+    return {"config": snap.config.to_dict(), "recent": entry_recent, "segments": segments}
+
+
+async def read_collection(store: BlobStore, entry: dict[str, Any], segment_dir: Path,
+                          cache: SegmentRefs) -> tuple[CollectionConfig, dict[str, Any], list[SealedSegment]]:
     """Inverse of :func:`write_snapshot`; every blob is verified against its address."""
-    loop = asyncio.get_running_loop()
-    records = decode_blob(await store.get(BlobId.from_bytes(entry["records"])))
-    arrays = {}
-    for name in _ARRAYS:
-        refs = entry.get(name)
-        arrays[name] = None if refs is None else await _get_parts(store, loop, refs)
-    return CollectionSnapshot(
-        config=CollectionConfig.from_dict(entry["config"]), next_label=entry["next_label"],
-        hnsw_upto=entry["hnsw_upto"], ids=records["ids"], metadata=records["metadata"],
-        vectors=arrays["vectors"] or b"", timestamps=arrays["timestamps"] or b"",
-        live=arrays["live"] or b"", hnsw=arrays["hnsw"], extra=entry.get("extra") or {},
-    )
+    config = CollectionConfig.from_dict(entry["config"])
+    stored = entry["recent"]
+    recent: dict[str, Any] = {k: v for k, v in stored.items() if k not in _RECENT_ARRAYS and k != "records"}
+    records = await get_doc(store, stored["records"])
+    recent["ids"], recent["metadata"] = records["ids"], records["metadata"]
+    for name in _RECENT_ARRAYS:
+        refs = stored.get(name)
+        recent[name] = None if refs is None else await get_bytes(store, refs)
+    segments = []
+    for item in entry.get("segments", []):
+        frozen = await get_doc(store, item["frozen"])
+        mutable = await get_doc(store, item["mutable"])
+        ivf = dict(frozen["ivf"])
+        ivf["index"] = await get_bytes(store, ivf["index"])
+        ivf["vectors"] = await get_bytes(store, ivf["vectors"])
+        frozen["ivf"] = ivf
+        path = segment_dir / f"{config.name}-{int(frozen['seq']):08d}.f32"
+        segment = await _cpu(SealedSegment.from_parts, frozen, mutable, path)
+        cache.frozen[(config.name, segment.seq)] = (item["frozen"], item["chunks"])
+        cache.mutable[(config.name, segment.seq, segment.version)] = item["mutable"]
+        segments.append(segment)
+    return config, recent, segments
 
 
 def new_manifest(lsn: int, collections: dict[str, Any], previous: BlobId | None) -> dict[str, Any]:
@@ -83,10 +139,17 @@ async def read_manifest(store: BlobStore, blob_id: BlobId) -> dict[str, Any]:
     return manifest
 
 
-def referenced_blobs(manifest: dict[str, Any]) -> Iterable[BlobId]:
+def referenced_blobs(manifest: dict[str, Any]) -> set[BlobId]:
     """Every blob a manifest needs (not counting itself)."""
+    refs: set[BlobId] = set()
     for entry in manifest["collections"].values():
-        yield BlobId.from_bytes(entry["records"])
-        for name in _ARRAYS:
-            for ref in entry.get(name) or []:
-                yield BlobId.from_bytes(ref)
+        recent = entry["recent"]
+        refs.add(BlobId.from_bytes(recent["records"]))
+        refs.update(_ids(ref for name in _RECENT_ARRAYS for ref in recent.get(name) or []))
+        for item in entry.get("segments", []):
+            refs.update(_ids([item["frozen"], item["mutable"], *item["chunks"]]))
+    return refs
+
+
+def _ids(refs: Iterable[bytes]) -> Iterator[BlobId]:
+    return (BlobId.from_bytes(ref) for ref in refs)

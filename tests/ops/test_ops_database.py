@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from s5vec.index import CollectionConfig, CollectionNotFound, RawItem, prepare_vectors
-from s5vec.ops import Database, DataDirLocked, EngineConfig
+from s5vec.ops import Database, DataDirLocked, EngineConfig, Query
 from s5vec.storage import BlobCorrupt, BlobId
 
 DIM = 16
@@ -71,7 +71,8 @@ async def test_checkpoint_trims_the_wal_and_collects_unreferenced_blobs(tmp_path
     coll = db.collection("c")
     assert len(coll) == 248 and not coll.contains("r1")
     query = coll.get("r7").vector
-    assert (await db.search("c", query, 1))[0].id == "r7"
+    hits, partial = await db.search("c", query, Query(k=1))
+    assert hits[0].id == "r7" and not partial
     await db.close()
 
 
@@ -114,7 +115,7 @@ async def test_searches_during_ingest_see_only_whole_records(tmp_path: Path) -> 
         while not done.is_set() or rounds < 20:
             rounds += 1
             query = prepare_vectors(db.collection("c").config, rng.normal(size=(1, DIM)).astype(np.float32))[0]
-            hits = await db.search("c", query, 10)
+            hits, _ = await db.search("c", query, Query(k=10))
             ids = [h.id for h in hits]
             assert len(ids) == len(set(ids))
             for hit in hits:

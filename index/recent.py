@@ -1,0 +1,245 @@
+"""The recent tier: an HNSW graph (hnswlib) plus an exact buffer of vectors not in it yet.
+
+Labels are dense integers handed out in write order; every upsert takes a fresh
+label and retires the old one.  Labels below ``hnsw_upto`` have been offered to the
+graph; labels from ``hnsw_upto`` on are *pending* and every search scans them exactly,
+so a write is searchable the moment it is applied and ingest is not limited by graph
+construction.  Records older than the collection's recent threshold are *parked*
+instead of entering the graph: migration moves them to the historical tier.
+
+Not thread safe on its own: the owning :class:`~s5vec.index.collection.Collection`
+serialises mutations against searches with its readers-writer lock.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Final
+
+import hnswlib
+import numpy as np
+
+from .payload import PayloadIndex
+from .records import Batch, CollectionConfig
+
+_INITIAL_CAPACITY: Final = 1024
+
+
+class RecentTier:
+    """Mutable HNSW tier of one collection (see module docstring)."""
+
+    def __init__(self, config: CollectionConfig, scratch_dir: Path, capacity: int = _INITIAL_CAPACITY) -> None:
+        self.config = config
+        self._scratch = Path(scratch_dir)
+        self.dim = config.dimension
+        self.space = "l2" if config.metric == "l2" else "ip"
+        self.capacity = max(capacity, 16)
+        self.vectors = np.zeros((self.capacity, self.dim), np.float32)
+        self.timestamps = np.zeros(self.capacity, np.float64)
+        self.live = np.zeros(self.capacity, bool)
+        self.ids: list[str | None] = []
+        self.metadata: list[dict[str, Any] | None] = []
+        self.labels: dict[str, int] = {}
+        self.next = 0
+        self.hnsw_upto = 0
+        self.hnsw_live = 0
+        self.parked: set[int] = set()
+        self.hnsw = self._new_hnsw(self.capacity)
+        self.ef = config.ef_search
+        self.tombstones = 0
+        self.payload = PayloadIndex(config.payload_fields, self.capacity)
+
+    def _new_hnsw(self, capacity: int) -> hnswlib.Index:
+        index = hnswlib.Index(space=self.space, dim=self.dim)
+        index.init_index(max_elements=capacity, M=self.config.hnsw_m,
+                         ef_construction=self.config.ef_construction, random_seed=100)
+        index.set_ef(self.config.ef_search)
+        return index
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def pending(self) -> int:
+        """Vectors acknowledged but neither in the graph nor parked."""
+        return self.next - self.hnsw_upto
+
+    def _grow(self, needed: int) -> None:
+        if needed <= self.capacity:
+            return
+        capacity = self.capacity
+        while capacity < needed:
+            capacity *= 2
+        vectors = np.zeros((capacity, self.dim), np.float32)
+        vectors[: self.next] = self.vectors[: self.next]
+        timestamps = np.zeros(capacity, np.float64)
+        timestamps[: self.next] = self.timestamps[: self.next]
+        live = np.zeros(capacity, bool)
+        live[: self.next] = self.live[: self.next]
+        self.vectors, self.timestamps, self.live, self.capacity = vectors, timestamps, live, capacity
+
+    def retire(self, label: int) -> None:
+        """Forget the record at ``label`` (it was replaced, deleted or migrated)."""
+        self.live[label] = False
+        record_id = self.ids[label]
+        if record_id is not None and self.labels.get(record_id) == label:
+            del self.labels[record_id]
+        self.ids[label] = None
+        self.metadata[label] = None
+        self.tombstones += 1
+        self.payload.clear([label])
+        if label < self.hnsw_upto:
+            if self._in_graph(label):
+                self.hnsw.mark_deleted(label)
+                self.hnsw_live -= 1
+            else:
+                self.parked.discard(label)
+
+    def _in_graph(self, label: int) -> bool:
+        # parked labels lie below hnsw_upto but were never added to the graph
+        return label not in self.parked
+
+    def append(self, batch: Batch) -> None:
+        """Add validated records with fresh labels; callers retire older versions first."""
+        n = len(batch)
+        self._grow(self.next + n)
+        start = self.next
+        self.vectors[start:start + n] = batch.vectors
+        self.timestamps[start:start + n] = batch.timestamps
+        self.live[start:start + n] = True
+        self.ids.extend(batch.ids)
+        self.metadata.extend(batch.metadata)
+        self.next = start + n
+        labels = self.labels
+        for offset, record_id in enumerate(batch.ids):
+            old = labels.get(record_id)
+            if old is not None:  # the same id twice in one batch: the later one wins
+                self.retire(old)
+            labels[record_id] = start + offset
+        self.payload.set(np.arange(start, start + n), batch.metadata)
+
+    def set_metadata(self, label: int, metadata: dict[str, Any]) -> None:
+        self.metadata[label] = metadata
+        self.payload.set([label], [metadata])
+
+    def drain(self, max_items: int, num_threads: int, cutoff: float) -> int:
+        """Move up to ``max_items`` pending vectors into the graph; records older than
+        ``cutoff`` are parked for migration instead."""
+        start, end = self.hnsw_upto, min(self.next, self.hnsw_upto + max_items)
+        if start >= end:
+            return 0
+        if end > self.hnsw.get_max_elements():
+            self.hnsw.resize_index(self.capacity)
+        span = np.arange(start, end)
+        live = self.live[start:end]
+        old = live & (self.timestamps[start:end] < cutoff)
+        fresh = span[live & ~old]
+        if len(fresh):
+            self.hnsw.add_items(self.vectors[fresh], fresh, num_threads=num_threads)
+        if old.any():
+            self.parked.update(span[old].tolist())
+        self.hnsw_upto = end
+        self.hnsw_live += len(fresh)
+        return end - start
+
+    def exact_pool(self) -> np.ndarray:
+        """Labels every search scans exactly: the pending buffer and parked records."""
+        pending = np.arange(self.hnsw_upto, self.next)
+        if self.parked:
+            pending = np.concatenate([np.fromiter(self.parked, np.int64, len(self.parked)), pending])
+        return pending[self.live[pending]] if len(pending) else pending
+
+    def distances(self, labels: np.ndarray, query: np.ndarray) -> np.ndarray:
+        rows = self.vectors[labels]
+        if self.space == "ip":
+            return np.float32(1.0) - rows @ query
+        diff = rows - query
+        return np.einsum("ij,ij->i", diff, diff)
+
+    def exact(self, labels: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if not len(labels):
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        dist = self.distances(labels, query)
+        if len(labels) > k:
+            part = np.argpartition(dist, k - 1)[:k]
+            labels, dist = labels[part], dist[part]
+        return labels.astype(np.int64), dist
+
+    def graph(self, queries: np.ndarray, k: int, num_threads: int = 1) -> tuple[np.ndarray, np.ndarray] | None:
+        """Graph top-``k`` for each query row, or None when the graph cannot return k
+        live results (too many deletions: callers fall back to exact)."""
+        k = min(k, self.hnsw_live)
+        if k <= 0:
+            return np.zeros((len(queries), 0), np.int64), np.zeros((len(queries), 0), np.float32)
+        try:
+            labels, dist = self.hnsw.knn_query(queries, k=k, num_threads=num_threads)
+        except RuntimeError:
+            return None
+        return labels.astype(np.int64), dist
+
+    def graph_live_labels(self) -> np.ndarray:
+        labels = np.flatnonzero(self.live[: self.hnsw_upto])
+        if self.parked:
+            labels = np.setdiff1d(labels, np.fromiter(self.parked, np.int64, len(self.parked)), assume_unique=True)
+        return labels
+
+    def stats(self) -> dict[str, Any]:
+        return {"recent": len(self.labels), "indexed": self.hnsw_live, "pending": self.pending,
+                "parked": len(self.parked), "tombstones": self.tombstones,
+                "capacity": self.capacity}
+
+    # --------------------------------------------------------------- persistence
+    def to_parts(self) -> dict[str, Any]:
+        """Plain-data copy of the tier (the graph as hnswlib's own file bytes)."""
+        n = self.next
+        hnsw_bytes = None
+        if self.hnsw_upto:
+            fd, path = tempfile.mkstemp(prefix="hnsw-", suffix=".bin", dir=self._scratch)
+            os.close(fd)
+            try:
+                self.hnsw.save_index(path)
+                hnsw_bytes = Path(path).read_bytes()
+            finally:
+                os.unlink(path)
+        return {
+            "next_label": n, "hnsw_upto": self.hnsw_upto, "tombstones": self.tombstones,
+            "ids": self.ids[:n], "metadata": self.metadata[:n],
+            "vectors": self.vectors[:n].tobytes(), "timestamps": self.timestamps[:n].tobytes(),
+            "live": np.packbits(self.live[:n]).tobytes(), "hnsw": hnsw_bytes,
+            "parked": np.asarray(sorted(self.parked), np.int64).tobytes(),
+        }
+
+    @classmethod
+    def from_parts(cls, config: CollectionConfig, parts: dict[str, Any], scratch_dir: Path) -> RecentTier:
+        n = int(parts["next_label"])
+        self = cls(config, scratch_dir, capacity=max(_INITIAL_CAPACITY, n * 5 // 4 + 16))
+        vectors = np.frombuffer(parts["vectors"], np.float32)
+        if vectors.size != n * self.dim or len(parts["ids"]) != n or len(parts["metadata"]) != n:
+            raise ValueError(f"snapshot of collection {config.name!r} is inconsistent")
+        self.vectors[:n] = vectors.reshape(n, self.dim)
+        self.timestamps[:n] = np.frombuffer(parts["timestamps"], np.float64)
+        self.live[:n] = np.unpackbits(np.frombuffer(parts["live"], np.uint8), count=n).astype(bool)
+        self.ids = list(parts["ids"])
+        self.metadata = list(parts["metadata"])
+        self.next = n
+        self.labels = {rid: label for label, rid in enumerate(self.ids) if rid is not None}
+        self.tombstones = int(parts.get("tombstones", 0))
+        self.parked = set(np.frombuffer(parts.get("parked") or b"", np.int64).tolist())
+        live_labels = np.flatnonzero(self.live[:n])
+        self.payload.set(live_labels, [self.metadata[i] or {} for i in live_labels.tolist()])
+        if parts.get("hnsw") is not None and parts["hnsw_upto"]:
+            fd, path = tempfile.mkstemp(prefix="hnsw-", suffix=".bin", dir=scratch_dir)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(parts["hnsw"])
+                index = hnswlib.Index(space=self.space, dim=self.dim)
+                index.load_index(path, max_elements=self.capacity)
+                index.set_ef(config.ef_search)
+            finally:
+                os.unlink(path)
+            self.hnsw = index
+            self.hnsw_upto = int(parts["hnsw_upto"])
+            self.hnsw_live = len(self.graph_live_labels())
+        return self

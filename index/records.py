@@ -1,0 +1,286 @@
+"""Collection definitions, records as callers send them, and their validation."""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import msgspec
+import numpy as np
+
+from .errors import CollectionExists, DimensionMismatch, InvalidRecord
+from .filters import parse_datetime
+from .schema import SCHEMAS, video_nft_key
+
+METRICS: Final = ("cosine", "l2", "ip")
+NAME_RE: Final = re.compile(r"[a-z0-9_-]{1,64}")
+MAX_DIMENSION: Final = 4096
+MAX_ID_BYTES: Final = 256
+MAX_METADATA_BYTES: Final = 64 * 1024
+MAX_K: Final = 1000
+_JSON = msgspec.json.Encoder()
+_F32_MAX: Final = float(np.finfo(np.float32).max)
+
+
+PAYLOAD_TYPES: Final = ("keyword", "number", "datetime", "bool")
+QUANTIZERS: Final = ("sq8", "pq", "flat")
+SCHEMA_PAYLOAD: Final[dict[str, tuple[tuple[str, str], ...]]] = {
+    "video_nft": (("address", "keyword"), ("genre", "keyword"), ("type", "keyword"),
+                  ("mintDateTime", "datetime"), ("attributes.runtime", "number"), ("views", "number")),
+}
+DAY: Final = 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionConfig:
+    """A collection's immutable definition."""
+
+    name: str
+    dimension: int
+    metric: str = "cosine"
+    schema: str | None = None
+    hnsw_m: int = 16
+    ef_construction: int = 200
+    ef_search: int = 64
+    recent_threshold_s: float = 7 * DAY
+    window_s: float = DAY
+    ivf_quantizer: str = "sq8"
+    ivf_nlist: int = 0
+    ivf_nprobe: int = 16
+    ivf_rerank: int = 4
+    payload: tuple[tuple[str, str], ...] = ()
+
+    def validate(self) -> None:
+        """Raise InvalidRecord naming the first bad field."""
+        if not isinstance(self.name, str) or not NAME_RE.fullmatch(self.name):
+            raise InvalidRecord("name", "must match [a-z0-9_-]{1,64}")
+        if isinstance(self.dimension, bool) or not isinstance(self.dimension, int) or not 1 <= self.dimension <= MAX_DIMENSION:
+            raise InvalidRecord("dimension", f"must be an integer from 1 to {MAX_DIMENSION}")
+        if self.metric not in METRICS:
+            raise InvalidRecord("metric", f"must be one of {', '.join(METRICS)}")
+        if self.schema is not None and self.schema not in SCHEMAS:
+            raise InvalidRecord("schema", f"unknown schema; known: {', '.join(SCHEMAS)}")
+        if not 2 <= self.hnsw_m <= 128:
+            raise InvalidRecord("hnsw_m", "must be from 2 to 128")
+        if not 8 <= self.ef_construction <= 2000:
+            raise InvalidRecord("ef_construction", "must be from 8 to 2000")
+        if not 1 <= self.ef_search <= 5000:
+            raise InvalidRecord("ef_search", "must be from 1 to 5000")
+        if not 0 < self.recent_threshold_s:
+            raise InvalidRecord("recent_threshold_s", "must be positive")
+        if not 60 <= self.window_s:
+            raise InvalidRecord("window_s", "must be at least 60 seconds")
+        if self.ivf_quantizer not in QUANTIZERS:
+            raise InvalidRecord("ivf_quantizer", f"must be one of {', '.join(QUANTIZERS)}")
+        if self.ivf_nlist < 0 or not 1 <= self.ivf_nprobe <= 65536 or not 1 <= self.ivf_rerank <= 100:
+            raise InvalidRecord("ivf", "nlist >= 0 (0 = auto), nprobe 1..65536, rerank 1..100")
+        for path, kind in self.payload:
+            if not isinstance(path, str) or not path or kind not in PAYLOAD_TYPES:
+                raise InvalidRecord("payload", f"{path!r}: type must be one of {', '.join(PAYLOAD_TYPES)}")
+
+    @property
+    def payload_fields(self) -> dict[str, str]:
+        """Declared payload indexes plus the schema's defaults (declared wins)."""
+        fields = dict(SCHEMA_PAYLOAD.get(self.schema or "", ()))
+        fields.update(dict(self.payload))
+        return fields
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f: getattr(self, f) for f in self.__slots__}  # type: ignore[attr-defined]
+        out["payload"] = [list(p) for p in self.payload]
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> CollectionConfig:
+        values = {k: v for k, v in raw.items() if k in cls.__slots__}  # type: ignore[attr-defined]
+        values["payload"] = tuple(tuple(p) for p in values.get("payload", ()))
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class RawItem:
+    """An upsert as the caller sent it, before validation."""
+
+    id: str | int | None
+    vector: Sequence[float] | np.ndarray
+    metadata: dict[str, Any] | None = None
+    timestamp: str | float | int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemError:
+    """Why one item of a batch was rejected."""
+
+    index: int
+    id: str | None
+    code: str
+    message: str
+
+
+@dataclass(slots=True)
+class Batch:
+    """Validated upserts, ready for the WAL and for :meth:`Collection.apply_upsert`."""
+
+    ids: list[str]
+    vectors: np.ndarray
+    metadata: list[dict[str, Any]]
+    timestamps: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(slots=True)
+class Hit:
+    """One search result or fetched record (not frozen: it is built on the search hot path)."""
+
+    id: str
+    distance: float
+    score: float
+    metadata: dict[str, Any] | None = None
+    vector: np.ndarray | None = None
+    timestamp: float | None = None
+
+
+def parse_timestamp(value: str | float | int | None, now: float) -> float:
+    """Caller timestamp (ISO 8601 or Unix seconds; > 1e11 means milliseconds) → seconds."""
+    if value is None:
+        return now
+    if isinstance(value, bool):
+        raise InvalidRecord("timestamp", "must be an ISO 8601 string or Unix seconds")
+    if isinstance(value, (int, float)):
+        seconds = float(value) / 1000.0 if abs(value) > 1e11 else float(value)
+        if not math.isfinite(seconds):
+            raise InvalidRecord("timestamp", "must be finite")
+        return seconds
+    parsed = parse_datetime(value)
+    if parsed is None:
+        raise InvalidRecord("timestamp", f"{value[:40]!r} is not an ISO 8601 date-time")
+    return parsed.timestamp()
+
+
+def normalize_id(value: str | int | None) -> str:
+    if isinstance(value, bool) or value is None:
+        raise InvalidRecord("id", "is required (string or integer)")
+    text = str(value) if isinstance(value, int) else value
+    if not isinstance(text, str) or not text:
+        raise InvalidRecord("id", "must be a non-empty string or an integer")
+    if len(text.encode()) > MAX_ID_BYTES:
+        raise InvalidRecord("id", f"is longer than {MAX_ID_BYTES} bytes")
+    return text
+
+
+def prepare_vectors(config: CollectionConfig, rows: np.ndarray) -> np.ndarray:
+    """Check shape and values of float32 rows; normalise for cosine. Raises on bad input."""
+    if rows.ndim != 2 or rows.shape[1] != config.dimension:
+        got = rows.shape[-1] if rows.ndim else 0
+        raise DimensionMismatch(f"vector has {got} dimensions, collection {config.name!r} has {config.dimension}")
+    if not np.isfinite(rows).all():
+        raise InvalidRecord("vector", "contains NaN or infinite values (or values beyond float32 range)")
+    if config.metric == "cosine":
+        norms = np.linalg.norm(rows, axis=1)
+        if (norms == 0).any():
+            raise InvalidRecord("vector", "has zero length; cosine similarity is undefined")
+        rows = rows / norms[:, None]
+    return np.ascontiguousarray(rows, dtype=np.float32)
+
+
+def _prepare_one(config: CollectionConfig, item: RawItem, now: float) -> tuple[str, np.ndarray, dict[str, Any], float]:
+    metadata = item.metadata if item.metadata is not None else {}
+    if not isinstance(metadata, dict):
+        raise InvalidRecord("metadata", "must be a JSON object")
+    if config.schema is not None:
+        metadata = SCHEMAS[config.schema](metadata)
+    if config.schema == "video_nft" and item.id is None:
+        record_id = video_nft_key(metadata)
+    else:
+        record_id = normalize_id(item.id)
+        if config.schema == "video_nft" and record_id != video_nft_key(metadata):
+            raise InvalidRecord("id", f"must be '<address>:<id>' ({video_nft_key(metadata)!r}) or omitted")
+    if len(_JSON.encode(metadata)) > MAX_METADATA_BYTES:
+        raise InvalidRecord("metadata", f"is larger than {MAX_METADATA_BYTES} bytes encoded")
+    vector = item.vector
+    if isinstance(vector, np.ndarray):
+        if vector.ndim != 1:
+            raise InvalidRecord("vector", "must be a flat array of numbers")
+        row = vector.astype(np.float64)
+    else:
+        if len(vector) == 0:
+            raise InvalidRecord("vector", "is empty")
+        try:
+            row = np.fromiter(vector, dtype=np.float64, count=len(vector))
+        except (TypeError, ValueError):
+            raise InvalidRecord("vector", "must be an array of numbers") from None
+    if len(row) != config.dimension:
+        raise DimensionMismatch(f"vector has {len(row)} dimensions, collection {config.name!r} has {config.dimension}")
+    return record_id, row, metadata, parse_timestamp(item.timestamp, now)
+
+
+def prepare_batch(config: CollectionConfig, items: Sequence[RawItem]) -> tuple[Batch, list[ItemError]]:
+    """Validate ``items``; the good ones form the batch, the bad ones come back as errors.
+
+    Pure function, safe on any thread. A later item with the same id wins. Vector
+    checks (finite, float32 range, non-zero for cosine) run once over the whole batch.
+    """
+    now = time.time()
+    ids: list[str] = []
+    rows: list[np.ndarray] = []
+    metas: list[dict[str, Any]] = []
+    stamps: list[float] = []
+    positions: list[int] = []
+    errors: list[ItemError] = []
+    for index, item in enumerate(items):
+        try:
+            record_id, row, meta, stamp = _prepare_one(config, item, now)
+        except InvalidRecord as exc:
+            errors.append(ItemError(index, _safe_id(item.id), "invalid_request", str(exc)))
+            continue
+        except DimensionMismatch as exc:
+            errors.append(ItemError(index, _safe_id(item.id), "dimension_mismatch", str(exc)))
+            continue
+        ids.append(record_id)
+        rows.append(row)
+        metas.append(meta)
+        stamps.append(stamp)
+        positions.append(index)
+    if not rows:
+        return Batch([], np.zeros((0, config.dimension), np.float32), [], np.zeros(0)), errors
+    matrix = np.stack(rows)
+    keep = np.abs(matrix).max(axis=1) <= _F32_MAX  # False for NaN too
+    reason = "contains NaN or infinite values (or values beyond float32 range)"
+    if config.metric == "cosine":
+        squares = np.einsum("ij,ij->i", np.where(keep[:, None], matrix, 0.0), np.where(keep[:, None], matrix, 0.0))
+        zero = keep & (squares == 0.0)
+        if zero.any():
+            keep &= ~zero
+        matrix = matrix / np.sqrt(np.where(squares > 0, squares, 1.0))[:, None]
+    if not keep.all():
+        for n in np.flatnonzero(~keep).tolist():
+            message = reason if not np.isfinite(rows[n]).all() or np.abs(rows[n]).max() > _F32_MAX \
+                else "has zero length; cosine similarity is undefined"
+            errors.append(ItemError(positions[n], ids[n], "invalid_request", f"vector: {message}"))
+        good = np.flatnonzero(keep).tolist()
+        ids, metas, stamps = [ids[n] for n in good], [metas[n] for n in good], [stamps[n] for n in good]
+        matrix = matrix[keep]
+        errors.sort(key=lambda e: e.index)
+    vectors = np.ascontiguousarray(matrix, dtype=np.float32)
+    return Batch(ids, vectors, metas, np.asarray(stamps, dtype=np.float64)), errors
+
+
+def _safe_id(value: object) -> str | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    return value[:MAX_ID_BYTES] if isinstance(value, str) else None
+
+
+
+def check_same_definition(existing: CollectionConfig, wanted: CollectionConfig) -> None:
+    """Raise CollectionExists if ``wanted`` differs from ``existing``."""
+    if existing != wanted:
+        raise CollectionExists(f"collection {existing.name!r} exists with a different definition")
