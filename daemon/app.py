@@ -14,7 +14,8 @@ from .auth import KeyRing, make_auth_middleware
 from .config import Config
 from .errors import error_middleware
 from .openapi import build_openapi
-from .rest import CONFIG, DB, STARTED, VERSION, reply, routes
+from .cache import QueryCache
+from .rest import CACHE, CONFIG, DB, STARTED, VERSION, reply, routes
 
 OPENAPI: Final = web.AppKey("openapi", dict)
 
@@ -37,6 +38,7 @@ def create_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app[STARTED] = time.time()
     app[OPENAPI] = build_openapi(VERSION)
+    app[CACHE] = QueryCache(config.http.query_cache_entries)
     app.cleanup_ctx.append(database_ctx)
     app.add_routes(routes)
     app.router.add_get("/openapi.json", openapi)

@@ -40,6 +40,7 @@ class HttpConfig:
     port: int = 7533
     max_body_bytes: int = 64 << 20
     access_log: bool = False
+    query_cache_entries: int = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +167,8 @@ def validate(config: Config) -> None:
     """Cross-field rules; raises ConfigError naming the key."""
     if not 0 <= config.http.port <= 65535:
         raise ConfigError(f"http.port: {config.http.port} is not a TCP port")
+    if config.http.query_cache_entries < 0:
+        raise ConfigError("http.query_cache_entries: must be 0 (off) or more")
     if config.http.max_body_bytes < 1024:
         raise ConfigError("http.max_body_bytes: must be at least 1024")
     if config.log_level not in LOG_LEVELS:

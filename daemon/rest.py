@@ -16,16 +16,18 @@ from s5vec.index import (
 from s5vec.index import scoring
 from s5vec.ops import Database, Query
 
+from .cache import QueryCache
 from .config import Config
 from .errors import RequestInvalid
 from .wire import (
-    DECODERS, ENCODER, MAX_BATCH, BatchIn, BatchOut, CollectionIn, DeleteIn, ItemErrorOut, MetadataIn, RecordOut,
+    DECODERS, ENCODER, MAX_BATCH, BatchIn, BatchOut, CollectionIn, DeleteIn, ItemErrorOut, MetadataIn, RecordOut, TuneIn,
     SearchIn, SearchOut, SearchResult, VectorIn,
 )
 
 DB: Final = web.AppKey("db", Database)
 CONFIG: Final = web.AppKey("config", Config)
 STARTED: Final = web.AppKey("started", float)
+CACHE: Final = web.AppKey("query_cache", QueryCache)
 DEFAULT: Final = "default"
 VERSION: Final = "0.1.0"
 F32_MAX: Final = float(np.finfo(np.float32).max)
@@ -192,15 +194,23 @@ async def delete_one(request: web.Request, name: str) -> web.Response:
 
 
 async def search(request: web.Request, name: str) -> web.Response:
-    body: SearchIn = await decode(request, SearchIn)
-    db = request.app[DB]
     started = time.perf_counter()
+    raw = await request.read()
+    db, cache = request.app[DB], request.app[CACHE]
     try:
         coll = db.collection(name)
     except CollectionNotFound:
         if name == DEFAULT:
+            await decode(request, SearchIn)
             return reply(SearchOut([], 0, 0.0))
         raise
+    key = (name, coll.version, raw)
+    if cache.enabled:
+        cached = cache.get(key)
+        if cached is not None:
+            return reply(SearchOut(cached[0], len(cached[0]), round((time.perf_counter() - started) * 1000, 3),
+                                   cached[1], True))
+    body: SearchIn = await decode(request, SearchIn)
     query = query_vector(coll.config, body.vector)
     if body.filter:
         compile_filter(body.filter)  # a malformed filter is a 400 before any work
@@ -209,18 +219,15 @@ async def search(request: web.Request, name: str) -> web.Response:
         raise RequestInvalid("tier_weights only apply with merge_strategy 'weighted'", "options.tier_weights")
     if options.scoring is not None:
         scoring.validate(options.scoring)
-    fetch = scoring.candidate_count(body.k) if options.scoring is not None else body.k
-    q = Query(fetch, options.hnsw_ef, body.filter or None, None if options.scoring else options.score_threshold,
-              options.include_metadata or options.scoring is not None, options.include_vector,
-              options.ivf_nprobe, options.search_recent, options.search_historical, options.timeout_ms,
-              options.merge_strategy, tuple(options.tier_weights) if options.tier_weights else None)
+    q = Query(body.k, options.hnsw_ef, body.filter or None, options.score_threshold, options.include_metadata,
+              options.include_vector, options.ivf_nprobe, options.search_recent, options.search_historical,
+              options.timeout_ms, options.merge_strategy,
+              tuple(options.tier_weights) if options.tier_weights else None, options.scoring)
     hits, partial = await db.search(name, query, q)
-    if options.scoring is not None:
-        hits = scoring.rerank(hits, options.scoring, time.time(), body.k)
-        if options.score_threshold is not None:
-            hits = [h for h in hits if h.score >= options.score_threshold]
     results = [SearchResult(h.id, h.distance, h.score, h.metadata if options.include_metadata else None,
                             h.vector.tolist() if h.vector is not None else None) for h in hits]
+    if cache.enabled and not partial:
+        cache.put(key, (results, partial))
     return reply(SearchOut(results, len(results), round((time.perf_counter() - started) * 1000, 3), partial))
 
 
@@ -303,6 +310,12 @@ async def admin_checkpoint(request: web.Request) -> web.Response:
     db = request.app[DB]
     manifest = await db.checkpoint()
     return reply({"manifest": str(manifest) if manifest else None, "lsn": db.checkpoint_lsn})
+
+
+@routes.post("/api/v1/collections/{c}/tune")
+async def tune_collection(request: web.Request) -> web.Response:
+    body: TuneIn = await decode(request, TuneIn) if request.can_read_body else TuneIn()
+    return reply(await request.app[DB].tune(request.match_info["c"], body.target_recall, body.sample))
 
 
 @routes.post("/api/v1/admin/migrate")

@@ -76,6 +76,11 @@ class CollectionIn(Struct, forbid_unknown_fields=True):
     payload_indexes: dict[str, Literal["keyword", "number", "datetime", "bool"]] = msgspec.field(default_factory=dict)
 
 
+class TuneIn(Struct, forbid_unknown_fields=True):
+    target_recall: Annotated[float, Meta(gt=0, le=1)] = 0.95
+    sample: Annotated[int, Meta(ge=10, le=5000)] = 200
+
+
 class MetadataIn(Struct, forbid_unknown_fields=True):
     metadata: dict[str, Any]
 
@@ -100,6 +105,7 @@ class SearchOut(Struct):
     count: int
     search_time_ms: float
     partial: bool = False
+    cached: bool = False
 
 
 class ItemErrorOut(Struct):
@@ -135,5 +141,6 @@ DECODERS: Final = {
     VectorIn: msgspec.json.Decoder(VectorIn), BatchIn: msgspec.json.Decoder(BatchIn),
     SearchIn: msgspec.json.Decoder(SearchIn), CollectionIn: msgspec.json.Decoder(CollectionIn),
     DeleteIn: msgspec.json.Decoder(DeleteIn), MetadataIn: msgspec.json.Decoder(MetadataIn),
+    TuneIn: msgspec.json.Decoder(TuneIn),
 }
 ENCODER: Final = msgspec.json.Encoder()

@@ -8,6 +8,7 @@ searches run in parallel threads. Segment training runs with no lock held.
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
@@ -28,6 +29,7 @@ from .scoring import merge as merge_hits
 from .segment import SealedSegment
 
 EXACT_FILTER_LIMIT: Final = 20_000
+_VERSIONS: Final = itertools.count(time.time_ns())
 Candidates = tuple[np.ndarray, np.ndarray]  # (positions or labels, raw distances)
 
 
@@ -64,7 +66,8 @@ class Collection:
         self.segments: list[SealedSegment] = []
         self._seq_lock = threading.Lock()
         self._next_seq = 0
-        self.version = 0
+        self.version = next(_VERSIONS)  # unique across collections: a dropped and recreated one never matches
+        self.tuned: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ lookups
     def _segment_of(self, record_id: str) -> tuple[SealedSegment, int] | None:
@@ -95,7 +98,7 @@ class Collection:
             "schema": self.config.schema, "count": len(self.recent) + historical,
             **self.recent.stats(), "historical": historical, "segments": len(self.segments),
             "historical_memory_bytes": sum(s.memory_bytes() for s in self.segments),
-            "payload_indexes": self.config.payload_fields, "version": self.version,
+            "payload_indexes": self.config.payload_fields, "version": self.version, "tuned": self.tuned,
         }
 
     # ---------------------------------------------------------------- mutations
@@ -110,7 +113,7 @@ class Collection:
                     if found is not None:
                         found[0].delete(found[1])
             self.recent.append(batch)
-            self.version += 1
+            self.version = next(_VERSIONS)
 
     def apply_delete(self, ids: Sequence[str]) -> int:
         """Delete records by id in whichever tier holds them; returns how many existed."""
@@ -126,7 +129,7 @@ class Collection:
                 if found is not None:
                     found[0].delete(found[1])
                     removed += 1
-            self.version += 1
+            self.version = next(_VERSIONS)
         return removed
 
     def apply_metadata(self, record_id: str, metadata: dict[str, Any]) -> None:
@@ -140,7 +143,7 @@ class Collection:
                 if found is None:
                     raise RecordNotFound(f"no record {record_id!r} in collection {self.config.name!r}")
                 found[0].set_metadata(found[1], metadata)
-            self.version += 1
+            self.version = next(_VERSIONS)
 
     def drain(self, max_items: int = 256, num_threads: int = 2, now: float | None = None) -> int:
         """Move pending vectors into the graph (old ones are parked for migration)."""
@@ -176,7 +179,7 @@ class Collection:
 
     def _use_ef(self, ef: int | None, k: int) -> None:
         # hnswlib keeps ef per index, not per query: changing it must not overlap searches.
-        want = max(ef or self.config.ef_search, k)
+        want = max(ef or self.tuned.get("ef") or self.config.ef_search, k)
         if want != self.recent.ef:
             with self._lock.write():
                 self.recent.hnsw.set_ef(want)
@@ -244,6 +247,7 @@ class Collection:
 
     def _search_segment(self, segment: SealedSegment, queries: np.ndarray, k: int,
                         spec: Mapping[str, Any] | None, nprobe: int | None) -> list[Candidates]:
+        nprobe = nprobe or self.tuned.get("nprobe") or self.config.ivf_nprobe
         if spec is None:
             pos, dist = segment.ivf.search(queries, k, nprobe, None, segment.deleted)
         else:
@@ -372,6 +376,45 @@ class Collection:
                    segment.ivf.vectors(np.array([pos]))[0] if include_vector else None,
                    float(segment.timestamps[pos]))
 
+    # ------------------------------------------------------------------- tuning
+    def tune(self, target: float = 0.95, sample: int = 200, k: int = 10, seed: int = 0) -> dict[str, Any]:
+        """Pick the smallest HNSW ``ef`` and IVF ``nprobe`` whose recall@k, measured on a
+        sample of stored vectors against exact search within each tier, meets ``target``.
+        The choice becomes the default for searches that do not set them."""
+        rng = np.random.default_rng(seed)
+        result: dict[str, Any] = {"target": target, "k": k}
+        with self._lock.read():
+            r = self.recent
+            recent_labels = np.flatnonzero(r.live[: r.next])
+            recent_rows = r.vectors[recent_labels] if len(recent_labels) else None
+            segments = [s for s in self.segments if s.live]
+        if recent_rows is not None and len(recent_labels) > k:
+            queries = recent_rows[rng.choice(len(recent_labels), min(sample, len(recent_labels)), replace=False)]
+            truth = _exact_ids(queries, [(recent_rows, [r.ids[i] for i in recent_labels.tolist()])], k, r.space)
+            for ef in _EF_STEPS:
+                got = [[h.id for h in hits] for hits in self.search_batch(
+                    queries, k, ef, include_metadata=False, historical=False)]
+                result.setdefault("ef_recall", {})[ef] = recall = _recall(got, truth)
+                if recall >= target:
+                    result["ef"] = ef
+                    break
+        if segments and sum(s.live for s in segments) > k:
+            live_rows = [(s.ivf.vectors(np.flatnonzero(~s.deleted)),
+                          [s.ids[i] for i in np.flatnonzero(~s.deleted).tolist()]) for s in segments]
+            pool = np.concatenate([rows for rows, _ in live_rows])
+            queries = pool[rng.choice(len(pool), min(sample, len(pool)), replace=False)]
+            truth = _exact_ids(queries, live_rows, k, "l2" if self.config.metric == "l2" else "ip")
+            for nprobe in _NPROBE_STEPS:
+                got = [[h.id for h in hits] for hits in self.search_batch(
+                    queries, k, None, include_metadata=False, recent=False, nprobe=nprobe)]
+                result.setdefault("nprobe_recall", {})[nprobe] = recall = _recall(got, truth)
+                if recall >= target:
+                    result["nprobe"] = nprobe
+                    break
+        self.tuned = {key: result[key] for key in ("ef", "nprobe") if key in result}
+        self.version = next(_VERSIONS)  # cached answers came from the old settings
+        return result
+
     # ---------------------------------------------------------------- migration
     def plan_migration(self, now: float | None = None, max_records: int = 1_000_000) -> MigrationPlan | None:
         """The oldest recent records past the threshold, grouped by window (read lock)."""
@@ -425,7 +468,7 @@ class Collection:
                 self.segments.append(segment)
             if r.tombstones > max(1024, len(r.labels)):
                 self._compact_recent()
-            self.version += 1
+            self.version = next(_VERSIONS)
         return moved
 
     def _compact_recent(self) -> None:
@@ -453,14 +496,16 @@ class Collection:
     def snapshot(self) -> CollectionSnapshot:
         """Copy the state (read lock: searches continue, mutations wait)."""
         with self._lock.read():
-            return CollectionSnapshot(self.config, self.recent.to_parts(),
-                                      [(s, s.mutable_parts(), s.version) for s in self.segments])
+            recent = self.recent.to_parts()
+            recent["tuned"] = dict(self.tuned)
+            return CollectionSnapshot(self.config, recent, [(s, s.mutable_parts(), s.version) for s in self.segments])
 
     @classmethod
     def restore(cls, config: CollectionConfig, recent: dict[str, Any], segments: list[SealedSegment],
                 scratch_dir: Path) -> Collection:
         self = cls(config, scratch_dir)
         self.recent = RecentTier.from_parts(config, recent, scratch_dir)
+        self.tuned = {k: int(v) for k, v in (recent.get("tuned") or {}).items()}
         self.segments = sorted(segments, key=lambda s: s.seq)
         self._next_seq = max((s.seq for s in segments), default=-1) + 1
         return self
@@ -468,6 +513,39 @@ class Collection:
     def close(self) -> None:
         for segment in self.segments:
             segment.close()
+
+
+_EF_STEPS: Final = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+_NPROBE_STEPS: Final = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128, 256)
+
+
+def _exact_ids(queries: np.ndarray, tiers: list[tuple[np.ndarray, list[str]]], k: int, space: str) -> list[list[str]]:
+    """Exact top-``k`` ids over several row blocks (chunked: blocks may be large)."""
+    count = len(queries)
+    best_d = np.full((count, 0), np.inf, np.float32)
+    best_g = np.zeros((count, 0), np.int64)
+    names: list[str] = []
+    for rows, ids in tiers:
+        for start in range(0, len(rows), 65_536):
+            block = np.asarray(rows[start:start + 65_536], np.float32)
+            if space == "ip":
+                dist = 1.0 - queries @ block.T
+            else:
+                dist = (np.einsum("ij,ij->i", block, block)[None, :] - 2 * queries @ block.T
+                        + np.einsum("ij,ij->i", queries, queries)[:, None])
+            index = np.broadcast_to(np.arange(len(names) + start, len(names) + start + len(block)), dist.shape)
+            merged_d = np.concatenate([best_d, dist.astype(np.float32)], axis=1)
+            merged_g = np.concatenate([best_g, index], axis=1)
+            top = np.argsort(merged_d, axis=1, kind="stable")[:, :k]
+            best_d = np.take_along_axis(merged_d, top, axis=1)
+            best_g = np.take_along_axis(merged_g, top, axis=1)
+        names.extend(ids)
+    return [[names[g] for g in row] for row in best_g.tolist()]
+
+
+def _recall(got: list[list[str]], truth: list[list[str]]) -> float:
+    hits = sum(len(set(g) & set(t)) for g, t in zip(got, truth))
+    return round(hits / max(1, sum(len(t) for t in truth)), 4)
 
 
 def _concat(a: Candidates, b: Candidates) -> Candidates:

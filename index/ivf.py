@@ -197,6 +197,10 @@ class IvfSegment:
         index = faiss.index_factory(d, spec, fm)
         ivf = faiss.extract_index_ivf(index)
         ivf.cp.seed = SEED
+        if isinstance(ivf, faiss.IndexIVFPQ):
+            # Polysemous training (Hamming-ordered codes) takes minutes and only serves
+            # Hamming-threshold search, which the exact re-rank makes pointless.
+            ivf.do_polysemous_training = False
         with _OmpThreads(BATCH_THREADS):
             index.train(sample)
         return index, dataclasses.replace(params, nlist=nlist, pq_m=pq_m)

@@ -30,7 +30,9 @@ from s5vec.index import (
     Batch, Collection, CollectionConfig, CollectionExists, CollectionNotFound, Hit, InvalidRecord, ItemError,
     RawItem, RecordNotFound, check_same_definition, prepare_batch,
 )
+from s5vec.index import scoring
 from s5vec.index.records import MAX_METADATA_BYTES
+from s5vec.index.scoring import ScoringSpec
 from s5vec.index.schema import SCHEMAS
 from s5vec.storage import BlobId, BlobStore, LocalBlobStore, StorageError, WriteAheadLog, encode_blob
 
@@ -78,6 +80,7 @@ class Query:
     timeout_ms: float | None = None
     merge: str = "take_best"
     weights: tuple[float, ...] | None = None
+    scoring: ScoringSpec | None = None
 
 
 @dataclass(slots=True)
@@ -241,21 +244,31 @@ class Database:
         Concurrent plain searches are coalesced into one graph call per group (fewer
         thread hand-offs; hnswlib parallelises the batch without the GIL)."""
         coll = self.collection(name)
-        plain = (q.filter is None and q.timeout_ms is None and q.merge == "take_best"
+        plain = (q.filter is None and q.timeout_ms is None and q.merge == "take_best" and q.scoring is None
                  and self.config.search_batches > 0 and bool(self._tasks))
         if not plain:
-            report: dict[str, Any] = {}
-            deadline = time.monotonic() + q.timeout_ms / 1000.0 if q.timeout_ms else None
-            hits = await self._run(self._read_pool, functools.partial(
-                coll.search, query, q.k, q.ef, q.filter, q.score_threshold, q.include_metadata,
-                q.include_vector, nprobe=q.nprobe, recent=q.recent, historical=q.historical,
-                executor=self._tier_pool, deadline=deadline, report=report, merge=q.merge, weights=q.weights))
-            return hits, bool(report.get("partial"))
+            return await self._run(self._read_pool, self._search_one, coll, query, q)
         future: asyncio.Future[list[Hit]] = asyncio.get_running_loop().create_future()
         key = (name, q.k, q.ef, q.nprobe, q.include_metadata, q.include_vector, q.recent, q.historical)
         self._searches.append((key, query, q.score_threshold, future))
         self._search_wakeup.set()
         return await future, False
+
+    def _search_one(self, coll: Collection, query: np.ndarray, q: Query) -> tuple[list[Hit], bool]:
+        """Worker thread: search, then the scoring re-rank over a wider candidate set."""
+        report: dict[str, Any] = {}
+        deadline = time.monotonic() + q.timeout_ms / 1000.0 if q.timeout_ms else None
+        fetch = scoring.candidate_count(q.k) if q.scoring is not None else q.k
+        threshold = None if q.scoring is not None else q.score_threshold
+        hits = coll.search(query, fetch, q.ef, q.filter, threshold, q.include_metadata or q.scoring is not None,
+                           q.include_vector, nprobe=q.nprobe, recent=q.recent, historical=q.historical,
+                           executor=self._tier_pool, deadline=deadline, report=report, merge=q.merge,
+                           weights=q.weights)
+        if q.scoring is not None:
+            hits = scoring.rerank(hits, q.scoring, time.time(), q.k)
+            if q.score_threshold is not None:
+                hits = [h for h in hits if h.score >= q.score_threshold]
+        return hits, bool(report.get("partial"))
 
     async def _search_dispatcher(self) -> None:
         inflight: set[asyncio.Task[None]] = set()
@@ -385,6 +398,11 @@ class Database:
         coll = self.collection(name)
         ids = await self._run(self._read_pool, coll.ids_matching, spec)
         return await self.delete(name, ids) if ids else 0
+
+    async def tune(self, name: str, target: float, sample: int) -> dict[str, Any]:
+        """Calibrate ``ef``/``nprobe`` of one collection for ``target`` recall@10 (CPU heavy)."""
+        coll = self.collection(name)
+        return await self._run(self._migrate_pool, coll.tune, target, sample)
 
     async def migrate(self, max_records: int | None = None, now: float | None = None) -> dict[str, Any]:
         """Move records older than each collection's recent threshold into sealed IVF

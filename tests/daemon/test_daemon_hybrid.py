@@ -159,3 +159,18 @@ async def test_migrated_collection_survives_checkpoint_and_restart(make_client: 
     assert np.allclose(record["vector"], base[9] / np.linalg.norm(base[9]), atol=1e-6)
     body = await search(client, "p", {"vector": base[9].tolist(), "k": 1})
     assert body["results"][0]["id"] == "9"
+
+
+async def test_tuning_picks_ef_and_nprobe_that_meet_the_target_recall(client: Any, minilm: Any) -> None:
+    await client.post(f"{API}/collections", json={"name": "t", "dimension": 384})
+    await fill(client, "t", minilm.base[:2400], time.time())
+    await client.post(f"{API}/admin/migrate")
+    result = await (await client.post(f"{API}/collections/t/tune", json={"target_recall": 0.97, "sample": 100})).json()
+    assert result["ef"] in result["ef_recall"] or str(result["ef"]) in result["ef_recall"]
+    assert max(result["ef_recall"].values()) >= 0.97 and max(result["nprobe_recall"].values()) >= 0.97
+    chosen = result["nprobe_recall"][str(result["nprobe"])]
+    assert chosen >= 0.97 and all(v < 0.97 for k, v in result["nprobe_recall"].items() if int(k) < result["nprobe"])
+    info = await (await client.get(f"{API}/collections/t")).json()
+    assert info["tuned"] == {"ef": result["ef"], "nprobe": result["nprobe"]}
+    resp = await client.post(f"{API}/collections/t/tune", json={"target_recall": 1.5})
+    assert resp.status == 400

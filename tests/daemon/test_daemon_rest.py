@@ -331,3 +331,28 @@ async def test_checkpoint_then_reopen_keeps_every_record(make_client: Any, tmp_p
     record = await (await reopened.get(f"{API}/collections/videos/vectors/17")).json()
     assert record["metadata"] == {"i": 17}
     assert (await reopened.get(f"{API}/collections/videos/vectors/after")).status == 200
+
+
+async def test_repeated_search_is_served_from_cache_until_a_write(client: Any) -> None:
+    await create(client)
+    await client.post(f"{API}/collections/videos/vectors", json={"id": "a", "vector": [1, 0, 0]})
+    body = {"vector": [1, 0, 0], "k": 5}
+    first = await (await client.post(f"{API}/collections/videos/search", json=body)).json()
+    second = await (await client.post(f"{API}/collections/videos/search", json=body)).json()
+    assert first["cached"] is False and second["cached"] is True
+    assert second["results"] == first["results"]
+    await client.post(f"{API}/collections/videos/vectors", json={"id": "b", "vector": [0.9, 0.1, 0]})
+    third = await (await client.post(f"{API}/collections/videos/search", json=body)).json()
+    assert third["cached"] is False and [r["id"] for r in third["results"]] == ["a", "b"]
+    await client.patch(f"{API}/collections/videos/vectors/b", json={"metadata": {"x": 1}})
+    fourth = await (await client.post(f"{API}/collections/videos/search", json=body)).json()
+    assert fourth["cached"] is False and fourth["results"][1]["metadata"] == {"x": 1}
+
+
+async def test_query_cache_can_be_turned_off(make_client: Any) -> None:
+    client = await make_client(env={"S5VEC_HTTP__QUERY_CACHE_ENTRIES": "0"})
+    await create(client)
+    await client.post(f"{API}/collections/videos/vectors", json={"id": "a", "vector": [1, 0, 0]})
+    for _ in range(2):
+        body = await (await client.post(f"{API}/collections/videos/search", json={"vector": [1, 0, 0]})).json()
+        assert body["cached"] is False
