@@ -112,7 +112,7 @@ async def create_collection(request: web.Request) -> web.Response:
     config = CollectionConfig(
         body.name, body.dimension, body.metric, body.schema, body.hnsw.m, body.hnsw.ef_construction,
         body.hnsw.ef_search, body.recent_threshold_s, body.window_s, body.ivf.quantizer, body.ivf.nlist,
-        body.ivf.nprobe, body.ivf.rerank, tuple(sorted(body.payload_indexes.items())))
+        body.ivf.nprobe, body.ivf.rerank, tuple(sorted(body.payload_indexes.items())), body.segment_records)
     created = await request.app[DB].create_collection(config)
     return reply(request.app[DB].collection(config.name).stats(), 201 if created else 200)
 

@@ -428,11 +428,22 @@ class Collection:
             if len(labels) > max_records:
                 labels = labels[np.argsort(stamps[labels], kind="stable")[:max_records]]
             windows_of = np.floor(stamps[labels] / self.config.window_s).astype(np.int64)
+            # Consecutive windows share a segment until it holds segment_records records, so a
+            # backfill of years of data does not become hundreds of tiny segments.
+            groups: list[list[int]] = []
+            size = 0
+            unique, counts = np.unique(windows_of, return_counts=True)
+            for window, count in zip(unique.tolist(), counts.tolist()):
+                if not groups or size >= self.config.segment_records:
+                    groups.append([])
+                    size = 0
+                groups[-1].append(window)
+                size += count
             windows: dict[int, dict[str, Any]] = {}
-            for window in np.unique(windows_of).tolist():
-                chosen = np.sort(labels[windows_of == window])
-                windows[window] = {
-                    "labels": chosen, "vectors": r.vectors[chosen].copy(),
+            for group in groups:
+                chosen = np.sort(labels[np.isin(windows_of, group)])
+                windows[group[0]] = {
+                    "labels": chosen, "vectors": r.vectors[chosen].copy(), "last_window": group[-1],
                     "ids": [r.ids[i] for i in chosen.tolist()], "timestamps": r.timestamps[chosen].copy(),
                     "metadata": [r.metadata[i] or {} for i in chosen.tolist()],
                 }

@@ -53,6 +53,7 @@ class CollectionConfig:
     ivf_nprobe: int = 16
     ivf_rerank: int = 4
     payload: tuple[tuple[str, str], ...] = ()
+    segment_records: int = 100_000
 
     def validate(self) -> None:
         """Raise InvalidRecord naming the first bad field."""
@@ -78,6 +79,8 @@ class CollectionConfig:
             raise InvalidRecord("ivf_quantizer", f"must be one of {', '.join(QUANTIZERS)}")
         if self.ivf_nlist < 0 or not 1 <= self.ivf_nprobe <= 65536 or not 1 <= self.ivf_rerank <= 100:
             raise InvalidRecord("ivf", "nlist >= 0 (0 = auto), nprobe 1..65536, rerank 1..100")
+        if not 1 <= self.segment_records <= 10_000_000:
+            raise InvalidRecord("segment_records", "must be from 1 to 10,000,000")
         for path, kind in self.payload:
             if not isinstance(path, str) or not path or kind not in PAYLOAD_TYPES:
                 raise InvalidRecord("payload", f"{path!r}: type must be one of {', '.join(PAYLOAD_TYPES)}")
