@@ -98,6 +98,7 @@ class Collection:
             "schema": self.config.schema, "count": len(self.recent) + historical,
             **self.recent.stats(), "historical": historical, "segments": len(self.segments),
             "historical_memory_bytes": sum(s.memory_bytes() for s in self.segments),
+            "segments_loaded": sum(1 for s in self.segments if getattr(s.ivf, "loaded", True)),
             "payload_indexes": self.config.payload_fields, "version": self.version, "tuned": self.tuned,
         }
 

@@ -131,7 +131,8 @@ class IvfSegment:
     def __init__(self, index: Any, vectors: np.memmap, path: Path, metric: str,
                  params: IvfParams, index_bytes: int) -> None:
         self._index = index
-        self._ivf = faiss.try_extract_index_ivf(index)
+        ivf = faiss.try_extract_index_ivf(index)
+        self._ivf = None if ivf is None else faiss.downcast_index(ivf)  # a view owned by index
         if self._ivf is not None and isinstance(self._ivf, faiss.IndexIVFPQ) and self._ivf.by_residual:
             # The L2 precomputed table is nlist * m * 256 floats (62 MB at 100k rows), more
             # than the codes themselves; computing the tables per query is cheap.
@@ -191,16 +192,13 @@ class IvfSegment:
             spec = f"IVF{nlist},SQ8"
         elif params.quantizer == "pq":
             pq_m, nbits = _pq_shape(d, params.pq_m, len(sample))
-            spec = f"IVF{nlist},PQ{pq_m}x{nbits}"
+            # "np": no polysemous training (minutes of work that only serves Hamming
+            # thresholding, which the exact re-rank makes pointless).
+            spec = f"IVF{nlist},PQ{pq_m}x{nbits}np"
         else:
             spec = f"IVF{nlist},Flat"
         index = faiss.index_factory(d, spec, fm)
-        ivf = faiss.extract_index_ivf(index)
-        ivf.cp.seed = SEED
-        if isinstance(ivf, faiss.IndexIVFPQ):
-            # Polysemous training (Hamming-ordered codes) takes minutes and only serves
-            # Hamming-threshold search, which the exact re-rank makes pointless.
-            ivf.do_polysemous_training = False
+        faiss.extract_index_ivf(index).cp.seed = SEED
         with _OmpThreads(BATCH_THREADS):
             index.train(sample)
         return index, dataclasses.replace(params, nlist=nlist, pq_m=pq_m)

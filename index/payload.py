@@ -415,7 +415,7 @@ class _DatetimeColumn(_Column):
             if parsed is None:  # every stored string parses, so none can equal this one
                 return mask
             same = np.flatnonzero(self.has[:n] & (self.instants[:n] == _instant(parsed)))
-            mask[same[(self.raw[same] == arg).astype(np.bool_)]] = True
+            mask[same] = True
             return mask
         if isinstance(arg, (int, float, list, Mapping)):
             return mask

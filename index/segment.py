@@ -9,7 +9,8 @@ decoded only for hits and for filters on fields without a payload index.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -29,10 +30,41 @@ def ivf_params(config: CollectionConfig) -> IvfParams:
                      nprobe=config.ivf_nprobe, rerank=config.ivf_rerank)
 
 
+class LazyIvf:
+    """Stands in for an :class:`IvfSegment` whose bytes are fetched on first use, so a
+    restart does not read every historical segment before it can serve."""
+
+    def __init__(self, load: Callable[[], IvfSegment]) -> None:
+        self._load = load
+        self._ivf: IvfSegment | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._ivf is not None
+
+    def get(self) -> IvfSegment:
+        if self._ivf is None:
+            with self._lock:
+                if self._ivf is None:
+                    self._ivf = self._load()
+        return self._ivf
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.get(), name)
+
+    def memory_bytes(self) -> int:
+        return self._ivf.memory_bytes() if self._ivf is not None else 0
+
+    def close(self) -> None:
+        if self._ivf is not None:
+            self._ivf.close()
+
+
 class SealedSegment:
     """Immutable-vector segment of one time window (see module docstring)."""
 
-    def __init__(self, seq: int, window: int, ivf: IvfSegment, ids: list[str], timestamps: np.ndarray,
+    def __init__(self, seq: int, window: int, ivf: IvfSegment | LazyIvf, ids: list[str], timestamps: np.ndarray,
                  metadata: list[bytes], payload: PayloadIndex, deleted: np.ndarray) -> None:
         self.seq, self.window, self.ivf = seq, window, ivf
         self.ids = ids
@@ -92,8 +124,10 @@ class SealedSegment:
                 "payload": self.payload.to_parts()}
 
     @classmethod
-    def from_parts(cls, frozen: dict[str, Any], mutable: dict[str, Any], path: Path) -> SealedSegment:
-        ivf = IvfSegment.from_parts(frozen["ivf"], path)
+    def from_parts(cls, frozen: dict[str, Any], mutable: dict[str, Any], path: Path,
+                   load_ivf: Callable[[], IvfSegment] | None = None) -> SealedSegment:
+        """Rebuild a segment; with ``load_ivf`` the IVF index and vectors load on first use."""
+        ivf = LazyIvf(load_ivf) if load_ivf is not None else IvfSegment.from_parts(frozen["ivf"], path)
         n = len(frozen["ids"])
         deleted = np.unpackbits(np.frombuffer(mutable["deleted"], np.uint8), count=n).astype(bool)
         return cls(int(frozen["seq"]), int(frozen["window"]), ivf, list(frozen["ids"]),

@@ -60,6 +60,7 @@ class EngineConfig:
     search_threads: int = 4
     search_batches: int = 2
     migrate_interval_s: float = 60.0
+    lazy_segments: bool = True
     migrate_max_records: int = 1_000_000
     wal_segment_bytes: int = 64 << 20
 
@@ -158,7 +159,7 @@ class Database:
             manifest = await read_manifest(self.store, self.root)
             for name, entry in manifest["collections"].items():
                 config, recent, segments = await read_collection(self.store, entry, self._segment_dir,
-                                                                 self._segment_refs)
+                                                                 self._segment_refs, self.config.lazy_segments)
                 self.collections[name] = await self._run(self._io, Collection.restore, config, recent,
                                                          segments, self._scratch)
             self.checkpoint_lsn = self.applied_lsn = int(manifest["lsn"])
@@ -316,7 +317,8 @@ class Database:
                 future.set_result(hits)
 
     async def get(self, name: str, record_id: str, include_vector: bool = True) -> Hit:
-        return self.collection(name).get(record_id, include_vector)
+        # on a worker: a lazily loaded segment may have to fetch its blobs first
+        return await self._run(self._read_pool, self.collection(name).get, record_id, include_vector)
 
     @property
     def wal_bytes(self) -> int:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
 from s5vec.index import CollectionConfig, CollectionSnapshot, SealedSegment
+from s5vec.index.ivf import IvfSegment
 from s5vec.storage import BlobCorrupt, BlobId, BlobStore, decode_blob, encode_blob
 
 FORMAT: Final = "s5vec-manifest"
@@ -98,8 +99,8 @@ async def write_snapshot(store: BlobStore, snap: CollectionSnapshot, cache: Segm
     return {"config": snap.config.to_dict(), "recent": entry_recent, "segments": segments}
 
 
-async def read_collection(store: BlobStore, entry: dict[str, Any], segment_dir: Path,
-                          cache: SegmentRefs) -> tuple[CollectionConfig, dict[str, Any], list[SealedSegment]]:
+async def read_collection(store: BlobStore, entry: dict[str, Any], segment_dir: Path, cache: SegmentRefs,
+                          lazy: bool = True) -> tuple[CollectionConfig, dict[str, Any], list[SealedSegment]]:
     """Inverse of :func:`write_snapshot`; every blob is verified against its address."""
     config = CollectionConfig.from_dict(entry["config"])
     stored = entry["recent"]
@@ -110,19 +111,36 @@ async def read_collection(store: BlobStore, entry: dict[str, Any], segment_dir: 
         refs = stored.get(name)
         recent[name] = None if refs is None else await get_bytes(store, refs)
     segments = []
+    loop = asyncio.get_running_loop()
     for item in entry.get("segments", []):
         frozen = await get_doc(store, item["frozen"])
         mutable = await get_doc(store, item["mutable"])
-        ivf = dict(frozen["ivf"])
-        ivf["index"] = await get_bytes(store, ivf["index"])
-        ivf["vectors"] = await get_bytes(store, ivf["vectors"])
-        frozen["ivf"] = ivf
         path = segment_dir / f"{config.name}-{int(frozen['seq']):08d}.f32"
-        segment = await _cpu(SealedSegment.from_parts, frozen, mutable, path)
+        if lazy:
+            loader = _ivf_loader(store, loop, dict(frozen["ivf"]), path)
+            segment = await _cpu(SealedSegment.from_parts, frozen, mutable, path, loader)
+        else:
+            frozen["ivf"] = await _fetch_ivf(store, dict(frozen["ivf"]))
+            segment = await _cpu(SealedSegment.from_parts, frozen, mutable, path)
         cache.frozen[(config.name, segment.seq)] = (item["frozen"], item["chunks"])
         cache.mutable[(config.name, segment.seq, segment.version)] = item["mutable"]
         segments.append(segment)
     return config, recent, segments
+
+
+async def _fetch_ivf(store: BlobStore, ivf: dict[str, Any]) -> dict[str, Any]:
+    ivf["index"] = await get_bytes(store, ivf["index"])
+    ivf["vectors"] = await get_bytes(store, ivf["vectors"])
+    return ivf
+
+
+def _ivf_loader(store: BlobStore, loop: asyncio.AbstractEventLoop, ivf: dict[str, Any],
+                path: Path) -> Callable[[], IvfSegment]:
+    """A loader for worker threads: fetches the segment's blobs through the event loop."""
+    def load() -> IvfSegment:
+        parts = asyncio.run_coroutine_threadsafe(_fetch_ivf(store, dict(ivf)), loop).result()
+        return IvfSegment.from_parts(parts, path)
+    return load
 
 
 def new_manifest(lsn: int, collections: dict[str, Any], previous: BlobId | None) -> dict[str, Any]:

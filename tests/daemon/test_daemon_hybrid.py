@@ -154,11 +154,14 @@ async def test_migrated_collection_survives_checkpoint_and_restart(make_client: 
     client = await make_client(data_dir=data_dir)
     info = await (await client.get(f"{API}/collections/p")).json()
     assert info["count"] == 1199 and info["historical"] == 599
+    assert info["segments_loaded"] == 0  # historical segments load lazily, on first use
     assert (await client.get(f"{API}/collections/p/vectors/{victim}")).status == 404
     record = await (await client.get(f"{API}/collections/p/vectors/9")).json()
     assert np.allclose(record["vector"], base[9] / np.linalg.norm(base[9]), atol=1e-6)
     body = await search(client, "p", {"vector": base[9].tolist(), "k": 1})
     assert body["results"][0]["id"] == "9"
+    info = await (await client.get(f"{API}/collections/p")).json()
+    assert info["segments_loaded"] == info["segments"] >= 1
 
 
 async def test_tuning_picks_ef_and_nprobe_that_meet_the_target_recall(client: Any, minilm: Any) -> None:
