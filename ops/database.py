@@ -109,6 +109,7 @@ class Database:
         self._migrate_pool = ThreadPoolExecutor(1, thread_name_prefix="s5vec-migrate")
         self._tier_pool = ThreadPoolExecutor(2, thread_name_prefix="s5vec-tier")
         self.last_migration: dict[str, Any] = {}
+        self._checkpoint_token: tuple[Any, ...] = ()
         self._io = ThreadPoolExecutor(4, thread_name_prefix="s5vec-io")
         self.store: BlobStore = store or LocalBlobStore(self.data_dir, self._io)
         self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="s5vec-writer")
@@ -163,6 +164,7 @@ class Database:
                 self.collections[name] = await self._run(self._io, Collection.restore, config, recent,
                                                          segments, self._scratch)
             self.checkpoint_lsn = self.applied_lsn = int(manifest["lsn"])
+            self._checkpoint_token = self._state_token()
         replayed = await self._run(self._writer_pool, self._replay)
         log.info("opened %s: %d collections, checkpoint LSN %d, %d WAL records replayed",
                  self.data_dir, len(self.collections), self.checkpoint_lsn, replayed)
@@ -584,7 +586,8 @@ class Database:
         async with self._checkpoint_lock:
             async with self._write_lock:
                 lsn = self.applied_lsn
-                if lsn == self.checkpoint_lsn and self.root is not None:
+                token = self._state_token()
+                if token == self._checkpoint_token and self.root is not None:
                     self.last_checkpoint = time.time()
                     return self.root
                 await self._run(self._writer_pool, self._wal.rotate)
@@ -600,11 +603,19 @@ class Database:
             await self.store.set_root(manifest_id, self.root)
             previous, self.root = self.root, manifest_id
             self.checkpoint_lsn, self.last_checkpoint = lsn, time.time()
+            self._checkpoint_token = token
             await self._run(self._writer_pool, self._wal.truncate_through, lsn)
             await self._collect_garbage(manifest_id)
             log.info("checkpoint at LSN %d: manifest %s (%.2fs)", lsn, manifest_id, time.time() - started)
             del previous
             return manifest_id
+
+    def _state_token(self) -> tuple[Any, ...]:
+        """Changes whenever a checkpoint would store something new: writes (LSN), graph
+        progress, migrations and tuning (which do not go through the WAL)."""
+        return (self.applied_lsn, tuple((name, c.recent.hnsw_upto, len(c.segments), len(c.recent.parked),
+                                         tuple(sorted(c.tuned.items())), id(c.recent))
+                                        for name, c in sorted(self.collections.items())))
 
     async def _collect_garbage(self, current: BlobId) -> int:
         """Delete blobs that none of the last ``keep_manifests`` manifests reference."""
