@@ -446,7 +446,7 @@ class Collection:
                 windows[group[0]] = {
                     "labels": chosen, "vectors": r.vectors[chosen].copy(), "last_window": group[-1],
                     "ids": [r.ids[i] for i in chosen.tolist()], "timestamps": r.timestamps[chosen].copy(),
-                    "metadata": [r.metadata[i] or {} for i in chosen.tolist()],
+                    "metadata": [r.metadata[i] if r.metadata[i] is not None else {} for i in chosen.tolist()],
                 }
             return MigrationPlan(cutoff, windows)
 
@@ -471,12 +471,18 @@ class Collection:
         with self._lock.write():
             r = self.recent
             for segment, (window, part) in zip(segments, sorted(plan.windows.items())):
-                for pos, label in enumerate(part["labels"].tolist()):
-                    if r.live[label] and r.ids[label] == segment.ids[pos]:
-                        r.retire(label)
-                        moved += 1
-                    else:
-                        segment.delete(pos)
+                labels = part["labels"]
+                # a fresh label per write: a label still live is the very version we copied
+                same = r.live[labels]
+                for pos in np.flatnonzero(~same).tolist():
+                    segment.delete(pos)
+                copied = part["metadata"]
+                for pos in np.flatnonzero(same).tolist():  # metadata edited after planning
+                    current = r.metadata[int(labels[pos])]
+                    if current is not copied[pos] and current is not None:
+                        segment.set_metadata(pos, current)
+                r.retire_many(labels[same])
+                moved += int(same.sum())
                 self.segments.append(segment)
             if r.tombstones > max(1024, len(r.labels)):
                 self._compact_recent()

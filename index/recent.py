@@ -97,6 +97,28 @@ class RecentTier:
             else:
                 self.parked.discard(label)
 
+    def retire_many(self, labels: np.ndarray) -> None:
+        """:meth:`retire` for many labels at once (migration moves thousands)."""
+        labels = labels[self.live[labels]]
+        if not len(labels):
+            return
+        self.live[labels] = False
+        self.payload.clear(labels)
+        index = self.labels
+        for label in labels.tolist():
+            record_id = self.ids[label]
+            if record_id is not None and index.get(record_id) == label:
+                del index[record_id]
+            self.ids[label] = None
+            self.metadata[label] = None
+            if label < self.hnsw_upto:
+                if label in self.parked:
+                    self.parked.discard(label)
+                else:
+                    self.hnsw.mark_deleted(label)
+                    self.hnsw_live -= 1
+        self.tombstones += len(labels)
+
     def _in_graph(self, label: int) -> bool:
         # parked labels lie below hnsw_upto but were never added to the graph
         return label not in self.parked

@@ -177,3 +177,24 @@ class CollectionMachine(RuleBasedStateMachine):
 CollectionMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=30, deadline=None,
                                                suppress_health_check=[HealthCheck.too_slow])
 test_collection_state_machine = CollectionMachine.TestCase
+
+
+def test_writes_between_planning_and_commit_of_a_migration_win(tmp_path: Path) -> None:
+    coll = Collection(CollectionConfig("m", DIM, payload=(("tag", "keyword"),)), tmp_path)
+    rng = np.random.default_rng(9)
+    old = time.time() - 30 * 86_400
+    upsert(coll, [RawItem(i, rng.normal(size=DIM), {"tag": "a"}, old) for i in range(40)])
+    plan = coll.plan_migration()
+    assert plan is not None and plan.size == 40
+    built = coll.build_migration(plan, tmp_path)
+    upsert(coll, [RawItem(1, rng.normal(size=DIM), {"tag": "new"})])  # replaced: stays recent
+    coll.apply_delete(["2"])
+    coll.apply_metadata("3", {"tag": "edited"})
+    assert coll.commit_migration(plan, built) == 38
+    assert len(coll) == 39
+    assert coll.get("1").metadata == {"tag": "new"} and coll.contains("1")
+    assert not coll.contains("2")
+    assert coll.get("3").metadata == {"tag": "edited"}
+    assert coll.recent.labels.keys() == {"1"}
+    query = coll.get("3").vector
+    assert [h.id for h in coll.search(query, 1, filter={"tag": "edited"})] == ["3"]
