@@ -61,10 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip-in-process", action="store_true", help="skip raw hnswlib + in-process s5vec")
     parser.add_argument("--skip-http", action="store_true", help="skip everything that starts the daemon")
     parser.add_argument("--workdir", type=Path, help="where the daemon's data dir and logs go (default: a temp dir, removed)")
+    parser.add_argument("--hybrid", action="store_true",
+                        help="run the two-tier benchmark instead (options: s5vec bench --hybrid --help)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--hybrid" in argv:  # its own options (--scale, ...): hand every other argument over
+        from .hybrid import main as hybrid_main
+        return hybrid_main([a for a in argv if a != "--hybrid"])
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
     limit = args.limit if args.limit is not None else (QUICK_LIMIT if args.quick else None)

@@ -72,7 +72,7 @@ class Collection:
     # ------------------------------------------------------------------ lookups
     def _segment_of(self, record_id: str) -> tuple[SealedSegment, int] | None:
         for segment in reversed(self.segments):
-            pos = segment.positions.get(record_id)
+            pos = segment.find(record_id)
             if pos is not None:
                 return segment, pos
         return None
@@ -175,7 +175,7 @@ class Collection:
             mask = self._recent_mask(spec)
             out.extend(self.recent.ids[i] for i in np.flatnonzero(mask).tolist())  # type: ignore[misc]
             for segment in self.segments:
-                out.extend(segment.ids[i] for i in np.flatnonzero(self._segment_mask(segment, spec)).tolist())
+                out.extend(segment.id_of(i) for i in np.flatnonzero(self._segment_mask(segment, spec)).tolist())
             return out
 
     def _use_ef(self, ef: int | None, k: int) -> None:
@@ -373,7 +373,7 @@ class Collection:
         segment = self.segments[tier]
         if segment.deleted[pos]:
             return None
-        return Hit(segment.ids[pos], distance, score, segment.meta(pos) if include_metadata else None,
+        return Hit(segment.id_of(pos), distance, score, segment.meta(pos) if include_metadata else None,
                    segment.ivf.vectors(np.array([pos]))[0] if include_vector else None,
                    float(segment.timestamps[pos]))
 
@@ -401,7 +401,7 @@ class Collection:
                     break
         if segments and sum(s.live for s in segments) > k:
             live_rows = [(s.ivf.vectors(np.flatnonzero(~s.deleted)),
-                          [s.ids[i] for i in np.flatnonzero(~s.deleted).tolist()]) for s in segments]
+                          [s.id_of(i) for i in np.flatnonzero(~s.deleted).tolist()]) for s in segments]
             pool = np.concatenate([rows for rows, _ in live_rows])
             queries = pool[rng.choice(len(pool), min(sample, len(pool)), replace=False)]
             truth = _exact_ids(queries, live_rows, k, "l2" if self.config.metric == "l2" else "ip")

@@ -9,6 +9,7 @@ decoded only for hits and for filters on fields without a payload index.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -61,20 +62,63 @@ class LazyIvf:
             self._ivf.close()
 
 
-class SealedSegment:
-    """Immutable-vector segment of one time window (see module docstring)."""
+class ByteColumn:
+    """Variable-length byte strings in one memory-mapped file plus an offsets array, so
+    a million ids or metadata documents cost 8 bytes each in RAM, not a Python object."""
 
-    def __init__(self, seq: int, window: int, ivf: IvfSegment | LazyIvf, ids: list[str], timestamps: np.ndarray,
-                 metadata: list[bytes], payload: PayloadIndex, deleted: np.ndarray) -> None:
+    def __init__(self, path: Path, offsets: np.ndarray) -> None:
+        self.path = path
+        self.offsets = offsets
+        size = int(offsets[-1]) if len(offsets) else 0
+        self._map = np.memmap(path, np.uint8, "r", shape=(size,)) if size else np.zeros(0, np.uint8)
+
+    @classmethod
+    def write(cls, items: Sequence[bytes], path: Path) -> ByteColumn:
+        offsets = np.zeros(len(items) + 1, np.int64)
+        np.cumsum([len(item) for item in items], out=offsets[1:])
+        path.write_bytes(b"".join(items))
+        return cls(path, offsets)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, offsets: bytes, path: Path) -> ByteColumn:
+        path.write_bytes(data)
+        return cls(path, np.frombuffer(offsets, np.int64).copy())
+
+    def __len__(self) -> int:
+        return max(0, len(self.offsets) - 1)
+
+    def __getitem__(self, pos: int) -> bytes:
+        return self._map[int(self.offsets[pos]):int(self.offsets[pos + 1])].tobytes()
+
+    def data(self) -> bytes:
+        return self._map.tobytes()
+
+    def close(self) -> None:
+        self._map = np.zeros(0, np.uint8)
+        self.path.unlink(missing_ok=True)
+
+
+class SealedSegment:
+    """Immutable-vector segment of one time window (see module docstring).
+
+    Ids and metadata live in memory-mapped columns; an id is found through a sorted
+    array of 64-bit hashes (checked against the stored id), metadata edits go to a
+    small overlay."""
+
+    def __init__(self, seq: int, window: int, ivf: IvfSegment | LazyIvf, ids: ByteColumn, timestamps: np.ndarray,
+                 metadata: ByteColumn, overlay: dict[int, bytes], payload: PayloadIndex, deleted: np.ndarray) -> None:
         self.seq, self.window, self.ivf = seq, window, ivf
         self.ids = ids
-        self.positions = {rid: pos for pos, rid in enumerate(ids) if not deleted[pos]}
         self.timestamps = timestamps
         self.metadata = metadata
+        self.overlay = overlay
         self.payload = payload
         self.deleted = deleted
         self.live = int(len(ids) - deleted.sum())
         self.version = 0
+        hashes = np.fromiter((_hash(ids[pos]) for pos in range(len(ids))), np.int64, len(ids))
+        self._order = np.argsort(hashes, kind="stable")
+        self._hashes = hashes[self._order]
 
     @classmethod
     def build(cls, seq: int, window: int, config: CollectionConfig, vectors: np.ndarray, ids: list[str],
@@ -83,56 +127,92 @@ class SealedSegment:
         ivf = IvfSegment.build(np.ascontiguousarray(vectors, np.float32), config.metric, ivf_params(config), path)
         payload = PayloadIndex(config.payload_fields, len(ids))
         payload.set(np.arange(len(ids)), metadata)
-        return cls(seq, window, ivf, list(ids), np.asarray(timestamps, np.float64),
-                   [_ENCODE(m) for m in metadata], payload, np.zeros(len(ids), bool))
+        id_column = ByteColumn.write([i.encode() for i in ids], path.with_suffix(".ids"))
+        meta_column = ByteColumn.write([_ENCODE(m) for m in metadata], path.with_suffix(".meta"))
+        return cls(seq, window, ivf, id_column, np.asarray(timestamps, np.float64), meta_column, {}, payload,
+                   np.zeros(len(ids), bool))
 
     @property
     def n(self) -> int:
         return len(self.ids)
 
+    def id_of(self, pos: int) -> str:
+        return self.ids[pos].decode()
+
+    def find(self, record_id: str) -> int | None:
+        """Position of a live record, or None."""
+        key = record_id.encode()
+        h = _hash(key)
+        at = int(np.searchsorted(self._hashes, h))
+        while at < len(self._hashes) and self._hashes[at] == h:
+            pos = int(self._order[at])
+            if not self.deleted[pos] and self.ids[pos] == key:
+                return pos
+            at += 1
+        return None
+
     def meta(self, pos: int) -> dict[str, Any]:
-        return _DECODE(self.metadata[pos])
+        raw = self.overlay.get(pos)
+        return _DECODE(raw if raw is not None else self.metadata[pos])
 
     def delete(self, pos: int) -> None:
         if not self.deleted[pos]:
             self.deleted[pos] = True
             self.live -= 1
             self.payload.clear([pos])
-            del self.positions[self.ids[pos]]
+            self.overlay.pop(pos, None)
             self.version += 1
 
     def set_metadata(self, pos: int, metadata: dict[str, Any]) -> None:
-        self.metadata[pos] = _ENCODE(metadata)
+        self.overlay[pos] = _ENCODE(metadata)
         self.payload.set([pos], [metadata])
         self.version += 1
 
     def memory_bytes(self) -> int:
-        """Resident bytes (not counting the memory-mapped full-precision vectors)."""
-        meta = sum(len(m) + 33 for m in self.metadata)
-        ids = sum(len(i) + 49 for i in self.ids) + 100 * len(self.ids)  # strings + dict entries
-        return int(self.ivf.memory_bytes() + meta + ids + self.timestamps.nbytes + self.deleted.nbytes
-                   + self.payload.memory_bytes())
+        """Resident bytes, not counting memory-mapped files (vectors, ids, metadata)."""
+        overlay = sum(len(m) + 100 for m in self.overlay.values())
+        arrays = (self.ids.offsets.nbytes + self.metadata.offsets.nbytes + self._hashes.nbytes
+                  + self._order.nbytes + self.timestamps.nbytes + self.deleted.nbytes)
+        return int(self.ivf.memory_bytes() + overlay + arrays + self.payload.memory_bytes())
 
     # --------------------------------------------------------------- persistence
     def frozen_parts(self) -> dict[str, Any]:
-        """What never changes after sealing (stored once, deduplicated by content)."""
-        return {"seq": self.seq, "window": self.window, "ivf": self.ivf.to_parts(), "ids": self.ids,
-                "timestamps": self.timestamps.tobytes()}
+        """What never changes after sealing (stored once, deduplicated by content); the
+        large byte strings are under ``blobs``."""
+        ivf = dict(self.ivf.to_parts())
+        blobs = {"index": ivf.pop("index"), "vectors": ivf.pop("vectors"),
+                 "ids": self.ids.data(), "ids_offsets": self.ids.offsets.tobytes(),
+                 "meta": self.metadata.data(), "meta_offsets": self.metadata.offsets.tobytes()}
+        return {"seq": self.seq, "window": self.window, "ivf": ivf, "timestamps": self.timestamps.tobytes(),
+                "blobs": blobs}
 
     def mutable_parts(self) -> dict[str, Any]:
-        return {"metadata": self.metadata, "deleted": np.packbits(self.deleted).tobytes(),
-                "payload": self.payload.to_parts()}
+        return {"overlay": {int(k): v for k, v in self.overlay.items()},
+                "deleted": np.packbits(self.deleted).tobytes(), "payload": self.payload.to_parts()}
 
     @classmethod
     def from_parts(cls, frozen: dict[str, Any], mutable: dict[str, Any], path: Path,
                    load_ivf: Callable[[], IvfSegment] | None = None) -> SealedSegment:
         """Rebuild a segment; with ``load_ivf`` the IVF index and vectors load on first use."""
-        ivf = LazyIvf(load_ivf) if load_ivf is not None else IvfSegment.from_parts(frozen["ivf"], path)
-        n = len(frozen["ids"])
-        deleted = np.unpackbits(np.frombuffer(mutable["deleted"], np.uint8), count=n).astype(bool)
-        return cls(int(frozen["seq"]), int(frozen["window"]), ivf, list(frozen["ids"]),
-                   np.frombuffer(frozen["timestamps"], np.float64).copy(), list(mutable["metadata"]),
+        blobs = frozen["blobs"]
+        if load_ivf is not None:
+            ivf: IvfSegment | LazyIvf = LazyIvf(load_ivf)
+        else:
+            ivf = IvfSegment.from_parts({**frozen["ivf"], "index": blobs["index"], "vectors": blobs["vectors"]}, path)
+        ids = ByteColumn.from_bytes(blobs["ids"], blobs["ids_offsets"], path.with_suffix(".ids"))
+        meta = ByteColumn.from_bytes(blobs["meta"], blobs["meta_offsets"], path.with_suffix(".meta"))
+        deleted = np.unpackbits(np.frombuffer(mutable["deleted"], np.uint8), count=len(ids)).astype(bool)
+        return cls(int(frozen["seq"]), int(frozen["window"]), ivf, ids,
+                   np.frombuffer(frozen["timestamps"], np.float64).copy(), meta,
+                   {int(k): v for k, v in mutable.get("overlay", {}).items()},
                    PayloadIndex.from_parts(mutable["payload"]), deleted)
 
     def close(self) -> None:
         self.ivf.close()
+        self.ids.close()
+        self.metadata.close()
+
+
+def _hash(key: bytes) -> int:
+    """A stable 64-bit hash (Python's own is salted per process)."""
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little", signed=True)

@@ -524,7 +524,7 @@ class Database:
             return CollectionNotFound(f"collection {name!r} does not exist")
         if kind == "drop":
             self.collections.pop(name).close()
-            for path in self._segment_dir.glob(f"{name}-*.f32"):
+            for path in self._segment_dir.glob(f"{name}-[0-9]*"):
                 path.unlink(missing_ok=True)
             return None
         if kind == "meta":

@@ -73,11 +73,9 @@ async def _write_segment(store: BlobStore, name: str, segment: SealedSegment, mu
     cached = cache.frozen.get(key)
     if cached is None:
         frozen = await _cpu(segment.frozen_parts)
-        ivf = dict(frozen["ivf"])
-        ivf["index"] = await put_bytes(store, ivf["index"])
-        ivf["vectors"] = await put_bytes(store, ivf["vectors"])
-        frozen["ivf"] = ivf
-        cached = cache.frozen[key] = (await put_doc(store, frozen), ivf["index"] + ivf["vectors"])
+        blobs = {name: await put_bytes(store, data) for name, data in frozen["blobs"].items()}
+        frozen["blobs"] = blobs
+        cached = cache.frozen[key] = (await put_doc(store, frozen), [r for refs in blobs.values() for r in refs])
     frozen_ref, chunk_refs = cached
     mutable_ref = cache.mutable.get((name, segment.seq, version))
     if mutable_ref is None:
@@ -116,29 +114,29 @@ async def read_collection(store: BlobStore, entry: dict[str, Any], segment_dir: 
         frozen = await get_doc(store, item["frozen"])
         mutable = await get_doc(store, item["mutable"])
         path = segment_dir / f"{config.name}-{int(frozen['seq']):08d}.f32"
-        if lazy:
-            loader = _ivf_loader(store, loop, dict(frozen["ivf"]), path)
-            segment = await _cpu(SealedSegment.from_parts, frozen, mutable, path, loader)
-        else:
-            frozen["ivf"] = await _fetch_ivf(store, dict(frozen["ivf"]))
-            segment = await _cpu(SealedSegment.from_parts, frozen, mutable, path)
+        refs = frozen["blobs"]
+        eager = [name for name in refs if not (lazy and name in _LAZY_BLOBS)]
+        frozen["blobs"] = {name: await get_bytes(store, refs[name]) for name in eager}
+        loader = _ivf_loader(store, loop, frozen["ivf"], refs, path) if lazy else None
+        segment = await _cpu(SealedSegment.from_parts, frozen, mutable, path, loader)
         cache.frozen[(config.name, segment.seq)] = (item["frozen"], item["chunks"])
         cache.mutable[(config.name, segment.seq, segment.version)] = item["mutable"]
         segments.append(segment)
     return config, recent, segments
 
 
-async def _fetch_ivf(store: BlobStore, ivf: dict[str, Any]) -> dict[str, Any]:
-    ivf["index"] = await get_bytes(store, ivf["index"])
-    ivf["vectors"] = await get_bytes(store, ivf["vectors"])
-    return ivf
+_LAZY_BLOBS: Final = ("index", "vectors")
+
+
+async def _fetch_ivf(store: BlobStore, ivf: dict[str, Any], refs: dict[str, list[bytes]]) -> dict[str, Any]:
+    return {**ivf, "index": await get_bytes(store, refs["index"]), "vectors": await get_bytes(store, refs["vectors"])}
 
 
 def _ivf_loader(store: BlobStore, loop: asyncio.AbstractEventLoop, ivf: dict[str, Any],
-                path: Path) -> Callable[[], IvfSegment]:
+                refs: dict[str, list[bytes]], path: Path) -> Callable[[], IvfSegment]:
     """A loader for worker threads: fetches the segment's blobs through the event loop."""
     def load() -> IvfSegment:
-        parts = asyncio.run_coroutine_threadsafe(_fetch_ivf(store, dict(ivf)), loop).result()
+        parts = asyncio.run_coroutine_threadsafe(_fetch_ivf(store, ivf, refs), loop).result()
         return IvfSegment.from_parts(parts, path)
     return load
 

