@@ -30,6 +30,7 @@ _MIN_CAPACITY: Final = 16
 # Stale posting entries (from re-set or cleared records) are dropped once they outnumber
 # the live ones, so posting lists stay within twice their live size.
 _COMPACT_MIN: Final = 1024
+_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 _MICROSECOND: Final = dt.timedelta(microseconds=1)
 _ORDER: Final[dict[str, Callable[[Any, Any], Any]]] = {
@@ -72,7 +73,8 @@ def _array_part(array: np.ndarray) -> dict[str, Any]:
 
 def _array_from(part: Any, dtype: Any, length: int | None = None) -> np.ndarray:
     want = np.dtype(dtype)
-    if not isinstance(part, Mapping) or np.dtype(part.get("dtype")) != want.newbyteorder("<"):
+    if not isinstance(part, Mapping) or not isinstance(part.get("dtype"), str) \
+            or np.dtype(part["dtype"]) != want.newbyteorder("<"):
         raise ValueError(f"payload index array must have dtype {want.str}")
     shape = part.get("shape")
     data = part.get("data")
@@ -131,12 +133,18 @@ class _Column:
             self.impure.difference_update(labels.tolist())
 
     def assign(self, labels: Labels, docs: Sequence[Mapping[str, Any]], gen: npt.NDArray[np.uint32]) -> None:
+        top = self.parts[0] if len(self.parts) == 1 else None
+        present: list[int] = []
         for label, doc in zip(labels.tolist(), docs):
-            values = resolve(doc, self.parts)
+            if top is not None and type(doc) is dict:  # resolve()'s answer, minus its overhead
+                values = [doc[top]] if top in doc else []
+            else:
+                values = resolve(doc, self.parts)
             if values:
-                self.exists[label] = True
+                present.append(label)
                 if not self.store(label, values):
                     self.impure.add(label)
+        self.exists[present] = True
 
     def store(self, label: int, values: list[Any]) -> bool:
         """Record a non-empty resolved value list; False if the column cannot hold it."""
@@ -144,7 +152,7 @@ class _Column:
 
     def single(self, label: int, values: list[Any]) -> tuple[bool, Any]:
         """(True, value) for exactly one resolved non-list value; null is recorded here."""
-        if len(values) != 1 or isinstance(values[0], (list, Mapping)):
+        if len(values) != 1 or (type(values[0]) not in _SCALARS and isinstance(values[0], (list, Mapping))):
             return False, None
         if values[0] is None:
             self.null[label] = True
@@ -172,7 +180,10 @@ class _Column:
     def load(self, parts: Mapping[str, Any], high: int) -> None:
         self.exists = _array_from(parts["exists"], np.bool_, high)
         self.null = _array_from(parts["null"], np.bool_, high)
-        self.impure = {int(label) for label in parts["impure"]}
+        impure = parts["impure"]
+        if not isinstance(impure, list) or not all(isinstance(i, int) and 0 <= i < high for i in impure):
+            raise ValueError(f"payload index {self.path!r}: impure labels out of range")
+        self.impure = set(impure)
 
     def memory_bytes(self) -> int:
         return int(self.exists.nbytes + self.null.nbytes) + 64 * len(self.impure)
@@ -297,6 +308,7 @@ class _KeywordColumn(_Column):
         offsets = _array_from(parts["offsets"], np.int64)
         labels = _array_from(parts["labels"], np.int64)
         if (not isinstance(values, list) or not all(isinstance(v, str) for v in values)
+                or len(set(values)) != len(values)
                 or len(offsets) != len(values) + 1 or offsets[0] != 0 or offsets[-1] != len(labels)
                 or np.any(np.diff(offsets) <= 0) or np.any((labels < 0) | (labels >= high))):
             raise ValueError(f"payload index {self.path!r}: postings do not match")
@@ -415,7 +427,7 @@ class _DatetimeColumn(_Column):
             if parsed is None:  # every stored string parses, so none can equal this one
                 return mask
             same = np.flatnonzero(self.has[:n] & (self.instants[:n] == _instant(parsed)))
-            mask[same] = True
+            mask[same[(self.raw[same] == arg).astype(np.bool_)]] = True
             return mask
         if isinstance(arg, (int, float, list, Mapping)):
             return mask
@@ -527,7 +539,8 @@ class PayloadIndex:
             if not isinstance(path, str) or not path or any(not part for part in path.split(".")):
                 raise InvalidRecord("payload_indexes", f"invalid field path {path!r}")
             if kind not in FIELD_TYPES:
-                raise InvalidRecord(f"payload_indexes.{path}", f"unknown type {kind!r}; known: {', '.join(FIELD_TYPES)}")
+                raise InvalidRecord(f"payload_indexes.{path}",
+                                    f"unknown type {kind!r}; known: {', '.join(FIELD_TYPES)}")
             self._columns[path] = _COLUMNS[kind](path)
         self._live = np.zeros(0, dtype=np.bool_)
         self._gen = np.zeros(0, dtype=np.uint32)  # bumped whenever a label is re-set or cleared
@@ -675,12 +688,21 @@ class PayloadIndex:
     @classmethod
     def from_parts(cls, parts: dict[str, Any]) -> PayloadIndex:
         """Rebuild an index from ``to_parts`` output; raises ValueError on inconsistent parts."""
+        try:
+            return cls._from_parts(parts)
+        except (KeyError, TypeError, AttributeError, InvalidRecord) as exc:
+            raise ValueError(f"payload index parts are malformed: {exc}") from exc
+
+    @classmethod
+    def _from_parts(cls, parts: dict[str, Any]) -> PayloadIndex:
         if not isinstance(parts, Mapping) or parts.get("format") != _FORMAT:
             raise ValueError("not a payload index (unknown format)")
         columns = parts["columns"]
         high = parts["high"]
         if not isinstance(columns, Mapping) or not isinstance(high, int) or high < 0:
             raise ValueError("payload index parts are malformed")
+        if not all(isinstance(c, Mapping) for c in columns.values()):
+            raise ValueError("payload index columns are malformed")
         index = cls({path: column_parts["type"] for path, column_parts in columns.items()})
         index._live = _array_from(parts["live"], np.bool_, high)
         index._gen = np.zeros(high, dtype=np.uint32)
