@@ -484,31 +484,54 @@ class Collection:
                 r.retire_many(labels[same])
                 moved += int(same.sum())
                 self.segments.append(segment)
-            if r.tombstones > max(1024, len(r.labels)):
-                self._compact_recent()
             self.version = next(_VERSIONS)
         return moved
 
-    def _compact_recent(self) -> None:
-        """Rebuild the recent tier from its live records so memory really goes down; the
-        records wait in the exact buffer until the indexer has re-inserted them."""
-        old = self.recent
-        live = np.flatnonzero(old.live[: old.next])
+    @property
+    def needs_compaction(self) -> bool:
+        """Tombstones outnumber live records in the recent tier (e.g. after a migration)."""
+        return self.recent.tombstones > max(1024, len(self.recent.labels))
+
+    def compact(self, num_threads: int = 1) -> bool:
+        """Rebuild the recent tier without its tombstones so memory really goes down.
+
+        The new graph is built from a copy with no lock held (searches and writes go on);
+        then, under the write lock, writes made meanwhile are replayed onto it and it
+        replaces the old tier. Returns False when there was nothing worth compacting."""
+        with self._lock.read():
+            if not self.needs_compaction:
+                return False
+            old = self.recent
+            marker = old.next
+            live = np.flatnonzero(old.live[:marker])
+            batch = Batch([old.ids[i] for i in live.tolist()], old.vectors[live].copy(),  # type: ignore[misc]
+                          [old.metadata[i] if old.metadata[i] is not None else {} for i in live.tolist()],
+                          old.timestamps[live].copy())
         fresh = RecentTier(self.config, self._scratch, capacity=max(1024, len(live) * 5 // 4 + 16))
         if len(live):
-            fresh.append(Batch([old.ids[i] for i in live.tolist()], old.vectors[live].copy(),  # type: ignore[misc]
-                               [old.metadata[i] or {} for i in live.tolist()], old.timestamps[live].copy()))
-        fresh.hnsw.set_ef(old.ef)
-        fresh.ef = old.ef
-        self.recent = fresh
-
-    def compact(self) -> bool:
-        """Rebuild the recent tier if tombstones outnumber live records (write lock)."""
+            fresh.append(batch)
+        cutoff = time.time() - self.config.recent_threshold_s
+        while fresh.drain(4096, num_threads, cutoff):
+            pass
         with self._lock.write():
-            if self.recent.tombstones > max(1024, len(self.recent.labels)):
-                self._compact_recent()
-                return True
-            return False
+            if self.recent is not old:
+                return False
+            gone = [n for n, label in enumerate(live.tolist()) if not old.live[label]]
+            if gone:
+                fresh.retire_many(np.asarray(gone, np.int64))
+            for n, label in enumerate(live.tolist()):  # metadata edited meanwhile
+                current = old.metadata[label]
+                if current is not None and current is not batch.metadata[n]:
+                    fresh.set_metadata(n, current)
+            newer = np.flatnonzero(old.live[marker:old.next]) + marker
+            if len(newer):
+                fresh.append(Batch([old.ids[i] for i in newer.tolist()], old.vectors[newer].copy(),  # type: ignore[misc]
+                                   [old.metadata[i] or {} for i in newer.tolist()], old.timestamps[newer].copy()))
+            fresh.hnsw.set_ef(old.ef)
+            fresh.ef = old.ef
+            self.recent = fresh
+            self.version = next(_VERSIONS)
+        return True
 
     # -------------------------------------------------------------- persistence
     def snapshot(self) -> CollectionSnapshot:

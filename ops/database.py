@@ -428,6 +428,8 @@ class Database:
                     continue
                 moved += await self._run(self._io, coll.commit_migration, plan, built)
                 segments += len(built)
+                if coll.needs_compaction:
+                    await self._run(self._migrate_pool, coll.compact, self.config.index_threads)
             elapsed = time.time() - started
             self.last_migration = {"moved": moved, "segments": segments, "seconds": round(elapsed, 3),
                                    "finished": time.time()}

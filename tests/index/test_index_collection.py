@@ -199,3 +199,23 @@ def test_writes_between_planning_and_commit_of_a_migration_win(tmp_path: Path) -
     assert coll.recent.labels.keys() == {"1"}
     query = coll.get("3").vector
     assert [h.id for h in coll.search(query, 1, filter={"tag": "edited"})] == ["3"]
+
+
+def test_compaction_after_migration_shrinks_the_recent_tier_and_keeps_every_record(tmp_path: Path) -> None:
+    coll = Collection(CollectionConfig("c", DIM), tmp_path)
+    rng = np.random.default_rng(4)
+    now = time.time()
+    vectors = rng.normal(size=(3500, DIM)).astype(np.float32)
+    upsert(coll, [RawItem(i, vectors[i], {"i": i}, now - (0 if i < 500 else 20 * 86_400)) for i in range(3500)])
+    while coll.drain(1000, 1, now=now - 30 * 86_400):  # everything into the graph first (daemon order)
+        pass
+    assert migrate(coll, tmp_path) == 3000
+    assert coll.needs_compaction and coll.recent.capacity >= 3500
+    coll.apply_metadata("7", {"i": 7, "edited": True})
+    assert coll.compact()
+    assert not coll.needs_compaction and coll.recent.capacity < 1024 + 3500 // 4
+    assert coll.recent.hnsw_live == 500 and coll.recent.pending == 0  # graph rebuilt, not left pending
+    assert len(coll) == 3500 and coll.get("7").metadata == {"i": 7, "edited": True}
+    for i in (3, 7, 499, 500, 3499):
+        query = prepare_vectors(coll.config, vectors[i][None, :])[0]
+        assert coll.search(query, 1)[0].id == str(i)
