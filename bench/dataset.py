@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+import os
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,10 @@ GT_K = 100
 
 def default_data_dir() -> Path:
     """``<repo>/../shared/data/minilm-100k`` (the shared benchmark data set)."""
-    return Path(__file__).resolve().parents[1].parent / "shared" / "data" / "minilm-100k"
+    shared = Path(os.environ.get("S5VEC_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+    if not shared.is_dir() and Path("/work/shared").is_dir():
+        shared = Path("/work/shared")
+    return shared / "data" / "minilm-100k"
 
 
 @dataclass(slots=True)

@@ -19,7 +19,10 @@ import urllib.request
 from s5vec.daemon import create_app, load_config
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "minilm-100k"
+SHARED = Path(os.environ.get("S5VEC_SHARED", REPO.parent / "shared"))
+if not SHARED.is_dir() and Path("/work/shared").is_dir():
+    SHARED = Path("/work/shared")  # a clone outside the workplace tree
+DATA = SHARED / "data" / "minilm-100k"
 
 
 @dataclass(frozen=True)

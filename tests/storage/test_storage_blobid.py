@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 
 from s5vec.storage import BlobId, blake3_digest, multibase_decode
 
-VECTORS_PATH = Path(__file__).resolve().parents[3] / "shared" / "s5" / "vectors.json"
+from conftest import SHARED  # noqa: E402
+
+VECTORS_PATH = SHARED / "s5" / "vectors.json"
 VECTORS = json.loads(VECTORS_PATH.read_text())
 BLOB_VECTORS = VECTORS["blob_id"]
 LEGACY_VECTORS = VECTORS["legacy_raw_cid"]
