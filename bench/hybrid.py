@@ -33,7 +33,7 @@ import numpy as np
 from s5vec.index import Collection, CollectionConfig, RawItem, compile_filter, prepare_batch, prepare_vectors
 
 from .dataset import default_data_dir, load_arrays, recall_at_k
-from .report import MIB, f, mib, table
+from .report import MIB, f, finish, mib, table
 from .stats import cpu_seconds, latency_summary, machine_info, proc_status_bytes, rss_bytes
 from .synthetic import FILTER_KINDS, TARGETS, Catalogue, FilterCase, day_anchor, filter_cases, make_catalogue
 
@@ -364,10 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    results["wall_s"] = time.perf_counter() - started
-    results["machine"]["loadavg_end"] = list(os.getloadavg())
-    args.out.write_bytes(msgspec.json.format(msgspec.json.encode(results), indent=2) + b"\n")
-    print(render(results))
+    finish(results, args.out, started, render)
     return 0
 
 

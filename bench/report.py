@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
+
+import msgspec
 
 MIB = 1024 * 1024
 
@@ -140,3 +145,11 @@ def render(results: dict[str, Any]) -> str:
         out.append("")
     out.append(f"total wall time {f(results.get('wall_s'), 1)} s; JSON: {results.get('out')}")
     return "\n".join(out)
+
+
+def finish(results: dict[str, Any], out: Path, started: float, render_fn: Callable[[dict[str, Any]], str]) -> None:
+    """Stamp wall time and end load, write the JSON results and print the table."""
+    results["wall_s"] = time.perf_counter() - started
+    results["machine"]["loadavg_end"] = list(os.getloadavg())
+    out.write_bytes(msgspec.json.format(msgspec.json.encode(results), indent=2) + b"\n")
+    print(render_fn(results))

@@ -24,10 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import msgspec
 
 from .dataset import default_data_dir, load_dataset
-from .report import render
+from .report import finish, render
 from .stats import machine_info
 
 QUICK_LIMIT = 20_000
@@ -124,10 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             if args.workdir is None:
                 shutil.rmtree(workdir, ignore_errors=True)
-    results["wall_s"] = time.perf_counter() - started
-    results["machine"]["loadavg_end"] = list(os.getloadavg())
-    args.out.write_bytes(msgspec.json.format(msgspec.json.encode(results), indent=2) + b"\n")
-    print(render(results))
+    finish(results, args.out, started, render)
     return status
 
 

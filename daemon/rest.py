@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any, Final
 
 import msgspec
-import numpy as np
 from aiohttp import web
 
 from s5vec.index import (
-    CollectionConfig, CollectionNotFound, DimensionMismatch, Hit, InvalidRecord, RawItem, compile_filter,
+    CollectionConfig, CollectionNotFound, DimensionMismatch, Hit, RawItem, compile_filter, prepare_query,
 )
 from s5vec.index import scoring
 from s5vec.ops import Database, Query
@@ -30,7 +28,6 @@ STARTED: Final = web.AppKey("started", float)
 CACHE: Final = web.AppKey("query_cache", QueryCache)
 DEFAULT: Final = "default"
 VERSION: Final = "0.1.0"
-F32_MAX: Final = float(np.finfo(np.float32).max)
 routes = web.RouteTableDef()
 
 
@@ -43,25 +40,6 @@ async def decode(request: web.Request, kind: type[Any]) -> Any:
     if not body:
         raise RequestInvalid("request body is empty; send a JSON object")
     return DECODERS[kind].decode(body)
-
-
-def query_vector(config: CollectionConfig, values: list[float]) -> np.ndarray:
-    """The request's query as a validated float32 row (unit length for cosine). Hot path."""
-    if not values:
-        raise InvalidRecord("vector", "is empty")
-    row = np.fromiter(values, dtype=np.float64, count=len(values))
-    if len(row) != config.dimension:
-        raise DimensionMismatch(f"query has {len(row)} dimensions, collection {config.name!r} has {config.dimension}")
-    peak = float(np.abs(row).max())
-    if not peak <= F32_MAX:  # also catches NaN
-        raise InvalidRecord("vector", "contains NaN or infinite values (or values beyond float32 range)")
-    squares = float(np.dot(row, row))
-    if config.metric == "cosine":
-        if squares == 0.0:
-            raise InvalidRecord("vector", "has zero length; cosine similarity is undefined")
-        row *= 1.0 / math.sqrt(squares)
-    query = row.astype(np.float32)
-    return query
 
 
 def flag(request: web.Request, name: str, default: bool) -> bool:
@@ -211,7 +189,7 @@ async def search(request: web.Request, name: str) -> web.Response:
             return reply(SearchOut(cached[0], len(cached[0]), round((time.perf_counter() - started) * 1000, 3),
                                    cached[1], True))
     body: SearchIn = await decode(request, SearchIn)
-    query = query_vector(coll.config, body.vector)
+    query = prepare_query(coll.config, body.vector)
     if body.filter:
         compile_filter(body.filter)  # a malformed filter is a 400 before any work
     options = body.options

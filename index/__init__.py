@@ -10,7 +10,7 @@ from .filters import Predicate, compile_filter, parse_datetime
 from .records import (
     MAX_DIMENSION, MAX_ID_BYTES, MAX_K, MAX_METADATA_BYTES, METRICS, PAYLOAD_TYPES, QUANTIZERS,
     Batch, CollectionConfig, Hit, ItemError, RawItem, check_same_definition, normalize_id,
-    parse_timestamp, prepare_batch, prepare_vectors,
+    parse_timestamp, prepare_batch, prepare_query, prepare_vectors,
 )
 from .schema import SCHEMAS, validate_video_nft
 from .segment import SealedSegment
@@ -21,5 +21,5 @@ __all__ = [
     "CollectionExists", "CollectionNotFound", "CollectionSnapshot", "DimensionMismatch", "Hit",
     "IndexError_", "InvalidFilter", "InvalidRecord", "ItemError", "MigrationPlan", "Predicate", "RawItem",
     "RecordNotFound", "SealedSegment", "check_same_definition", "compile_filter", "normalize_id",
-    "parse_datetime", "parse_timestamp", "prepare_batch", "prepare_vectors", "validate_video_nft",
+    "parse_datetime", "parse_timestamp", "prepare_batch", "prepare_query", "prepare_vectors", "validate_video_nft",
 ]

@@ -14,6 +14,7 @@ import numpy as np
 
 from .errors import CollectionExists, DimensionMismatch, InvalidRecord
 from .filters import parse_datetime
+from .ivf import QUANTIZERS
 from .schema import SCHEMAS, video_nft_key
 
 METRICS: Final = ("cosine", "l2", "ip")
@@ -27,7 +28,6 @@ _F32_MAX: Final = float(np.finfo(np.float32).max)
 
 
 PAYLOAD_TYPES: Final = ("keyword", "number", "datetime", "bool")
-QUANTIZERS: Final = ("sq8", "pq", "flat")
 SCHEMA_PAYLOAD: Final[dict[str, tuple[tuple[str, str], ...]]] = {
     "video_nft": (("address", "keyword"), ("genre", "keyword"), ("type", "keyword"),
                   ("mintDateTime", "datetime"), ("attributes.runtime", "number"), ("views", "number")),
@@ -190,6 +190,24 @@ def prepare_vectors(config: CollectionConfig, rows: np.ndarray) -> np.ndarray:
             raise InvalidRecord("vector", "has zero length; cosine similarity is undefined")
         rows = rows / norms[:, None]
     return np.ascontiguousarray(rows, dtype=np.float32)
+
+
+def prepare_query(config: CollectionConfig, values: Sequence[float]) -> np.ndarray:
+    """One query as a validated float32 row (unit length for cosine), with the same rules
+    as :func:`prepare_batch` but a single pass for the search hot path."""
+    if not len(values):
+        raise InvalidRecord("vector", "is empty")
+    row = np.fromiter(values, dtype=np.float64, count=len(values))
+    if len(row) != config.dimension:
+        raise DimensionMismatch(f"query has {len(row)} dimensions, collection {config.name!r} has {config.dimension}")
+    if not float(np.abs(row).max()) <= _F32_MAX:  # also catches NaN
+        raise InvalidRecord("vector", "contains NaN or infinite values (or values beyond float32 range)")
+    if config.metric == "cosine":
+        squares = float(np.dot(row, row))
+        if squares == 0.0:
+            raise InvalidRecord("vector", "has zero length; cosine similarity is undefined")
+        row *= 1.0 / math.sqrt(squares)
+    return row.astype(np.float32)
 
 
 def _prepare_one(config: CollectionConfig, item: RawItem, now: float) -> tuple[str, np.ndarray, dict[str, Any], float]:

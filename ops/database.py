@@ -18,7 +18,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -92,7 +92,6 @@ class _Op:
     future: asyncio.Future[Any]
     batch: Batch | None = None
     config: CollectionConfig | None = None
-    ids: list[str] = field(default_factory=list)
 
 
 class Database:
@@ -379,7 +378,7 @@ class Database:
         if not present:
             return 0
         future = asyncio.get_running_loop().create_future()
-        return int(await self._submit(_Op("delete", name, {"ids": present}, future, ids=present)))
+        return int(await self._submit(_Op("delete", name, {"ids": present}, future)))
 
     async def update_metadata(self, name: str, record_id: str, metadata: dict[str, Any]) -> None:
         """Durably replace one record's metadata, keeping its vector. Raises RecordNotFound."""
