@@ -103,18 +103,28 @@ class Collection:
         }
 
     # ---------------------------------------------------------------- mutations
-    def apply_upsert(self, batch: Batch) -> None:
-        """Insert or replace every record of a validated batch (write lock)."""
+    def apply_upsert(self, batch: Batch) -> list[bool]:
+        """Insert or replace every record of a validated batch (write lock); returns, per
+        record, whether its id existed before (an update rather than an addition)."""
         if not len(batch):
-            return
+            return []
         with self._lock.write():
+            labels = self.recent.labels
+            existed = [record_id in labels for record_id in batch.ids]
             if self.segments:
-                for record_id in batch.ids:
+                for n, record_id in enumerate(batch.ids):
                     found = self._segment_of(record_id)
                     if found is not None:
                         found[0].delete(found[1])
+                        existed[n] = True
+            if len(set(batch.ids)) < len(batch.ids):  # a repeated id updates its earlier copy
+                seen: set[str] = set()
+                for n, record_id in enumerate(batch.ids):
+                    existed[n] = existed[n] or record_id in seen
+                    seen.add(record_id)
             self.recent.append(batch)
             self.version = next(_VERSIONS)
+        return existed
 
     def apply_delete(self, ids: Sequence[str]) -> int:
         """Delete records by id in whichever tier holds them; returns how many existed."""
@@ -250,7 +260,9 @@ class Collection:
                         spec: Mapping[str, Any] | None, nprobe: int | None) -> list[Candidates]:
         nprobe = nprobe or self.tuned.get("nprobe") or self.config.ivf_nprobe
         if spec is None:
-            pos, dist = segment.ivf.search(queries, k, nprobe, None, segment.deleted)
+            # No tombstones (the common case): no mask to count and pack per query.
+            deleted = segment.deleted if segment.live < len(segment.deleted) else None
+            pos, dist = segment.ivf.search(queries, k, nprobe, None, deleted)
         else:
             mask = self._segment_mask(segment, spec)
             if int(mask.sum()) <= EXACT_FILTER_LIMIT:

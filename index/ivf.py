@@ -1,9 +1,9 @@
 """The historical tier: an immutable IVF segment over the vectors of one sealed time window.
 
-faiss holds compressed codes (SQ8 by default, PQ, or uncompressed "flat") in inverted
-lists; the full-precision vectors live in a read-only memory-mapped file that the
-segment owns.  A search asks faiss for ``max(k * rerank, 50)`` candidates (k for the
-uncompressed kinds) and re-ranks them exactly from the memory map, so the distances returned are exact and recall is
+faiss holds compressed codes (4-bit fast-scan PQ by default, SQ8, 8-bit PQ, or
+uncompressed "flat") in inverted lists; the full-precision vectors live in a read-only
+memory-mapped file that the segment owns.  A search asks faiss for
+``max(k * rerank, MIN_FETCH)`` candidates (k for the uncompressed kinds) and re-ranks them exactly from the memory map, so the distances returned are exact and recall is
 bounded by the probed lists, not by the quantiser.  Filters (an ``allowed`` mask and the
 ``deleted`` tombstones) are applied inside faiss by an ID selector, so they cost no
 recall beyond what nprobe costs.
@@ -37,14 +37,17 @@ from .errors import DimensionMismatch
 
 _SWIG: Any = faiss  # faiss's bundled stubs lack or mistype several SWIG names used here
 
-QUANTIZERS: Final = ("sq8", "pq", "flat")
+QUANTIZERS: Final = ("pq4", "sq8", "pq", "flat")
 IVF_METRICS: Final = ("cosine", "ip", "l2")
 EXHAUSTIVE_BELOW: Final = 1000
 """Segments with fewer rows use one exact flat index: a scan of < 1000 rows is cheaper
 than training k-means, and k-means wants >= 39 points per list anyway."""
 MIN_POINTS_PER_LIST: Final = 39
 TRAIN_SAMPLE: Final = 100_000
-MIN_FETCH: Final = 50
+MIN_FETCH: Final = {"pq4": 160, "sq8": 50, "pq": 50, "flat": 50}
+"""Fewest candidates re-ranked per query: 4-bit codes rank coarser than SQ8, so they need
+a deeper pool (MiniLM 100k, nprobe 16: 0.950 at 50, 0.965 at 100, the SQ8 level; 160 leaves margin
+when tombstones or filters thin the pool)."""
 SEED: Final = 1234
 BATCH_THREADS: Final = 2
 """OpenMP threads for a batched search (nq > 1); a single query runs on one thread."""
@@ -56,7 +59,7 @@ BUILD_THREADS: Final = 1
 class IvfParams:
     """How a segment is built and searched; ``nlist=None`` picks :func:`auto_nlist`."""
 
-    quantizer: str = "sq8"
+    quantizer: str = "pq4"
     nlist: int | None = None
     pq_m: int = 48
     nprobe: int = 16
@@ -102,6 +105,11 @@ def _pq_shape(d: int, m: int, n_train: int) -> tuple[int, int]:
     m = max(x for x in range(1, min(m, d) + 1) if d % x == 0)
     nbits = max(1, min(8, int(math.log2(max(n_train // MIN_POINTS_PER_LIST, 2)))))
     return m, nbits
+
+
+def _pq4_m(d: int) -> int:
+    """Fast-scan subquantisers: the largest divisor of d covering at least 4 dimensions each."""
+    return max(x for x in range(1, max(1, d // 4) + 1) if d % x == 0)
 
 
 def _faiss_metric(metric: str) -> int:
@@ -197,7 +205,15 @@ class IvfSegment:
         else:
             sample = data
         pq_m = params.pq_m
-        if params.quantizer == "sq8":
+        if params.quantizer == "pq4":
+            # 4-bit PQ over 4 dimensions per code, scanned with SIMD lookups ("fast scan"):
+            # 18x faster than SQ8 at equal recall after re-ranking, 1/8 of its memory.
+            # L2 encodes residuals from the centroid ("fsr": without them a 16-d random set
+            # lost true neighbours past rank 1000); inner product encodes the vectors
+            # themselves (MiniLM: 0.965 vs 0.936 with residuals at nprobe 16).
+            pq_m = _pq4_m(d)
+            spec = f"IVF{nlist},PQ{pq_m}x4fs{'r' if metric == 'l2' else ''}"
+        elif params.quantizer == "sq8":
             spec = f"IVF{nlist},SQ8"
         elif params.quantizer == "pq":
             pq_m, nbits = _pq_shape(d, params.pq_m, len(sample))
@@ -259,7 +275,7 @@ class IvfSegment:
         nq = len(q)
         if nq == 0 or count == 0:
             return np.full((nq, k), -1, np.int64), np.full((nq, k), np.inf, np.float32)
-        fetch = min(max(k * self._params.rerank, MIN_FETCH) if self._reranks else k, count)
+        fetch = min(max(k * self._params.rerank, MIN_FETCH[self._params.quantizer]) if self._reranks else k, count)
         if mask is not None and count <= fetch:
             return self.exact(q, k, np.flatnonzero(mask))
         selector = None if mask is None else _SWIG.IDSelectorBitmap(np.packbits(mask, bitorder="little"))

@@ -48,7 +48,7 @@ class CollectionConfig:
     ef_search: int = 64
     recent_threshold_s: float = 7 * DAY
     window_s: float = DAY
-    ivf_quantizer: str = "sq8"
+    ivf_quantizer: str = "pq4"
     ivf_nlist: int = 0
     ivf_nprobe: int = 16
     ivf_rerank: int = 4
