@@ -22,7 +22,7 @@ import numpy as np
 
 from .errors import RecordNotFound
 from .filters import compile_filter
-from .recent import RecentTier
+from .recent import RecentTier, decode_many
 from .records import Batch, CollectionConfig, Hit
 from .rwlock import RWLock
 from .scoring import merge as merge_hits
@@ -458,7 +458,8 @@ class Collection:
                 windows[group[0]] = {
                     "labels": chosen, "vectors": r.vectors[chosen].copy(), "last_window": group[-1],
                     "ids": [r.ids[i] for i in chosen.tolist()], "timestamps": r.timestamps[chosen].copy(),
-                    "metadata": [r.metadata[i] if r.metadata[i] is not None else {} for i in chosen.tolist()],
+                    "raw_metadata": r.metadata.raw_many(chosen),
+                    "marks": r.metadata.offsets_of(chosen),
                 }
             return MigrationPlan(cutoff, windows)
 
@@ -469,8 +470,9 @@ class Collection:
             with self._seq_lock:
                 seq, self._next_seq = self._next_seq, self._next_seq + 1
             path = Path(directory) / f"{self.config.name}-{seq:08d}.f32"
+            raw = part["raw_metadata"]
             built.append(SealedSegment.build(seq, window, self.config, part["vectors"], part["ids"],
-                                             part["timestamps"], part["metadata"], path))
+                                             part["timestamps"], decode_many(raw), path, raw))
         return built
 
     def commit_migration(self, plan: MigrationPlan, segments: list[SealedSegment]) -> int:
@@ -488,10 +490,10 @@ class Collection:
                 same = r.live[labels]
                 for pos in np.flatnonzero(~same).tolist():
                     segment.delete(pos)
-                copied = part["metadata"]
-                for pos in np.flatnonzero(same).tolist():  # metadata edited after planning
+                edited = same & (r.metadata.offsets_of(labels) != part["marks"])
+                for pos in np.flatnonzero(edited).tolist():  # metadata edited after planning
                     current = r.metadata[int(labels[pos])]
-                    if current is not copied[pos] and current is not None:
+                    if current is not None:
                         segment.set_metadata(pos, current)
                 r.retire_many(labels[same])
                 moved += int(same.sum())
@@ -517,8 +519,8 @@ class Collection:
             marker = old.next
             live = np.flatnonzero(old.live[:marker])
             batch = Batch([old.ids[i] for i in live.tolist()], old.vectors[live].copy(),  # type: ignore[misc]
-                          [old.metadata[i] if old.metadata[i] is not None else {} for i in live.tolist()],
-                          old.timestamps[live].copy())
+                          old.metadata.many(live), old.timestamps[live].copy())
+            marks = old.metadata.offsets_of(live)
         fresh = RecentTier(self.config, self._scratch, capacity=max(1024, len(live) * 5 // 4 + 16))
         if len(live):
             fresh.append(batch)
@@ -531,14 +533,15 @@ class Collection:
             gone = [n for n, label in enumerate(live.tolist()) if not old.live[label]]
             if gone:
                 fresh.retire_many(np.asarray(gone, np.int64))
-            for n, label in enumerate(live.tolist()):  # metadata edited meanwhile
-                current = old.metadata[label]
-                if current is not None and current is not batch.metadata[n]:
+            edited = old.live[live] & (old.metadata.offsets_of(live) != marks)
+            for n in np.flatnonzero(edited).tolist():  # metadata edited meanwhile
+                current = old.metadata[int(live[n])]
+                if current is not None:
                     fresh.set_metadata(n, current)
             newer = np.flatnonzero(old.live[marker:old.next]) + marker
             if len(newer):
                 fresh.append(Batch([old.ids[i] for i in newer.tolist()], old.vectors[newer].copy(),  # type: ignore[misc]
-                                   [old.metadata[i] or {} for i in newer.tolist()], old.timestamps[newer].copy()))
+                                   old.metadata.many(newer), old.timestamps[newer].copy()))
             fresh.hnsw.set_ef(old.ef)
             fresh.ef = old.ef
             self.recent = fresh

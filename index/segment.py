@@ -122,13 +122,16 @@ class SealedSegment:
 
     @classmethod
     def build(cls, seq: int, window: int, config: CollectionConfig, vectors: np.ndarray, ids: list[str],
-              timestamps: np.ndarray, metadata: Sequence[dict[str, Any]], path: Path) -> SealedSegment:
-        """Train and fill the IVF index (CPU heavy; call without locks held)."""
+              timestamps: np.ndarray, metadata: Sequence[dict[str, Any]], path: Path,
+              raw_metadata: Sequence[bytes] | None = None) -> SealedSegment:
+        """Train and fill the IVF index (CPU heavy; call without locks held).
+        ``raw_metadata``: the documents already JSON-encoded (as the recent tier holds them)."""
         ivf = IvfSegment.build(np.ascontiguousarray(vectors, np.float32), config.metric, ivf_params(config), path)
         payload = PayloadIndex(config.payload_fields, len(ids))
         payload.set(np.arange(len(ids)), metadata)
         id_column = ByteColumn.write([i.encode() for i in ids], path.with_suffix(".ids"))
-        meta_column = ByteColumn.write([_ENCODE(m) for m in metadata], path.with_suffix(".meta"))
+        encoded = raw_metadata if raw_metadata is not None else [_ENCODE(m) for m in metadata]
+        meta_column = ByteColumn.write(encoded, path.with_suffix(".meta"))
         return cls(seq, window, ivf, id_column, np.asarray(timestamps, np.float64), meta_column, {}, payload,
                    np.zeros(len(ids), bool))
 
