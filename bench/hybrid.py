@@ -13,8 +13,6 @@ RSS at each phase plus the segments' own accounting.  Prints tables, writes ``--
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import gc
 import os
 import shutil
@@ -31,6 +29,7 @@ import msgspec
 import numpy as np
 
 from s5vec.index import Collection, CollectionConfig, RawItem, compile_filter, prepare_batch, prepare_vectors
+from s5vec.ops.memory import release_free_memory
 
 from .dataset import default_data_dir, load_arrays, recall_at_k
 from .report import MIB, f, finish, mib, table
@@ -99,15 +98,6 @@ def source_state() -> dict[str, Any]:
 
     dirty = git("status", "--short", "--", "index", "ops", "storage")
     return {"commit": git("rev-parse", "--short", "HEAD"), "dirty": dirty.splitlines() if dirty else []}
-
-
-def malloc_trim() -> bool:
-    """Ask glibc to hand freed heap pages back to the OS; False where there is no glibc."""
-    name = ctypes.util.find_library("c")
-    try:
-        return bool(ctypes.CDLL(name).malloc_trim(0)) if name else False
-    except (OSError, AttributeError):
-        return False
 
 
 def memory_point(label: str) -> dict[str, Any]:
@@ -416,8 +406,9 @@ def run(args: argparse.Namespace, scale: int, workdir: Path, log: Log) -> dict[s
     results["drain"] = drain(coll, compact=True)
     log(f"  {results['drain']['inserted_into_hnsw']} into HNSW in {f(results['drain']['seconds'])}s")
     memory.append(memory_point("after migration + drain"))
-    trimmed = malloc_trim()
-    memory.append(memory_point("  same, after malloc_trim(0)" if trimmed else "  same (malloc_trim unavailable)"))
+    trimmed = release_free_memory()
+    memory.append(memory_point("  same, after release_free_memory() (as the daemon's migrator)" if trimmed
+                               else "  same (malloc_trim unavailable)"))
     stats = coll.stats()
     results["stats"] = stats
 
@@ -471,10 +462,10 @@ def run(args: argparse.Namespace, scale: int, workdir: Path, log: Log) -> dict[s
     historical = stats["historical"]
     results["memory"] = {
         "points": memory,
-        "collection_rss_bytes": _delta(memory, 3, 1),
-        "collection_rss_per_million": _per_million(_delta(memory, 3, 1), scale),
-        "collection_rss_trimmed_bytes": _delta(memory, 4, 1),
-        "collection_rss_trimmed_per_million": _per_million(_delta(memory, 4, 1), scale),
+        "collection_rss_bytes": _delta(memory, 4, 1),
+        "collection_rss_per_million": _per_million(_delta(memory, 4, 1), scale),
+        "collection_rss_before_release_bytes": _delta(memory, 3, 1),
+        "collection_rss_before_release_per_million": _per_million(_delta(memory, 3, 1), scale),
         "historical_memory_bytes": stats["historical_memory_bytes"],
         "historical_per_million": _per_million(stats["historical_memory_bytes"], historical),
         "historical_target_gb_per_million": HISTORICAL_TARGET_GB_PER_M,
@@ -546,11 +537,12 @@ def render(results: dict[str, Any]) -> str:
             for pt in mem["points"]]
     out += ["Memory (process, after gc.collect)", table(["point", "RSS MiB", "anon MiB", "file MiB", "peak MiB"], rows)]
     per_m, hist_m = mem["collection_rss_per_million"], mem["historical_per_million"]
-    out.append(f"  collection RSS (after migration + drain minus data ready): {mib(mem['collection_rss_bytes'])} MiB"
-               f" = {_gb(per_m)} GB per million vectors (target <= {OVERALL_TARGET_GB_PER_M}: "
-               f"{'ok' if per_m is not None and per_m <= OVERALL_TARGET_GB_PER_M * GB else 'MISSED'}); "
-               f"after malloc_trim(0) {mib(mem.get('collection_rss_trimmed_bytes'))} MiB = "
-               f"{_gb(mem.get('collection_rss_trimmed_per_million'))} GB per million")
+    out.append(f"  collection RSS (after migration + compaction + release_free_memory(), as the daemon does it, minus "
+               f"data ready): {mib(mem['collection_rss_bytes'])} MiB = {_gb(per_m)} GB per million vectors "
+               f"(target <= {OVERALL_TARGET_GB_PER_M}: "
+               f"{'ok' if per_m is not None and per_m <= OVERALL_TARGET_GB_PER_M * GB else 'MISSED'}); before the "
+               f"release {mib(mem.get('collection_rss_before_release_bytes'))} MiB = "
+               f"{_gb(mem.get('collection_rss_before_release_per_million'))} GB per million")
     out.append(f"  historical segments memory_bytes(): {mib(mem['historical_memory_bytes'])} MiB = {_gb(hist_m)} GB "
                f"per million historical vectors (target <= {HISTORICAL_TARGET_GB_PER_M}: "
                f"{'ok' if hist_m is not None and hist_m <= HISTORICAL_TARGET_GB_PER_M * GB else 'MISSED'}); "
