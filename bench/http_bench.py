@@ -1,7 +1,10 @@
 """The over-HTTP part of the benchmark: daemon start, ingest, indexing, search, memory, restart.
 
 The daemon runs as a subprocess; load comes from :mod:`s5vec.bench.http_load` in another
-subprocess, so neither shares a GIL with this orchestrator (which only polls).
+subprocess, so neither shares a GIL with this orchestrator (which only polls). The control
+requests here (create, poll, checkpoint, the searches after a restart) go through the
+Python client, :class:`s5vec.client.Client`; the load generator keeps raw aiohttp with
+bodies encoded before the clock starts, so the numbers measure the daemon, not a client.
 Cross-process instants use ``time.monotonic`` (CLOCK_MONOTONIC, shared by all processes).
 """
 
@@ -16,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from s5vec.client import Client, NotFound, S5vecError
 
 from .daemon_proc import Daemon, DaemonError
 from .dataset import Dataset, recall_at_k
@@ -39,22 +43,17 @@ def _load_subprocess(mode: str, args: list[str], out: Path, log: Callable[[str],
     return json.loads(out.read_text())
 
 
-def _search_once(daemon: Daemon, query: np.ndarray, ef: int | None = None) -> tuple[int, Any]:
-    options: dict[str, Any] = {"include_metadata": False}
-    if ef is not None:
-        options["hnsw_ef"] = ef
-    return daemon.request("POST", f"/api/v1/collections/{COLLECTION}/search",
-                          {"vector": query.tolist(), "k": K, "options": options})
+def _search_once(client: Client, query: np.ndarray, ef: int | None = None) -> list[int]:
+    """Row numbers of the top K (ids are rows)."""
+    return [int(i) for i in client.search(COLLECTION, query, K, ef=ef, include_metadata=False).ids]
 
 
-def _wait_indexed(daemon: Daemon, expected: int, timeout: float) -> tuple[float, dict[str, Any]]:
+def _wait_indexed(client: Client, expected: int, timeout: float) -> tuple[float, dict[str, Any]]:
     """Poll the collection until ``pending`` is 0 and ``count`` is ``expected``."""
     deadline = time.monotonic() + timeout
     while True:
-        status, info = daemon.request("GET", f"/api/v1/collections/{COLLECTION}")
+        info = client.get_collection(COLLECTION).stats
         now = time.monotonic()
-        if status != 200:
-            raise DaemonError(f"GET /api/v1/collections/{COLLECTION} -> {status}: {info}")
         if info.get("pending", 1) == 0 and info.get("count") == expected:
             return now, info
         if now > deadline:
@@ -80,16 +79,14 @@ def run_http(ds: Dataset, workdir: Path, efs: Sequence[int], clients: int, min_t
     result["data_dir"] = str(daemon.data_dir)
     n = len(ds.base)
     common = ["--url", daemon.url, "--collection", COLLECTION, "--data", str(ds.path)]
+    control = Client(daemon.url, timeout=600.0)
     try:
         # ------------------------------------------------------------ start + create
         spawned = daemon.start()
         ready_at, _ = daemon.wait_status("/health", timeout=60.0)
         result["cold_start_s"] = ready_at - spawned
         log(f"[http] daemon pid {daemon.pid} on {daemon.url}, /health after {result['cold_start_s']:.2f}s")
-        status, info = daemon.request("POST", "/api/v1/collections",
-                                      {"name": COLLECTION, "dimension": ds.dimension, "metric": "cosine"})
-        if status not in (200, 201):
-            raise DaemonError(f"POST /api/v1/collections -> {status}: {info}")
+        control.create_collection(COLLECTION, ds.dimension, "cosine")
         result["rss_empty_bytes"] = rss_bytes(daemon.pid)
 
         # ------------------------------------------------------------------- ingest
@@ -103,7 +100,7 @@ def run_http(ds: Dataset, workdir: Path, efs: Sequence[int], clients: int, min_t
         log(f"  acked {ingest['vectors_acked']} in {ingest['elapsed_s']:.2f}s = {ingest['vectors_per_s']:.0f} vectors/s"
             f" (batch p50 {ingest['batch_latency']['p50_ms']:.0f}ms, p99 {ingest['batch_latency']['p99_ms']:.0f}ms,"
             f" retries {ingest['retries']})")
-        indexed_at, info = _wait_indexed(daemon, n, index_timeout)
+        indexed_at, info = _wait_indexed(control, n, index_timeout)
         ingest["ingest_end_to_indexed_s"] = indexed_at - ingest_end
         ingest["first_write_to_indexed_s"] = ingest["elapsed_s"] + ingest["ingest_end_to_indexed_s"]
         ingest["collection_after"] = info
@@ -129,24 +126,28 @@ def run_http(ds: Dataset, workdir: Path, efs: Sequence[int], clients: int, min_t
         result["rss_after_search_bytes"] = rss_bytes(daemon.pid)
 
         # ------------------------------------------------------------------ restart
-        result["restart"] = _restart(daemon, ds, efs, result["notes"], log)
+        result["restart"] = _restart(daemon, control, ds, efs, result["notes"], log)
     finally:
+        control.close()
         daemon.kill()
     return result
 
 
-def _restart(daemon: Daemon, ds: Dataset, efs: Sequence[int], notes: list[str],
+def _restart(daemon: Daemon, control: Client, ds: Dataset, efs: Sequence[int], notes: list[str],
              log: Callable[[str], None]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     t = time.perf_counter()
-    status, body = daemon.request("POST", "/api/v1/admin/checkpoint", {}, timeout=600.0)
-    out["checkpoint_status"] = status
-    if status == 404:
+    try:
+        body = control.checkpoint()
+    except NotFound:
+        out["checkpoint_status"] = 404
         notes.append("POST /api/v1/admin/checkpoint -> 404: checkpoint skipped, restart replays the WAL")
         log("  note: POST /api/v1/admin/checkpoint -> 404, skipping the explicit checkpoint")
-    elif status != 200:
-        notes.append(f"POST /api/v1/admin/checkpoint -> {status}: {body}")
+    except S5vecError as exc:
+        out["checkpoint_status"] = exc.status
+        notes.append(f"POST /api/v1/admin/checkpoint -> {exc}")
     else:
+        out["checkpoint_status"] = 200
         out["checkpoint_s"] = time.perf_counter() - t
         out["checkpoint_reply"] = body
     out["shutdown_s"] = daemon.stop()
@@ -164,26 +165,25 @@ def _restart(daemon: Daemon, ds: Dataset, efs: Sequence[int], notes: list[str],
         out["ready_path"] = "/health"
     out["spawn_to_ready_s"] = ready_at - spawned
     query = ds.queries[0]
-    while True:
-        status, body = _search_once(daemon, query)
-        if status == 200:
-            break
-        if time.perf_counter() - spawned > 600:
-            raise DaemonError(f"search after restart kept failing: {status} {body}")
-        time.sleep(0.01)
-    out["spawn_to_first_search_s"] = time.perf_counter() - spawned
-    out["rss_after_restart_bytes"] = rss_bytes(daemon.pid)
-    status, info = daemon.request("GET", f"/api/v1/collections/{COLLECTION}")
-    out["collection_after_restart"] = info
-    if status != 200 or info.get("count") != len(ds.base):
-        notes.append(f"after restart GET /api/v1/collections/{COLLECTION} -> {status}: {info}")
-    # Sanity: the restored graph answers as well as before (sequential, a few hundred queries).
-    ef = 64 if 64 in efs else efs[-1]
-    sample = min(len(ds.queries), 200)
-    ids = []
-    for q in ds.queries[:sample]:
-        status, body = _search_once(daemon, q, ef)
-        ids.append([int(r["id"]) for r in body["results"]] if status == 200 else [])
+    with Client(daemon.url, timeout=600.0, retries=0) as client:  # polls itself: no backoff in the timing
+        while True:
+            try:
+                _search_once(client, query)
+                break
+            except S5vecError as exc:
+                if time.perf_counter() - spawned > 600:
+                    raise DaemonError(f"search after restart kept failing: {exc}") from None
+                time.sleep(0.01)
+        out["spawn_to_first_search_s"] = time.perf_counter() - spawned
+        out["rss_after_restart_bytes"] = rss_bytes(daemon.pid)
+        info = client.get_collection(COLLECTION).stats
+        out["collection_after_restart"] = info
+        if info.get("count") != len(ds.base):
+            notes.append(f"after restart GET /api/v1/collections/{COLLECTION}: {info}")
+        # Sanity: the restored graph answers as well as before (sequential, a few hundred queries).
+        ef = 64 if 64 in efs else efs[-1]
+        sample = min(len(ds.queries), 200)
+        ids = [_search_once(client, q, ef) for q in ds.queries[:sample]]
     out["recall_check"] = {"ef": ef, "queries": sample, f"recall@{K}": recall_at_k(ids, ds.gt[:sample], K)}
     log(f"[http] restart: checkpoint {out.get('checkpoint_s', float('nan')):.2f}s, shutdown {out['shutdown_s']:.2f}s, "
         f"spawn->ready {out['spawn_to_ready_s']:.2f}s, spawn->first search {out['spawn_to_first_search_s']:.2f}s, "

@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workdir", type=Path, help="where the daemon's data dir and logs go (default: a temp dir, removed)")
     parser.add_argument("--hybrid", action="store_true",
                         help="run the two-tier benchmark instead (options: s5vec bench --hybrid --help)")
+    parser.add_argument("--feeds", action="store_true",
+                        help="run the live-feed benchmark instead (options: s5vec bench --feeds --help)")
+    parser.add_argument("--peers", action="store_true",
+                        help="s5vec against Chroma, LanceDB, Qdrant, raw hnswlib/faiss (options: s5vec bench --peers --help)")
     return parser
 
 
@@ -70,6 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     if "--hybrid" in argv:  # its own options (--scale, ...): hand every other argument over
         from .hybrid import main as hybrid_main
         return hybrid_main([a for a in argv if a != "--hybrid"])
+    if "--feeds" in argv:  # live feeds: delivery latency and concurrent WebSocket connections
+        from .feeds import main as feeds_main
+        return feeds_main([a for a in argv if a != "--feeds"])
+    if "--peers" in argv:  # peer engines in one run (needs the `bench` extra for all but hnswlib/faiss)
+        from .peers import main as peers_main
+        return peers_main([a for a in argv if a != "--peers"])
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
     limit = args.limit if args.limit is not None else (QUICK_LIMIT if args.quick else None)

@@ -8,23 +8,41 @@ from typing import Final
 
 from aiohttp import web
 
-from s5vec.ops import Database
+from s5vec.ops import Database, EventBus, Metrics
 
+from . import admin, ingest, mcp_http, monitoring, sse, ws
 from .auth import KeyRing, make_auth_middleware
+from .backend import open_store
+from .cache import QueryCache
 from .config import Config
 from .errors import error_middleware
+from .feeds import FEEDS, Feeds
 from .openapi import build_openapi
-from .cache import QueryCache
 from .rest import CACHE, CONFIG, DB, STARTED, VERSION, reply, routes
+from .upserts import UPSERTS, SingleUpserts
+from .systemd import NOTIFIER, Notifier
 
 OPENAPI: Final = web.AppKey("openapi", dict)
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    app[DB] = await Database.open(config.data_dir, config.engine)
-    yield
-    await app[DB].close(checkpoint=True)
+    events = config.events
+    bus = EventBus(events.window_events, events.window_bytes, events.queue_events, events.max_lag_events)
+    async with open_store(config) as store:  # opened before the database, closed after it
+        app[NOTIFIER].status(f"loading data from {config.data_dir}")
+        app[DB] = await Database.open(config.data_dir, config.engine, store, events=bus,
+                                      storage_mode=config.storage.mode, metrics=app[monitoring.METRICS],
+                                      scheduled=True)  # admin.jobs_ctx runs checkpoints and migrations
+        app[UPSERTS] = SingleUpserts(app[DB])
+        yield
+        app[NOTIFIER].status("checkpointing and closing the database")
+        await app[DB].close(checkpoint=True)
+
+
+async def close_streams(app: web.Application) -> None:
+    """Shutdown: WebSockets close with GOING_AWAY (1001), SSE streams end."""
+    await app[FEEDS].shut_down()
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -33,13 +51,30 @@ async def openapi(request: web.Request) -> web.Response:
 
 def create_app(config: Config) -> web.Application:
     """Build the daemon's aiohttp application; the database opens on startup."""
-    app = web.Application(middlewares=[error_middleware, make_auth_middleware(KeyRing(config.auth.keys))],
+    ring = KeyRing(config.auth.keys)
+    metrics = Metrics()
+    app = web.Application(middlewares=[monitoring.make_metrics_middleware(metrics), error_middleware,
+                                       make_auth_middleware(ring, "read" if config.metrics_need_auth else None)],
                           client_max_size=config.http.max_body_bytes)
     app[CONFIG] = config
+    app[monitoring.METRICS] = metrics
+    app[NOTIFIER] = Notifier(None)  # `s5vec serve` puts the one from $NOTIFY_SOCKET here
+    app[ws.KEYS] = ring
+    app[FEEDS] = Feeds()
     app[STARTED] = time.time()
     app[OPENAPI] = build_openapi(VERSION)
     app[CACHE] = QueryCache(config.http.query_cache_entries)
     app.cleanup_ctx.append(database_ctx)
+    app.cleanup_ctx.append(admin.jobs_ctx)
+    app.cleanup_ctx.append(monitoring.monitor_ctx)
+    app.cleanup_ctx.append(mcp_http.mcp_ctx)  # MCP at /mcp: stops before the database closes
+    app.on_shutdown.append(close_streams)
     app.add_routes(routes)
+    app.add_routes(admin.routes)
+    app.add_routes(ingest.routes)
+    app.add_routes(sse.routes)
+    app.add_routes(ws.routes)
+    app.add_routes(monitoring.routes)
+    app.add_routes(mcp_http.routes)
     app.router.add_get("/openapi.json", openapi)
     return app

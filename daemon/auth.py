@@ -7,11 +7,13 @@ import hmac
 from typing import Final
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from .config import ApiKey
 from .errors import Forbidden, Handler, Unauthorized
 
 RANK: Final = {"read": 1, "write": 2, "admin": 3}
+WS_PATH: Final = "/api/v1/ws"  # authenticates itself: bearer header or a first "auth" message
 
 
 def _digest(secret: str) -> bytes:
@@ -22,6 +24,10 @@ class KeyRing:
     """Resolve a presented bearer token to the highest scope rank it grants (0 = none)."""
 
     def __init__(self, keys: tuple[ApiKey, ...]) -> None:
+        self.replace(keys)
+
+    def replace(self, keys: tuple[ApiKey, ...]) -> None:
+        """Swap in a new set of keys (SIGHUP reload); requests after this see only them."""
         self._keys = [(_digest(k.key), max(RANK[s] for s in k.scopes)) for k in keys]
 
     @property
@@ -37,10 +43,19 @@ class KeyRing:
         return rank
 
 
-def scope_for(request: web.Request) -> str | None:
-    """Scope a route needs: None for public routes, else read/write/admin."""
+METRICS_PATH: Final = "/metrics"
+MCP_PATH: Final = "/mcp"  # MCP streamable HTTP: read-only tools, so the read scope
+
+
+def scope_for(request: web.Request, metrics_scope: str | None = None) -> str | None:
+    """Scope a route needs: None for public routes, else read/write/admin.
+    ``metrics_scope``: what ``/metrics`` needs (None = public)."""
     path = request.path
-    if path in ("/health", "/ready", "/openapi.json") or not path.startswith("/api/"):
+    if path == METRICS_PATH:
+        return metrics_scope
+    if path == MCP_PATH:
+        return "read"
+    if path in ("/health", "/ready", "/openapi.json", WS_PATH) or not path.startswith("/api/"):
         return None
     if path.startswith("/api/v1/admin"):
         return "admin"
@@ -51,19 +66,24 @@ def scope_for(request: web.Request) -> str | None:
     return "write"
 
 
-def make_auth_middleware(ring: KeyRing) -> object:
+def bearer_token(request: web.Request) -> str | None:
+    """The token of an ``Authorization: Bearer`` header, if one was sent."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def make_auth_middleware(ring: KeyRing, metrics_scope: str | None = None) -> Middleware:
     @web.middleware
     async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not ring.enabled:
             return await handler(request)
-        needed = scope_for(request)
+        needed = scope_for(request, metrics_scope)
         if needed is None:
             return await handler(request)
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
+        token = bearer_token(request)
+        if token is None:
             raise Unauthorized("send an API key as 'Authorization: Bearer <key>'")
-        rank = ring.rank(token.strip())
+        rank = ring.rank(token)
         if rank == 0:
             raise Unauthorized("unknown API key")
         if rank < RANK[needed]:

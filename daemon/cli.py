@@ -1,21 +1,24 @@
-"""The ``s5vec`` command line: ``serve``, ``bench``, ``version``."""
+"""The ``s5vec`` command line: ``serve``, ``bench``, ``keys``, ``backup``, ``mcp``, ``version``,
+and the client commands of :mod:`s5vec.client.cli` (``collections``, ``import``, ``search`` ...)."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from .config import EX_CONFIG, ConfigError, load_config
+from s5vec.client import cli as client_cli
 
 log = logging.getLogger("s5vec")
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from . import logs
+    from .config import EX_CONFIG, Config, ConfigError, load_config
+
     overrides: dict[str, Any] = {}
     if args.data_dir is not None:
         overrides["data_dir"] = args.data_dir
@@ -31,27 +34,19 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"s5vec: configuration error: {exc}", file=sys.stderr)
         return EX_CONFIG
     sys.setswitchinterval(float(os.environ.get("S5VEC_SWITCH", "0.005")))
-    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _raise_open_files()
+    logs.configure(config.log_level, config.log_format)
     log.info("%s", config.summary())
-
-    from aiohttp import web
 
     from s5vec.storage import StorageError
 
-    from .app import create_app
+    from .service import run
+
+    def reload() -> Config:
+        return load_config(Path(args.config) if args.config else None, os.environ, overrides)
 
     try:
-        import uvloop
-        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-    except ImportError:  # pragma: no cover - non-Linux
-        loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    try:
-        web.run_app(create_app(config), host=config.http.host, port=config.http.port, loop=loop,
-                    print=lambda _: log.info("listening on http://%s:%d", config.http.host, config.http.port),
-                    access_log=logging.getLogger("aiohttp.access") if config.http.access_log else None,
-                    shutdown_timeout=10.0)
+        run(config, reload)
     except StorageError as exc:
         log.error("cannot open the data directory: %s", exc)
         return 1
@@ -59,6 +54,17 @@ def _serve(args: argparse.Namespace) -> int:
         log.error("cannot listen on %s:%d: %s", config.http.host, config.http.port, exc.strerror or exc)
         return 1
     return 0
+
+
+def _raise_open_files() -> None:
+    """Every WebSocket / SSE client holds a socket: lift the soft descriptor limit to the hard one."""
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 1 << 20, hard))
+    except (ImportError, OSError, ValueError):  # pragma: no cover - platform without rlimits
+        pass
 
 
 def _bench(argv: list[str]) -> int:
@@ -70,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:
         return _bench(argv[1:])
+    if client_cli.is_client_command(argv):  # fast path: the client commands never load the engine
+        return client_cli.main(argv)
+    from . import backup_commands, keys, mcp_stdio
+
     parser = argparse.ArgumentParser(prog="s5vec", description="Vector database daemon on S5-style storage")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the daemon")
@@ -79,10 +89,22 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, help="listen port (default 7533)")
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     sub.add_parser("bench", help="benchmark on the shared data set (see s5vec bench --help)")
+    keys.add_commands(sub)
+    backup_commands.add_commands(sub)
+    mcp_stdio.add_commands(sub)
+    client_cli.add_commands(sub)  # collections, upsert, import, export, search, get, delete, storage
     sub.add_parser("version", help="print the version")
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "keys":
+        return keys.run(args)
+    if args.command == "backup":
+        return backup_commands.run(args)
+    if args.command == "mcp":
+        return mcp_stdio.run(args)
+    if args.command in client_cli.COMMANDS:
+        return client_cli.run(args)
     from .rest import VERSION
     print(VERSION)
     return 0

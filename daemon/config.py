@@ -1,26 +1,40 @@
 """One frozen config tree from a TOML file plus ``S5VEC_*`` environment overrides.
 
-Environment: ``S5VEC_HOST``, ``S5VEC_PORT``, ``S5VEC_DATA_DIR``, ``S5VEC_LOG_LEVEL``,
+Environment: ``S5VEC_HOST``, ``S5VEC_PORT``, ``S5VEC_DATA_DIR``, ``S5VEC_LOG_LEVEL``, ``S5VEC_LOG_FORMAT``,
 ``S5VEC_API_KEYS`` (``key:read,write;key2:admin``) and, for any key,
-``S5VEC_<SECTION>__<KEY>`` (e.g. ``S5VEC_ENGINE__CHECKPOINT_INTERVAL_S=60``).
+``S5VEC_<SECTION>__<KEY>`` (e.g. ``S5VEC_ENGINE__CHECKPOINT_INTERVAL_S=60``). Storage also
+reads ``S5_MODE``, ``S5_PORTAL_URL``, ``S5_BRIDGE_URL``, ``S5_SEED_PHRASE``,
+``S5_SEED_PHRASE_FILE`` and ``S5_AUTH_TOKEN``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
+import stat
 import tomllib
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Union, get_args, get_origin, get_type_hints
+from urllib.parse import urlsplit, urlunsplit
 
-from s5vec.ops import EngineConfig
+from s5vec.ops import EngineConfig, HealthThresholds
+from s5vec.ops.backup import BackupConfig
+from s5vec.ops.jobs import JobsConfig, QuietHours
+from s5vec.storage.s5 import InvalidSeedPhrase, phrase_to_entropy
 
 EX_CONFIG: Final = 78
 SCOPES: Final = ("read", "write", "admin")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+LOG_FORMATS: Final = ("text", "json")
+STORAGE_MODES: Final = ("local", "portal", "bridge")
+STORAGE_MODE_ALIASES: Final = {"mock": "local", "real": "portal"}  # the seed project's names
+STORAGE_ENV: Final = {"S5_MODE": "mode", "S5_PORTAL_URL": "portal_url", "S5_BRIDGE_URL": "bridge_url",
+                      "S5_SEED_PHRASE": "seed_phrase", "S5_SEED_PHRASE_FILE": "seed_phrase_file",
+                      "S5_AUTH_TOKEN": "auth_token"}
 
 
 class ConfigError(Exception):
@@ -55,19 +69,101 @@ class DefaultCollectionConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class EventsConfig:
+    """Live feeds (SSE, WebSocket subscriptions): the retained window and backpressure."""
+
+    window_events: int = 100_000      # events kept for resume (Last-Event-ID / since)
+    window_bytes: int = 64 << 20      # ... and at most this much of their vectors
+    queue_events: int = 1_000         # per subscriber: past this it gets `lagged` and catches up from the window
+    max_lag_events: int = 100_000     # per subscriber: further behind the head than this, it is disconnected
+    heartbeat_s: float = 15.0         # SSE comment / WebSocket ping interval when idle
+
+
+@dataclass(frozen=True, slots=True)
+class WsConfig:
+    """Limits of one WebSocket connection."""
+
+    max_message_bytes: int = 4 << 20  # a larger frame closes the socket with 1009
+    max_messages_per_s: int = 1_000   # beyond: `rate_limited` errors; a further second's worth closes with 1008
+    max_subscriptions: int = 100      # subscribe + subscribe_query per connection
+    max_inflight: int = 64            # requests of one connection processed concurrently
+    auth_timeout_s: float = 10.0      # without a bearer header, the `auth` message must come this soon
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    """Where checkpoints go: this directory, an S5 portal or an s5.js bridge. Secrets are
+    kept out of repr; the seed phrase file is read (and checked) at start-up and again when
+    the store is built, never kept in the config."""
+
+    mode: str = "local"                 # local | portal | bridge (mock = local, real = portal)
+    portal_url: str | None = None
+    bridge_url: str | None = None
+    bridge_prefix: str = "s5vec"
+    seed_phrase: str | None = field(default=None, repr=False)
+    seed_phrase_file: Path | None = None  # mode 0600; preferred over seed_phrase
+    auth_token: str | None = field(default=None, repr=False)  # optional: the phrase's account logs in
+    encrypt: bool = True                # client-side encryption of every uploaded blob
+    timeout_s: float = 60.0             # per request
+    connect_timeout_s: float = 10.0
+    max_concurrency: int = 8
+    retries: int = 4                    # per request, with exponential backoff and jitter
+
+    def __post_init__(self) -> None:
+        mode = self.mode.strip().lower()
+        object.__setattr__(self, "mode", STORAGE_MODE_ALIASES.get(mode, mode))
+
+    def summary(self) -> str:
+        """``mode(url, ...)`` with every secret as ``***``."""
+        if self.mode == "local":
+            return "local"
+        url = self.portal_url if self.mode == "portal" else self.bridge_url
+        phrase = "***" if self.seed_phrase else "none"
+        if self.seed_phrase_file is not None:
+            phrase = f"*** (from {self.seed_phrase_file})"
+        token = "***" if self.auth_token else "none"
+        return (f"{self.mode}({_public_url(url or '')}, encrypt={str(self.encrypt).lower()}, "
+                f"seed_phrase={phrase}, auth_token={token})")
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """``GET /metrics`` (Prometheus). ``require_auth`` unset: public on a loopback address,
+    the ``read`` scope beyond it; true or false decides explicitly."""
+
+    require_auth: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     data_dir: Path = Path("./data")
     log_level: str = "info"
+    log_format: str = "text"            # text | json (one JSON object a line, for journald / log shippers)
     http: HttpConfig = field(default_factory=HttpConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     default_collection: DefaultCollectionConfig = field(default_factory=DefaultCollectionConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
+    ws: WsConfig = field(default_factory=WsConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    health: HealthThresholds = field(default_factory=HealthThresholds)
+    jobs: JobsConfig = field(default_factory=JobsConfig)
+    backup: BackupConfig = field(default_factory=BackupConfig)
+
+    @property
+    def metrics_need_auth(self) -> bool:
+        """Whether ``/metrics`` needs an API key with the read scope (see MetricsConfig)."""
+        if self.metrics.require_auth is not None:
+            return self.metrics.require_auth
+        return not _is_loopback(self.http.host)
 
     def summary(self) -> str:
         """One start-up line; secrets are masked."""
         keys = ", ".join(f"***({'+'.join(k.scopes)})" for k in self.auth.keys) or "none (loopback only)"
         return (f"s5vec config: data_dir={self.data_dir} listen={self.http.host}:{self.http.port} "
-                f"storage=local api_keys=[{keys}] checkpoint_interval={self.engine.checkpoint_interval_s}s "
+                f"storage={self.storage.summary()} api_keys=[{keys}] "
+                f"checkpoint_interval={self.engine.checkpoint_interval_s}s "
                 f"log_level={self.log_level}")
 
 
@@ -135,7 +231,9 @@ def _parse_keys(text: str) -> list[dict[str, Any]]:
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     raw: dict[str, Any] = {}
     aliases = {"S5VEC_HOST": ("http", "host"), "S5VEC_PORT": ("http", "port"),
-               "S5VEC_DATA_DIR": ("data_dir",), "S5VEC_LOG_LEVEL": ("log_level",)}
+               "S5VEC_DATA_DIR": ("data_dir",), "S5VEC_LOG_LEVEL": ("log_level",),
+               "S5VEC_LOG_FORMAT": ("log_format",),
+               **{name: ("storage", key) for name, key in STORAGE_ENV.items()}}
     for name, value in env.items():
         if name in aliases:
             path = aliases[name]
@@ -173,6 +271,13 @@ def validate(config: Config) -> None:
         raise ConfigError("http.max_body_bytes: must be at least 1024")
     if config.log_level not in LOG_LEVELS:
         raise ConfigError(f"log_level: must be one of {', '.join(LOG_LEVELS)}")
+    if config.log_format not in LOG_FORMATS:
+        raise ConfigError(f"log_format: must be one of {', '.join(LOG_FORMATS)}")
+    for name in ("checkpoint_max_age_s", "wal_max_bytes", "memory_max_bytes", "storage_max_failures"):
+        if getattr(config.health, name) < 0:
+            raise ConfigError(f"health.{name}: must be 0 (off) or more")
+    if config.health.check_interval_s <= 0:
+        raise ConfigError("health.check_interval_s: must be positive")
     for i, key in enumerate(config.auth.keys):
         if len(key.key) < 16:
             raise ConfigError(f"auth.keys[{i}].key: must be at least 16 characters")
@@ -187,15 +292,146 @@ def validate(config: Config) -> None:
         raise ConfigError("engine.search_batches: must be 0 (no coalescing) or more")
     for name in ("checkpoint_interval_s", "checkpoint_wal_bytes", "max_pending", "drain_batch",
                  "index_threads", "search_threads", "wal_segment_bytes", "keep_manifests",
-                 "migrate_interval_s", "migrate_max_records"):
+                 "migrate_interval_s", "migrate_max_records", "storage_probe_s", "checkpoint_retry_max_s"):
         if getattr(engine, name) <= 0:
             raise ConfigError(f"engine.{name}: must be positive")
+    for section, names in (("events", ("window_events", "window_bytes", "queue_events", "max_lag_events",
+                                       "heartbeat_s")),
+                           ("ws", ("max_message_bytes", "max_messages_per_s", "max_subscriptions",
+                                   "max_inflight", "auth_timeout_s"))):
+        for name in names:
+            if getattr(getattr(config, section), name) <= 0:
+                raise ConfigError(f"{section}.{name}: must be positive")
+    if config.events.max_lag_events < config.events.queue_events:
+        raise ConfigError("events.max_lag_events: must be at least events.queue_events")
+    if config.ws.max_message_bytes < 1024:
+        raise ConfigError("ws.max_message_bytes: must be at least 1024")
+    validate_storage(config.storage)
+    validate_jobs(config.jobs, config.backup)
     from s5vec.index import METRICS, SCHEMAS
     if config.default_collection.metric not in METRICS:
         raise ConfigError(f"default_collection.metric: must be one of {', '.join(METRICS)}")
     schema = config.default_collection.schema
     if schema is not None and schema not in SCHEMAS:
         raise ConfigError(f"default_collection.schema: unknown schema {schema!r}")
+
+
+def validate_jobs(jobs: JobsConfig, backup: BackupConfig) -> None:
+    """Rules of the ``[jobs]`` and ``[backup]`` sections. Raises ConfigError."""
+    try:
+        QuietHours.parse(jobs.quiet_hours)
+    except ValueError as exc:
+        raise ConfigError(f"jobs.quiet_hours: {exc}") from None
+    for section, obj, names in (
+            ("jobs", jobs, ("rebalance_interval_s", "compact_interval_s", "scrub_interval_s", "gc_grace_s")),
+            ("backup", backup, ("interval_s", "keep_daily", "keep_weekly"))):
+        for name in names:
+            if getattr(obj, name) < 0:
+                raise ConfigError(f"{section}.{name}: must be 0 (off) or more")
+    for name in ("migrate_batch_records", "scrub_sample", "retry_first_s", "retry_max_s"):
+        if getattr(jobs, name) <= 0:
+            raise ConfigError(f"jobs.{name}: must be positive")
+    if jobs.retry_attempts < 0:
+        raise ConfigError("jobs.retry_attempts: must be 0 (no retries) or more")
+    if jobs.retry_max_s < jobs.retry_first_s:
+        raise ConfigError("jobs.retry_max_s: must be at least jobs.retry_first_s")
+    if jobs.rebalance_skew <= 1.0:
+        raise ConfigError("jobs.rebalance_skew: must be above 1 (1 = perfectly even lists)")
+    for name in ("tombstone_ratio", "segment_tombstone_ratio"):
+        if not 0.0 < getattr(jobs, name) <= 1.0:
+            raise ConfigError(f"jobs.{name}: must be in (0, 1]")
+    if backup.keep_last < 1:
+        raise ConfigError("backup.keep_last: must be at least 1 (the newest backup is always kept)")
+
+
+def phrase_problem(phrase: str) -> str | None:
+    """Why ``phrase`` is not a valid S5 seed phrase, or None. The reason never quotes a
+    word of the phrase (the codec's messages do; the words are the secret)."""
+    try:
+        phrase_to_entropy(phrase)
+    except InvalidSeedPhrase as exc:
+        return re.sub(r""" ('[^']*'|"[^"]*")""", "", str(exc))
+    return None
+
+
+def read_seed_phrase(storage: StorageConfig) -> str | None:
+    """The seed phrase from ``storage.seed_phrase`` or its file (which must not be readable
+    by group or others). Raises ConfigError naming the key; never quotes the phrase."""
+    if storage.seed_phrase is not None and storage.seed_phrase_file is not None:
+        raise ConfigError("storage.seed_phrase_file: set storage.seed_phrase (S5_SEED_PHRASE) or "
+                          "storage.seed_phrase_file (S5_SEED_PHRASE_FILE), not both")
+    key, phrase = "storage.seed_phrase", storage.seed_phrase
+    path = storage.seed_phrase_file
+    if path is not None:
+        key = "storage.seed_phrase_file"
+        try:
+            info = path.stat()
+            if not stat.S_ISREG(info.st_mode):
+                raise ConfigError(f"{key}: {path} is not a regular file")
+            mode = stat.S_IMODE(info.st_mode)
+            if mode & 0o077:
+                raise ConfigError(f"{key}: {path} has mode {mode:04o}, so others can read the seed phrase; "
+                                  f"allow only its owner: chmod 600 {path}")
+            phrase = path.read_text("utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{key}: {path} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{key}: cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if phrase is None:
+        return None
+    problem = phrase_problem(phrase)
+    if problem is not None:
+        where = f"{path} does not hold" if path is not None else "not"
+        raise ConfigError(f"{key}: {where} a valid S5 seed phrase: {problem}")
+    return " ".join(phrase.split())
+
+
+def _public_url(url: str) -> str:
+    """``url`` without user info, query or fragment (they may carry credentials)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def _check_url(key: str, url: str | None, mode: str, env: str) -> None:
+    if not url:
+        raise ConfigError(f"{key}: required when storage.mode = {mode} (or set {env})")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        shown = "" if "@" in url else f", got {url[:120]!r}"
+        raise ConfigError(f"{key}: expected an http(s) URL with a host, such as https://s5.example.com{shown}")
+
+
+def validate_storage(storage: StorageConfig) -> None:
+    """Rules of the ``[storage]`` section; reads the seed phrase file. Raises ConfigError."""
+    if storage.mode not in STORAGE_MODES:
+        raise ConfigError(f"storage.mode: must be one of {', '.join(STORAGE_MODES)} "
+                          f"(or mock = local, real = portal), got {storage.mode!r}")
+    for name in ("timeout_s", "connect_timeout_s", "max_concurrency"):
+        if getattr(storage, name) <= 0:
+            raise ConfigError(f"storage.{name}: must be positive")
+    if storage.retries < 0:
+        raise ConfigError("storage.retries: must be 0 or more")
+    phrase = read_seed_phrase(storage)
+    if storage.mode == "local":
+        return
+    if storage.mode == "portal":
+        _check_url("storage.portal_url", storage.portal_url, "portal", "S5_PORTAL_URL")
+    else:
+        _check_url("storage.bridge_url", storage.bridge_url, "bridge", "S5_BRIDGE_URL")
+        if not storage.bridge_prefix.strip("/"):
+            raise ConfigError("storage.bridge_prefix: must name a directory")
+    if phrase is None and (storage.mode == "portal" or storage.encrypt):
+        why = "signs the root pointer and encrypts blobs" if storage.mode == "portal" else "encrypts blobs"
+        raise ConfigError(f"storage.seed_phrase: storage.mode = {storage.mode} needs a seed phrase (it {why}): "
+                          "put one in a file with mode 0600 and set S5_SEED_PHRASE_FILE (or "
+                          "storage.seed_phrase_file); `s5vec keys new` makes one")
 
 
 def _is_loopback(host: str) -> bool:

@@ -12,7 +12,10 @@ from aiohttp import web
 from s5vec.index import (
     CollectionExists, CollectionNotFound, DimensionMismatch, IndexError_, InvalidRecord, RecordNotFound,
 )
+from s5vec.index.errors import EmbeddingError
 from s5vec.ops import DataDirLocked
+from s5vec.ops.backup import BackupNotFound
+from s5vec.ops.jobs import JobBusy, UnknownJob
 from s5vec.storage import BackendUnavailable, BlobCorrupt, BlobNotFound, StorageError
 
 log = logging.getLogger(__name__)
@@ -43,12 +46,16 @@ class Forbidden(ApiError):
 
 
 STATUS: Final[tuple[tuple[type[Exception], int, str], ...]] = (
+    (EmbeddingError, 422, "embedding_error"),
     (InvalidRecord, 400, "invalid_request"),
     (RecordNotFound, 404, "record_not_found"),
     (CollectionNotFound, 404, "collection_not_found"),
     (CollectionExists, 409, "collection_exists"),
     (DimensionMismatch, 422, "dimension_mismatch"),
     (IndexError_, 400, "invalid_request"),
+    (JobBusy, 409, "job_running"),
+    (UnknownJob, 404, "job_not_found"),
+    (BackupNotFound, 404, "backup_not_found"),
     (BlobNotFound, 500, "blob_missing"),
     (BlobCorrupt, 500, "storage_corrupt"),
     (BackendUnavailable, 503, "storage_unavailable"),
@@ -69,30 +76,37 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
                         content_type="application/json", headers=headers)
 
 
-def translate(exc: BaseException) -> web.Response:
-    """Map any exception to the error response a client sees."""
+def describe(exc: BaseException) -> tuple[int, str, str, str | None, dict[str, str] | None]:
+    """``(status, code, message, field, headers)`` of the error a client sees for ``exc``
+    (the one mapping; REST and WebSocket replies both use it)."""
     if isinstance(exc, ApiError):
-        return error_response(exc.status, exc.code, exc.message, exc.field)
+        return exc.status, exc.code, exc.message, exc.field, None
     if isinstance(exc, msgspec.ValidationError):
         text = str(exc)
         field = text.rsplit("at `$.", 1)[1].rstrip("`") if "at `$." in text else None
-        return error_response(400, "invalid_request", text, field)
+        return 400, "invalid_request", text, field, None
     if isinstance(exc, msgspec.DecodeError):
-        return error_response(400, "invalid_request", f"malformed JSON body: {exc}")
+        return 400, "invalid_request", f"malformed JSON body: {exc}", None, None
     if isinstance(exc, web.HTTPException):
         if exc.status == 413:
-            return error_response(413, "payload_too_large", "request body is larger than http.max_body_bytes")
+            return 413, "payload_too_large", "request body is larger than http.max_body_bytes", None, None
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        return error_response(exc.status, _HTTP_CODES.get(exc.status, "http_error"), exc.reason, headers=headers)
+        return exc.status, _HTTP_CODES.get(exc.status, "http_error"), exc.reason, None, headers
     for kind, status, code in STATUS:
         if isinstance(exc, kind):
             if isinstance(exc, InvalidRecord):
-                return error_response(status, code, str(exc), exc.field)
+                return status, code, str(exc), exc.field, None
             if status >= 500:
                 log.error("%s: %s", code, exc)
-            return error_response(status, code, str(exc))
+            return status, code, str(exc), None, None
     log.exception("unhandled error", exc_info=exc)
-    return error_response(500, "internal_error", "internal server error")
+    return 500, "internal_error", "internal server error", None, None
+
+
+def translate(exc: BaseException) -> web.Response:
+    """Map any exception to the error response a client sees."""
+    status, code, message, field, headers = describe(exc)
+    return error_response(status, code, message, field, headers)
 
 
 @web.middleware

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any, Final
 
 import msgspec
 from aiohttp import web
 
 from s5vec.index import (
-    CollectionConfig, CollectionNotFound, DimensionMismatch, Hit, RawItem, compile_filter, prepare_query,
+    MAX_K, CollectionConfig, CollectionNotFound, Hit, RawItem, compile_filter, prepare_query,
 )
 from s5vec.index import scoring
 from s5vec.ops import Database, Query
@@ -17,9 +18,10 @@ from s5vec.ops import Database, Query
 from .cache import QueryCache
 from .config import Config
 from .errors import RequestInvalid
+from .upserts import item_exception
 from .wire import (
     DECODERS, ENCODER, MAX_BATCH, BatchIn, BatchOut, CollectionIn, DeleteIn, ItemErrorOut, MetadataIn, RecordOut, TuneIn,
-    SearchIn, SearchOut, SearchResult, VectorIn,
+    RecordsOut, SearchIn, SearchOut, SearchResult, VectorIn,
 )
 
 DB: Final = web.AppKey("db", Database)
@@ -53,6 +55,35 @@ def flag(request: web.Request, name: str, default: bool) -> bool:
     raise RequestInvalid(f"query parameter {name} must be true or false", name)
 
 
+def count_param(request: web.Request, name: str, default: int, low: int, high: int | None) -> int:
+    """An integer query parameter within ``[low, high]`` (no upper bound when ``high`` is None)."""
+    value = request.query.get(name)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise RequestInvalid(f"query parameter {name} must be an integer", name) from None
+    if number < low or (high is not None and number > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise RequestInvalid(f"query parameter {name} must be {bounds}", name)
+    return number
+
+
+def filter_param(request: web.Request) -> dict[str, Any] | None:
+    """The ``?filter=<JSON object>`` query parameter, compiled once to reject a bad one (400)."""
+    if "filter" not in request.query:
+        return None
+    try:
+        spec = msgspec.json.decode(request.query["filter"])
+    except msgspec.DecodeError:
+        raise RequestInvalid("filter must be a JSON object", "filter") from None
+    if not isinstance(spec, dict):
+        raise RequestInvalid("filter must be a JSON object", "filter")
+    compile_filter(spec)
+    return spec
+
+
 def record_out(hit: Hit) -> RecordOut:
     vector = hit.vector.tolist() if hit.vector is not None else None
     return RecordOut(hit.id, hit.metadata or {}, hit.timestamp or 0.0, vector)
@@ -61,18 +92,23 @@ def record_out(hit: Hit) -> RecordOut:
 # ------------------------------------------------------------------ health
 @routes.get("/health")
 async def health(request: web.Request) -> web.Response:
+    """Liveness, always 200: "degraded" while the storage backend does not answer or
+    checkpoints fail (writes still succeed: the WAL holds them)."""
     db = request.app[DB]
+    status = "starting" if not db.ready else "degraded" if db.storage.degraded else "ok"
     return reply({
-        "status": "ok" if db.ready else "starting", "version": VERSION,
+        "status": status, "version": VERSION,
         "uptime_s": round(time.time() - request.app[STARTED], 3),
         "collections": len(db.collections),
-        "storage": {"mode": "local", "reachable": True},
+        "storage": db.storage.as_dict(),
         "wal_bytes": db.wal_bytes, "applied_lsn": db.applied_lsn, "checkpoint_lsn": db.checkpoint_lsn,
     })
 
 
 @routes.get("/ready")
 async def ready(request: web.Request) -> web.Response:
+    """200 once the data is loaded, also while storage is degraded: reads and (WAL-backed)
+    writes are served then, so a load balancer must keep sending traffic."""
     db = request.app[DB]
     return reply({"ready": db.ready}, 200 if db.ready else 503)
 
@@ -90,7 +126,8 @@ async def create_collection(request: web.Request) -> web.Response:
     config = CollectionConfig(
         body.name, body.dimension, body.metric, body.schema, body.hnsw.m, body.hnsw.ef_construction,
         body.hnsw.ef_search, body.recent_threshold_s, body.window_s, body.ivf.quantizer, body.ivf.nlist,
-        body.ivf.nprobe, body.ivf.rerank, tuple(sorted(body.payload_indexes.items())), body.segment_records)
+        body.ivf.nprobe, body.ivf.rerank, tuple(sorted(body.payload_indexes.items())), body.segment_records,
+        body.embedding_model)
     created = await request.app[DB].create_collection(config)
     return reply(request.app[DB].collection(config.name).stats(), 201 if created else 200)
 
@@ -115,39 +152,42 @@ async def ensure_default(request: web.Request, dimension: int) -> None:
                                                     config.default_collection.schema))
 
 
+async def upsert_record(db: Database, name: str, body: VectorIn) -> str:
+    """Durably upsert one record; returns its id. Raises the item's error (400/422)."""
+    ids, errors = await db.upsert(name, [RawItem(body.id, body.vector, body.metadata, body.timestamp, body.text)])
+    if errors:
+        raise item_exception(errors[0])
+    return ids[0]
+
+
 async def upsert_one(request: web.Request, name: str) -> web.Response:
     body: VectorIn = await decode(request, VectorIn)
-    if name == DEFAULT:
+    if name == DEFAULT and body.vector is not None:
         await ensure_default(request, len(body.vector))
-    ids, errors = await request.app[DB].upsert(name, [RawItem(body.id, body.vector, body.metadata, body.timestamp)])
-    if errors:
-        error = errors[0]
-        if error.code == "dimension_mismatch":
-            raise DimensionMismatch(error.message)
-        field, _, message = error.message.partition(": ")
-        raise RequestInvalid(error.message, field if message else None)
-    return reply({"id": ids[0], "status": "upserted"}, 201)
+    return reply({"id": await upsert_record(request.app[DB], name, body), "status": "upserted"}, 201)
 
 
-async def upsert_many(request: web.Request, name: str) -> web.Response:
-    body: BatchIn = await decode(request, BatchIn)
-    if len(body.vectors) > MAX_BATCH:
-        raise RequestInvalid(f"a batch holds at most {MAX_BATCH} vectors, got {len(body.vectors)}", "vectors")
+def decode_items(raws: Sequence[bytes | msgspec.Raw]) -> tuple[list[RawItem], list[int], list[ItemErrorOut]]:
+    """Decode each record on its own, so one bad item does not sink the others: the good
+    ones, their positions in ``raws``, and an error per bad one."""
     decoder = DECODERS[VectorIn]
     items: list[RawItem] = []
     positions: list[int] = []
     errors: list[ItemErrorOut] = []
-    for index, raw in enumerate(body.vectors):
+    for index, raw in enumerate(raws):
         try:
             item: VectorIn = decoder.decode(raw)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             errors.append(ItemErrorOut(index, None, {"code": "invalid_request", "message": str(exc)}))
             continue
-        items.append(RawItem(item.id, item.vector, item.metadata, item.timestamp))
+        items.append(RawItem(item.id, item.vector, item.metadata, item.timestamp, item.text))
         positions.append(index)
-    if name == DEFAULT and items:
-        await ensure_default(request, len(items[0].vector))
-    db = request.app[DB]
+    return items, positions, errors
+
+
+async def upsert_items(db: Database, name: str, items: list[RawItem], positions: list[int],
+                       errors: list[ItemErrorOut]) -> BatchOut:
+    """Durably upsert decoded items; per-item errors (by position) join ``errors``."""
     db.collection(name)
     written: list[str] = []
     if items:
@@ -155,7 +195,18 @@ async def upsert_many(request: web.Request, name: str) -> web.Response:
         errors.extend(ItemErrorOut(positions[e.index], e.id, {"code": e.code, "message": e.message})
                       for e in item_errors)
     errors.sort(key=lambda e: e.index)
-    return reply(BatchOut(len(written), len(errors), errors))
+    return BatchOut(len(written), len(errors), errors)
+
+
+async def upsert_many(request: web.Request, name: str) -> web.Response:
+    body: BatchIn = await decode(request, BatchIn)
+    if len(body.vectors) > MAX_BATCH:
+        raise RequestInvalid(f"a batch holds at most {MAX_BATCH} vectors, got {len(body.vectors)}", "vectors")
+    items, positions, errors = decode_items(body.vectors)
+    first = next((item.vector for item in items if item.vector is not None), None)
+    if name == DEFAULT and first is not None:
+        await ensure_default(request, len(first))
+    return reply(await upsert_items(request.app[DB], name, items, positions, errors))
 
 
 async def get_one(request: web.Request, name: str) -> web.Response:
@@ -189,7 +240,23 @@ async def search(request: web.Request, name: str) -> web.Response:
             return reply(SearchOut(cached[0], len(cached[0]), round((time.perf_counter() - started) * 1000, 3),
                                    cached[1], True))
     body: SearchIn = await decode(request, SearchIn)
-    query = prepare_query(coll.config, body.vector)
+    results, partial = await execute_search(db, name, body)
+    if cache.enabled and not partial:
+        cache.put(key, (results, partial))
+    return reply(SearchOut(results, len(results), round((time.perf_counter() - started) * 1000, 3), partial))
+
+
+async def execute_search(db: Database, name: str, body: SearchIn) -> tuple[list[SearchResult], bool]:
+    """Validate a decoded search and run it: results and whether they are partial."""
+    coll = db.collection(name)
+    if body.text is not None:  # embedded by the collection's model (EmbeddingError, 422, without one)
+        if body.vector is not None:
+            raise RequestInvalid("send either 'vector' or 'text', not both", "text")
+        query = prepare_query(coll.config, (await db.embed_query(name, body.text)).tolist())
+    elif body.vector is None:
+        raise RequestInvalid("send 'vector' (or 'text' on a collection with an embedding_model)", "vector")
+    else:
+        query = prepare_query(coll.config, body.vector)
     if body.filter:
         compile_filter(body.filter)  # a malformed filter is a 400 before any work
     options = body.options
@@ -202,11 +269,20 @@ async def search(request: web.Request, name: str) -> web.Response:
               options.timeout_ms, options.merge_strategy,
               tuple(options.tier_weights) if options.tier_weights else None, options.scoring)
     hits, partial = await db.search(name, query, q)
-    results = [SearchResult(h.id, h.distance, h.score, h.metadata if options.include_metadata else None,
-                            h.vector.tolist() if h.vector is not None else None) for h in hits]
-    if cache.enabled and not partial:
-        cache.put(key, (results, partial))
-    return reply(SearchOut(results, len(results), round((time.perf_counter() - started) * 1000, 3), partial))
+    return [SearchResult(h.id, h.distance, h.score, h.metadata if options.include_metadata else None,
+                         h.vector.tolist() if h.vector is not None else None) for h in hits], partial
+
+
+async def delete_records(db: Database, name: str, body: DeleteIn) -> int:
+    """Delete by ids or by filter (exactly one); returns how many existed."""
+    if (body.ids is None) == (body.filter is None):
+        raise RequestInvalid("send exactly one of 'ids' and 'filter'", "ids")
+    if body.filter is not None:
+        if not body.filter:
+            raise RequestInvalid("an empty filter would delete everything; drop the collection instead", "filter")
+        compile_filter(body.filter)
+        return await db.delete_matching(name, body.filter)
+    return await db.delete(name, [str(i) for i in body.ids or []])
 
 
 @routes.post("/api/v1/collections/{c}/vectors")
@@ -222,15 +298,7 @@ async def post_batch(request: web.Request) -> web.Response:
 @routes.post("/api/v1/collections/{c}/vectors/delete")
 async def post_delete(request: web.Request) -> web.Response:
     body: DeleteIn = await decode(request, DeleteIn)
-    db, name = request.app[DB], request.match_info["c"]
-    if (body.ids is None) == (body.filter is None):
-        raise RequestInvalid("send exactly one of 'ids' and 'filter'", "ids")
-    if body.filter is not None:
-        if not body.filter:
-            raise RequestInvalid("an empty filter would delete everything; drop the collection instead", "filter")
-        compile_filter(body.filter)
-        return reply({"deleted": await db.delete_matching(name, body.filter)})
-    return reply({"deleted": await db.delete(name, [str(i) for i in body.ids or []])})
+    return reply({"deleted": await delete_records(request.app[DB], request.match_info["c"], body)})
 
 
 @routes.patch("/api/v1/collections/{c}/vectors/{id}")
@@ -239,6 +307,43 @@ async def patch_vector(request: web.Request) -> web.Response:
     record_id = request.match_info["id"]
     await request.app[DB].update_metadata(request.match_info["c"], record_id, body.metadata)
     return reply({"id": record_id, "status": "updated"})
+
+
+@routes.get("/api/v1/collections/{c}/vectors")
+async def list_vectors(request: web.Request) -> web.Response:
+    """Records matching ``?filter=`` (all without one) in storage order: ``?limit`` (default 100,
+    at most 1000), ``?offset``, ``?include_vector`` (default false)."""
+    spec = filter_param(request)
+    limit = count_param(request, "limit", 100, 1, MAX_K)
+    offset = count_param(request, "offset", 0, 0, None)
+    total, hits = await request.app[DB].find(request.match_info["c"], spec, limit, offset,
+                                             flag(request, "include_vector", False))
+    return reply(RecordsOut([record_out(h) for h in hits], len(hits), total))
+
+
+EXPORT_CHUNK: Final = 1_000
+
+
+@routes.get("/api/v1/collections/{c}/export")
+async def export_records(request: web.Request) -> web.StreamResponse:
+    """Every record as NDJSON in id order, streamed: one ``{"id", "metadata", "timestamp",
+    "vector"}`` per line (what ``.../ingest`` reads). ``?include_vector`` (default true);
+    ``?after=<id>`` resumes after that id. The ids are taken when the export starts:
+    records deleted meanwhile are skipped, records added meanwhile are not included."""
+    db, name = request.app[DB], request.match_info["c"]
+    include_vector = flag(request, "include_vector", True)
+    ids = await db.ids_after(name, request.query.get("after") or None)
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson",
+                                           "X-S5vec-Records": str(len(ids))})
+    await response.prepare(request)
+    for start in range(0, len(ids), EXPORT_CHUNK):
+        try:
+            hits = await db.get_many(name, ids[start:start + EXPORT_CHUNK], include_vector)
+        except CollectionNotFound:  # dropped meanwhile: nothing more to send
+            break
+        await response.write(b"".join([ENCODER.encode(record_out(h)) + b"\n" for h in hits]))
+    await response.write_eof()
+    return response
 
 
 @routes.get("/api/v1/collections/{c}/vectors/{id}")
@@ -283,27 +388,9 @@ async def seed_search(request: web.Request) -> web.Response:
 
 
 # ------------------------------------------------------------------- admin
-@routes.post("/api/v1/admin/checkpoint")
-async def admin_checkpoint(request: web.Request) -> web.Response:
-    db = request.app[DB]
-    manifest = await db.checkpoint()
-    return reply({"manifest": str(manifest) if manifest else None, "lsn": db.checkpoint_lsn})
-
-
+# /api/v1/admin/{checkpoint,migrate,statistics,jobs,...} live in admin.py (jobs and backups)
 @routes.post("/api/v1/collections/{c}/tune")
 async def tune_collection(request: web.Request) -> web.Response:
     body: TuneIn = await decode(request, TuneIn) if request.can_read_body else TuneIn()
     return reply(await request.app[DB].tune(request.match_info["c"], body.target_recall, body.sample))
 
-
-@routes.post("/api/v1/admin/migrate")
-async def admin_migrate(request: web.Request) -> web.Response:
-    return reply(await request.app[DB].migrate())
-
-
-@routes.get("/api/v1/admin/statistics")
-async def admin_statistics(request: web.Request) -> web.Response:
-    db = request.app[DB]
-    return reply({"collections": {n: c.stats() for n, c in db.collections.items()},
-                  "wal_bytes": db.wal_bytes, "applied_lsn": db.applied_lsn,
-                  "checkpoint_lsn": db.checkpoint_lsn, "root": str(db.root) if db.root else None})

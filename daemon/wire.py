@@ -13,15 +13,17 @@ from s5vec.index.scoring import ScoringSpec
 K = Annotated[int, Meta(ge=1, le=MAX_K)]
 Ef = Annotated[int, Meta(ge=1, le=5000)]
 MAX_BATCH: Final = 10_000
+Text = Annotated[str, Meta(max_length=65_536)]  # embedded server-side; the model truncates long texts
 
 
 class VectorIn(Struct, forbid_unknown_fields=True):
-    """One record to upsert."""
+    """One record to upsert: ``vector``, or ``text`` on a collection with an embedding_model."""
 
-    vector: list[float]
+    vector: list[float] | None = None
     id: str | int | None = None
     metadata: dict[str, Any] | None = None
     timestamp: str | float | None = None
+    text: Text | None = None
 
 
 class BatchIn(Struct, forbid_unknown_fields=True):
@@ -45,14 +47,17 @@ class SearchOptions(Struct, forbid_unknown_fields=True):
 
 
 class SearchIn(Struct, forbid_unknown_fields=True):
-    vector: list[float]
+    """``vector``, or ``text`` on a collection with an embedding_model."""
+
+    vector: list[float] | None = None
     k: K = 10
     filter: dict[str, Any] | None = None
     options: SearchOptions = msgspec.field(default_factory=SearchOptions)
+    text: Text | None = None
 
 
 class IvfIn(Struct, forbid_unknown_fields=True):
-    quantizer: Literal["sq8", "pq", "flat"] = "sq8"
+    quantizer: Literal["pq4", "sq8", "pq", "flat"] = "pq4"
     nlist: Annotated[int, Meta(ge=0)] = 0
     nprobe: Annotated[int, Meta(ge=1, le=65536)] = 16
     rerank: Annotated[int, Meta(ge=1, le=100)] = 4
@@ -75,6 +80,7 @@ class CollectionIn(Struct, forbid_unknown_fields=True):
     window_s: Annotated[float, Meta(ge=60)] = 86_400.0
     segment_records: Annotated[int, Meta(ge=1, le=10_000_000)] = 100_000
     payload_indexes: dict[str, Literal["keyword", "number", "datetime", "bool"]] = msgspec.field(default_factory=dict)
+    embedding_model: Annotated[str, Meta(min_length=1, max_length=1024)] | None = None
 
 
 class TuneIn(Struct, forbid_unknown_fields=True):
@@ -128,6 +134,14 @@ class RecordOut(Struct, omit_defaults=True):
     vector: list[float] | None = None
 
 
+class RecordsOut(Struct):
+    """A page of the records matching a filter; ``total`` counts every match."""
+
+    records: list[RecordOut]
+    count: int
+    total: int
+
+
 class ErrorBody(Struct):
     code: str
     message: str
@@ -138,10 +152,110 @@ class ErrorOut(Struct):
     error: ErrorBody
 
 
+# ------------------------------------------------------------------ WebSocket
+# Client → server frames: JSON objects told apart by "type"; "id" (optional, chosen by the
+# client) comes back in the reply. Server → client frames are built in daemon/ws.py.
+MessageId = str | int | None
+EventType = Literal["vector_added", "vector_updated", "vector_deleted", "migration_started",
+                    "migration_completed", "checkpoint_completed", "backup_completed"]
+SubId = Annotated[str, Meta(min_length=1, max_length=64)]
+Lsn = Annotated[int, Meta(ge=0)]
+
+
+class WsAuth(Struct, tag="auth", tag_field="type", forbid_unknown_fields=True):
+    key: str
+    id: MessageId = None
+
+
+class WsPing(Struct, tag="ping", tag_field="type", forbid_unknown_fields=True):
+    id: MessageId = None
+
+
+class WsUpsert(Struct, tag="upsert", tag_field="type", forbid_unknown_fields=True):
+    collection: str
+    record: VectorIn
+    id: MessageId = None
+
+
+class WsUpsertBatch(Struct, tag="upsert_batch", tag_field="type", forbid_unknown_fields=True):
+    """Like the REST batch: records are decoded one by one; a bad one does not sink the rest."""
+
+    collection: str
+    records: list[msgspec.Raw]
+    id: MessageId = None
+
+
+class WsDelete(Struct, tag="delete", tag_field="type", forbid_unknown_fields=True):
+    """Exactly one of ``ids`` and ``filter``."""
+
+    collection: str
+    ids: list[str | int] | None = None
+    filter: dict[str, Any] | None = None
+    id: MessageId = None
+
+
+class WsGet(Struct, tag="get", tag_field="type", forbid_unknown_fields=True):
+    collection: str
+    ids: Annotated[list[str | int], Meta(min_length=1, max_length=1000)]
+    include_vector: bool = False
+    id: MessageId = None
+
+
+class WsSearch(SearchIn, tag="search", tag_field="type", kw_only=True):
+    """A search body (as ``POST .../search``) plus the collection."""
+
+    collection: str
+    id: MessageId = None
+
+
+class WsSubscribe(Struct, tag="subscribe", tag_field="type", forbid_unknown_fields=True):
+    """Change feed of some collections (all when omitted), optionally filtered by metadata
+    and event type, from now or from the first change after LSN ``since``."""
+
+    collections: list[str] | None = None
+    filter: dict[str, Any] | None = None
+    types: list[EventType] | None = None
+    since: Lsn | None = None
+    include_vector: bool = False
+    sub: SubId | None = None
+    id: MessageId = None
+
+
+class WsSubscribeQuery(Struct, tag="subscribe_query", tag_field="type", forbid_unknown_fields=True):
+    """A standing query: new or updated records of ``collection`` that match, with their score."""
+
+    collection: str
+    vector: list[float]
+    k: K | None = None
+    score_threshold: float | None = None
+    filter: dict[str, Any] | None = None
+    include_vector: bool = False
+    sub: SubId | None = None
+    id: MessageId = None
+
+
+class WsUnsubscribe(Struct, tag="unsubscribe", tag_field="type", forbid_unknown_fields=True):
+    sub: str
+    id: MessageId = None
+
+
+WsMessage = (WsAuth | WsPing | WsUpsert | WsUpsertBatch | WsDelete | WsGet | WsSearch | WsSubscribe
+             | WsSubscribeQuery | WsUnsubscribe)
+
+
+class WsEnvelope(Struct):
+    """Lenient view of any frame: enough to echo the id of one that does not decode."""
+
+    id: Any = None
+    type: Any = None
+
+
 DECODERS: Final = {
     VectorIn: msgspec.json.Decoder(VectorIn), BatchIn: msgspec.json.Decoder(BatchIn),
     SearchIn: msgspec.json.Decoder(SearchIn), CollectionIn: msgspec.json.Decoder(CollectionIn),
     DeleteIn: msgspec.json.Decoder(DeleteIn), MetadataIn: msgspec.json.Decoder(MetadataIn),
     TuneIn: msgspec.json.Decoder(TuneIn),
 }
+WS_DECODER: Final = msgspec.json.Decoder(WsMessage)
+WS_ENVELOPE: Final = msgspec.json.Decoder(WsEnvelope)
 ENCODER: Final = msgspec.json.Encoder()

@@ -12,7 +12,7 @@ import itertools
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +22,7 @@ import numpy as np
 
 from .errors import RecordNotFound
 from .filters import compile_filter
+from .ivf import list_skew
 from .recent import RecentTier, decode_many
 from .records import Batch, CollectionConfig, Hit
 from .rwlock import RWLock
@@ -52,6 +53,19 @@ class MigrationPlan:
     @property
     def size(self) -> int:
         return sum(len(w["labels"]) for w in self.windows.values())
+
+
+@dataclass(slots=True)
+class SegmentRebuild:
+    """The live rows of one sealed segment, copied for an off-lock rebuild."""
+
+    segment: SealedSegment
+    positions: np.ndarray          # live positions in the old segment, ascending
+    overlay: dict[int, bytes]      # its metadata overlay when planned (edits after it are replayed)
+    vectors: np.ndarray
+    ids: list[str]
+    timestamps: np.ndarray
+    raw_metadata: list[bytes]
 
 
 class Collection:
@@ -100,6 +114,7 @@ class Collection:
             "historical_memory_bytes": sum(s.memory_bytes() for s in self.segments),
             "segments_loaded": sum(1 for s in self.segments if getattr(s.ivf, "loaded", True)),
             "payload_indexes": self.config.payload_fields, "version": self.version, "tuned": self.tuned,
+            "embedding_model": self.config.embedding_model,
         }
 
     # ---------------------------------------------------------------- mutations
@@ -166,17 +181,43 @@ class Collection:
     def get(self, record_id: str, include_vector: bool = True) -> Hit:
         """Fetch one live record from either tier; raises RecordNotFound."""
         with self._lock.read():
-            label = self.recent.labels.get(record_id)
-            if label is not None:
-                r = self.recent
-                vector = r.vectors[label].copy() if include_vector else None
-                return Hit(record_id, 0.0, 1.0, r.metadata[label], vector, float(r.timestamps[label]))
-            found = self._segment_of(record_id)
-            if found is None:
-                raise RecordNotFound(f"no record {record_id!r} in collection {self.config.name!r}")
-            segment, pos = found
-            vector = segment.ivf.vectors(np.array([pos]))[0] if include_vector else None
-            return Hit(record_id, 0.0, 1.0, segment.meta(pos), vector, float(segment.timestamps[pos]))
+            return self._get(record_id, include_vector)
+
+    def _get(self, record_id: str, include_vector: bool) -> Hit:
+        label = self.recent.labels.get(record_id)
+        if label is not None:
+            r = self.recent
+            vector = r.vectors[label].copy() if include_vector else None
+            return Hit(record_id, 0.0, 1.0, r.metadata[label], vector, float(r.timestamps[label]))
+        found = self._segment_of(record_id)
+        if found is None:
+            raise RecordNotFound(f"no record {record_id!r} in collection {self.config.name!r}")
+        segment, pos = found
+        vector = segment.ivf.vectors(np.array([pos]))[0] if include_vector else None
+        return Hit(record_id, 0.0, 1.0, segment.meta(pos), vector, float(segment.timestamps[pos]))
+
+    def ids_after(self, after: str | None = None) -> list[str]:
+        """Ids of every live record sorting after ``after`` (all when None), in code-point
+        order (read lock while collecting)."""
+        with self._lock.read():
+            ids = list(self.recent.labels)
+            for segment in self.segments:
+                ids.extend(segment.id_of(pos) for pos in np.flatnonzero(~segment.deleted).tolist())
+        if after is not None:
+            ids = [i for i in ids if i > after]
+        ids.sort()
+        return ids
+
+    def get_many(self, ids: Iterable[str], include_vector: bool = True) -> list[Hit]:
+        """The live records among ``ids``, in that order; absent ids are skipped (read lock)."""
+        out: list[Hit] = []
+        with self._lock.read():
+            for record_id in ids:
+                try:
+                    out.append(self._get(record_id, include_vector))
+                except RecordNotFound:
+                    continue
+        return out
 
     def ids_matching(self, spec: Mapping[str, Any]) -> list[str]:
         """Ids of every live record whose metadata matches ``spec`` (read lock)."""
@@ -294,7 +335,8 @@ class Collection:
         Filters are applied inside each tier (payload-index masks; exact search over the
         matching records when few match, filtered ANN otherwise). Segments are searched on
         ``executor`` in parallel with the recent tier when one is given. A ``deadline``
-        (time.monotonic) skips segments not started in time; ``report["partial"]`` then says so.
+        (time.monotonic) skips segments not started in time; ``report["partial"]`` then says so,
+        and ``report["seconds"]`` holds the wall time of each tier searched (recent, historical).
         """
         self._use_ef(ef, k)
         with self._lock.read():
@@ -306,8 +348,11 @@ class Collection:
                         jobs.append((index, lambda s=segment: self._search_segment(s, queries, k, filter, nprobe)))
             partial = False
             futures = []
+            seconds: dict[str, float] = {}
+            started = time.perf_counter()
+            finished: list[float] = []  # segment searches run beside the recent tier: time to the last one
             if executor is not None and len(jobs) > 1:
-                futures = [(index, executor.submit(_timed, fn, deadline)) for index, fn in jobs]
+                futures = [(index, executor.submit(_timed, fn, deadline, finished)) for index, fn in jobs]
             elif jobs:
                 for index, fn in jobs:
                     result = _timed(fn, deadline)
@@ -315,16 +360,22 @@ class Collection:
                         partial = True
                     else:
                         parts.append((index, result))
+                seconds["historical"] = time.perf_counter() - started
             if recent:
+                recent_started = time.perf_counter()
                 parts.append((-1, self._search_recent(queries, k, filter, num_threads)))
+                seconds["recent"] = time.perf_counter() - recent_started
             for index, future in futures:
                 result = future.result()
                 if result is None:
                     partial = True
                 else:
                     parts.append((index, result))
+            if futures:
+                seconds["historical"] = max(finished, default=started) - started
             if report is not None:
                 report["partial"] = partial
+                report["seconds"] = seconds
             if merge != "take_best":
                 return [self._merge_by(row, parts, k, score_threshold, include_metadata, include_vector,
                                        merge, weights) for row in range(len(queries))]
@@ -458,7 +509,7 @@ class Collection:
                 windows[group[0]] = {
                     "labels": chosen, "vectors": r.vectors[chosen].copy(), "last_window": group[-1],
                     "ids": [r.ids[i] for i in chosen.tolist()], "timestamps": r.timestamps[chosen].copy(),
-                    "raw_metadata": r.metadata.raw_many(chosen),
+                    "raw_metadata": r.metadata.raw_many(chosen), "payload": r.payload.take(chosen),
                     "marks": r.metadata.offsets_of(chosen),
                 }
             return MigrationPlan(cutoff, windows)
@@ -470,9 +521,8 @@ class Collection:
             with self._seq_lock:
                 seq, self._next_seq = self._next_seq, self._next_seq + 1
             path = Path(directory) / f"{self.config.name}-{seq:08d}.f32"
-            raw = part["raw_metadata"]
             built.append(SealedSegment.build(seq, window, self.config, part["vectors"], part["ids"],
-                                             part["timestamps"], decode_many(raw), path, raw))
+                                             part["timestamps"], None, path, part["raw_metadata"], part["payload"]))
         return built
 
     def commit_migration(self, plan: MigrationPlan, segments: list[SealedSegment]) -> int:
@@ -506,14 +556,24 @@ class Collection:
         """Tombstones outnumber live records in the recent tier (e.g. after a migration)."""
         return self.recent.tombstones > max(1024, len(self.recent.labels))
 
-    def compact(self, num_threads: int = 1) -> bool:
+    @property
+    def tombstone_ratio(self) -> float:
+        """Retired labels of the recent tier over retired plus live ones (0.0 when empty)."""
+        dead = self.recent.tombstones
+        return dead / (dead + len(self.recent.labels)) if dead else 0.0
+
+    def compact(self, num_threads: int = 1, min_ratio: float | None = None) -> bool:
         """Rebuild the recent tier without its tombstones so memory really goes down.
 
-        The new graph is built from a copy with no lock held (searches and writes go on);
-        then, under the write lock, writes made meanwhile are replayed onto it and it
-        replaces the old tier. Returns False when there was nothing worth compacting."""
+        Due when :attr:`needs_compaction` says so or, with ``min_ratio``, when
+        :attr:`tombstone_ratio` reaches it. The new graph is built from a copy with no lock
+        held (searches and writes go on); then, under the write lock, writes made meanwhile
+        are replayed onto it and it replaces the old tier. Returns False when there was
+        nothing worth compacting."""
         with self._lock.read():
-            if not self.needs_compaction:
+            due = self.needs_compaction if min_ratio is None else (
+                self.recent.tombstones > 0 and self.tombstone_ratio >= min_ratio)
+            if not due:
                 return False
             old = self.recent
             marker = old.next
@@ -545,6 +605,73 @@ class Collection:
             fresh.hnsw.set_ef(old.ef)
             fresh.ef = old.ef
             self.recent = fresh
+            self.version = next(_VERSIONS)
+        return True
+
+    # ------------------------------------------------- segment upkeep (rebuilds)
+    def segment_report(self) -> list[dict[str, Any]]:
+        """Per sealed segment: rows, live rows, deleted ratio and, for segments whose IVF
+        index is loaded, inverted-list skew over live rows and over all rows (as built).
+        Read lock; an unloaded segment is not loaded for this (its skew is None)."""
+        with self._lock.read():
+            out = []
+            for segment in self.segments:
+                loaded = bool(getattr(segment.ivf, "loaded", True))
+                entry: dict[str, Any] = {"seq": segment.seq, "window": segment.window, "rows": segment.n,
+                                         "live": segment.live, "loaded": loaded,
+                                         "deleted_ratio": round(1.0 - segment.live / segment.n, 4) if segment.n else 0.0,
+                                         "nlist": None, "skew": None, "built_skew": None}
+                if loaded:
+                    entry["nlist"] = segment.ivf.nlist
+                    entry["skew"] = round(list_skew(segment.ivf.list_sizes(segment.deleted)), 4)
+                    entry["built_skew"] = round(list_skew(segment.ivf.list_sizes()), 4)
+                out.append(entry)
+            return out
+
+    def plan_rebuild(self, seq: int) -> SegmentRebuild | None:
+        """Copy the live rows of segment ``seq`` for :meth:`build_rebuild` (read lock);
+        None if no such segment."""
+        with self._lock.read():
+            segment = next((s for s in self.segments if s.seq == seq), None)
+            if segment is None:
+                return None
+            positions = np.flatnonzero(~segment.deleted)
+            raw = [segment.overlay.get(pos) or segment.metadata[pos] for pos in positions.tolist()]
+            return SegmentRebuild(segment, positions, dict(segment.overlay), segment.ivf.vectors(positions),
+                                  [segment.id_of(pos) for pos in positions.tolist()],
+                                  segment.timestamps[positions].copy(), raw)
+
+    def build_rebuild(self, plan: SegmentRebuild, directory: Path) -> SealedSegment | None:
+        """Train a replacement segment over the planned live rows (CPU heavy, no lock held);
+        None when the segment had no live rows (it is simply removed)."""
+        if not len(plan.positions):
+            return None
+        with self._seq_lock:
+            seq, self._next_seq = self._next_seq, self._next_seq + 1
+        path = Path(directory) / f"{self.config.name}-{seq:08d}.f32"
+        return SealedSegment.build(seq, plan.segment.window, self.config, plan.vectors, plan.ids, plan.timestamps,
+                                   decode_many(plan.raw_metadata), path, plan.raw_metadata)
+
+    def commit_rebuild(self, plan: SegmentRebuild, built: SealedSegment | None) -> bool:
+        """Swap ``built`` in for the planned segment (write lock), replaying deletes and
+        metadata edits made since planning. False if the segment is gone (then nothing
+        changed and the caller closes ``built``); the old segment is the caller's to close."""
+        with self._lock.write():
+            old = plan.segment
+            index = next((n for n, s in enumerate(self.segments) if s is old), None)
+            if index is None:
+                return False
+            if built is None:
+                del self.segments[index]  # no live rows then, and a segment never gains rows
+            else:
+                for new_pos in np.flatnonzero(old.deleted[plan.positions]).tolist():
+                    built.delete(new_pos)
+                for pos, raw in old.overlay.items():
+                    if plan.overlay.get(pos) is not raw:  # metadata edited since planning
+                        new_pos = int(np.searchsorted(plan.positions, pos))
+                        if new_pos < len(plan.positions) and plan.positions[new_pos] == pos:
+                            built.set_metadata(new_pos, old.meta(pos))
+                self.segments[index] = built
             self.version = next(_VERSIONS)
         return True
 
@@ -608,7 +735,11 @@ def _concat(a: Candidates, b: Candidates) -> Candidates:
     return np.concatenate([a[0], b[0]]), np.concatenate([a[1], b[1]])
 
 
-def _timed(fn: Callable[[], list[Candidates]], deadline: float | None) -> list[Candidates] | None:
+def _timed(fn: Callable[[], list[Candidates]], deadline: float | None,
+           finished: list[float] | None = None) -> list[Candidates] | None:
     if deadline is not None and time.monotonic() > deadline:
         return None
-    return fn()
+    result = fn()
+    if finished is not None:
+        finished.append(time.perf_counter())
+    return result

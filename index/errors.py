@@ -23,6 +23,11 @@ class InvalidFilter(InvalidRecord):
         super().__init__("filter", message)
 
 
+class EmbeddingError(InvalidRecord):
+    """Text cannot be embedded: the collection has no ``embedding_model``, the model does not
+    load (or the ``embed`` extra is missing), or its output does not fit the collection (422)."""
+
+
 class DimensionMismatch(IndexError_):
     """A vector's length differs from its collection's dimension."""
 

@@ -100,6 +100,15 @@ def auto_nlist(n: int, nprobe: int) -> int:
     return max(1, min(int(2.5 * nprobe), n // MIN_POINTS_PER_LIST))
 
 
+def list_skew(sizes: np.ndarray) -> float:
+    """How unevenly rows fill the inverted lists: the largest list over the mean list
+    (1.0 = perfectly even; an empty segment counts as even)."""
+    total = int(np.sum(sizes))
+    if total <= 0 or len(sizes) == 0:
+        return 1.0
+    return float(np.max(sizes)) * len(sizes) / total
+
+
 def _pq_shape(d: int, m: int, n_train: int) -> tuple[int, int]:
     """Subquantisers (largest divisor of d <= m) and bits per code (<= 8, >= 39 points per centroid)."""
     m = max(x for x in range(1, min(m, d) + 1) if d % x == 0)
@@ -255,6 +264,25 @@ class IvfSegment:
     def nlist(self) -> int:
         """Inverted lists probed at most; 1 for the exhaustive flat index of a small segment."""
         return int(self._ivf.nlist) if self._ivf is not None else 1
+
+    def list_sizes(self, deleted: np.ndarray | None = None) -> np.ndarray:
+        """Rows per inverted list (int64, length :attr:`nlist`), not counting rows marked in
+        the bool mask ``deleted``; the exhaustive flat index counts as one list."""
+        if deleted is not None and (deleted.dtype != np.bool_ or deleted.shape != (self._n,)):
+            raise ValueError(f"deleted: must be a bool array of length {self._n}")
+        if self._ivf is None:
+            return np.array([self._n - (int(deleted.sum()) if deleted is not None else 0)], np.int64)
+        invlists = self._ivf.invlists
+        sizes = np.array([invlists.list_size(i) for i in range(self.nlist)], np.int64)
+        if deleted is None or not deleted.any():
+            return sizes
+        for i in np.flatnonzero(sizes).tolist():
+            ids = invlists.get_ids(i)
+            try:
+                sizes[i] -= int(deleted[faiss.rev_swig_ptr(ids, int(sizes[i]))].sum())
+            finally:
+                invlists.release_ids(i, ids)
+        return sizes
 
     # -- search -----------------------------------------------------------------------
 

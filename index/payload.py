@@ -188,6 +188,20 @@ class _Column:
     def memory_bytes(self) -> int:
         return int(self.exists.nbytes + self.null.nbytes) + 64 * len(self.impure)
 
+    def take(self, labels: Labels, remap: Labels, gen: npt.NDArray[np.uint32]) -> _Column:
+        """A column over the records at ``labels`` only, re-addressed 0..len-1 (``remap``
+        maps an old label to its new position, -1 elsewhere); new generations are all 0."""
+        out = type(self)(self.path)
+        out.exists, out.null = self.exists[labels], self.null[labels]
+        if self.impure:
+            moved = remap[np.fromiter(self.impure, np.int64, len(self.impure))]
+            out.impure = set(moved[moved >= 0].tolist())
+        self._take_values(out, labels, remap, gen)
+        return out
+
+    def _take_values(self, out: Any, labels: Labels, remap: Labels, gen: npt.NDArray[np.uint32]) -> None:
+        raise NotImplementedError
+
 
 class _KeywordColumn(_Column):
     """Strings, or arrays of strings (array membership): an inverted index value → labels."""
@@ -252,6 +266,15 @@ class _KeywordColumn(_Column):
                 del self.postings[value]
         self.entries = sum(posting.size for posting in self.postings.values())
         self.stale = 0
+
+    def _take_values(self, out: Any, labels: Labels, remap: Labels, gen: npt.NDArray[np.uint32]) -> None:
+        out.counts = self.counts[labels]
+        for value, posting in self.postings.items():
+            moved = remap[posting.live(gen)]
+            moved = np.sort(moved[moved >= 0])
+            if len(moved):
+                out.postings[value] = _Posting(moved, np.zeros(len(moved), np.uint32))
+        out.entries = sum(posting.size for posting in out.postings.values())
 
     def holders(self, values: Iterable[str], n: int, gen: npt.NDArray[np.uint32]) -> Mask:
         mask = np.zeros(n, dtype=np.bool_)
@@ -372,6 +395,9 @@ class _NumberColumn(_Column):
             return result
         return np.zeros(n, dtype=np.bool_)
 
+    def _take_values(self, out: Any, labels: Labels, remap: Labels, gen: npt.NDArray[np.uint32]) -> None:
+        out.values = self.values[labels]
+
     def to_parts(self, high: int, gen: npt.NDArray[np.uint32]) -> dict[str, Any]:
         return super().to_parts(high, gen) | {"values": _array_part(self.values[:high])}
 
@@ -446,6 +472,9 @@ class _DatetimeColumn(_Column):
         mask[held[_ORDER[op](self.raw[held], arg).astype(np.bool_)]] = True
         return mask
 
+    def _take_values(self, out: Any, labels: Labels, remap: Labels, gen: npt.NDArray[np.uint32]) -> None:
+        out.has, out.instants, out.raw = self.has[labels], self.instants[labels], self.raw[labels]
+
     def to_parts(self, high: int, gen: npt.NDArray[np.uint32]) -> dict[str, Any]:
         held = np.flatnonzero(self.has[:high])
         return super().to_parts(high, gen) | {
@@ -506,6 +535,9 @@ class _BoolColumn(_Column):
 
     def ordered(self, op: str, arg: Any, n: int, gen: npt.NDArray[np.uint32]) -> Mask:
         return np.zeros(n, dtype=np.bool_)  # bools and nulls never order
+
+    def _take_values(self, out: Any, labels: Labels, remap: Labels, gen: npt.NDArray[np.uint32]) -> None:
+        out.values = self.values[labels]
 
     def to_parts(self, high: int, gen: npt.NDArray[np.uint32]) -> dict[str, Any]:
         return super().to_parts(high, gen) | {"values": _array_part(self.values[:high])}
@@ -595,6 +627,23 @@ class PayloadIndex:
         for column in self._columns.values():
             column.assign(unique, docs, self._gen)
         self._high = max(self._high, int(unique.max()) + 1)
+
+    def take(self, labels: Sequence[int] | np.ndarray) -> PayloadIndex:
+        """A new index over the records at ``labels`` (distinct), addressed 0..len-1 in that
+        order: what a migration needs for a segment, without re-reading any document."""
+        array = self._labels(labels)
+        if len(array) and int(array.max()) >= len(self._live):
+            raise ValueError("labels beyond the index's capacity")
+        n = len(array)
+        out = PayloadIndex(self.fields, 0)
+        remap = np.full(len(self._live), -1, np.int64)
+        remap[array] = np.arange(n)
+        out._live = self._live[array]
+        out._gen = np.zeros(n, np.uint32)
+        out._high = n
+        # Cleared labels are already blank in every column (and stale in the postings).
+        out._columns = {path: column.take(array, remap, self._gen) for path, column in self._columns.items()}
+        return out
 
     def clear(self, labels: Sequence[int] | np.ndarray) -> None:
         """Forget records (deleted); labels never set are ignored."""

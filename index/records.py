@@ -12,7 +12,7 @@ from typing import Any, Final
 import msgspec
 import numpy as np
 
-from .errors import CollectionExists, DimensionMismatch, InvalidRecord
+from .errors import CollectionExists, DimensionMismatch, EmbeddingError, InvalidRecord
 from .filters import parse_datetime
 from .ivf import QUANTIZERS
 from .schema import SCHEMAS, video_nft_key
@@ -54,6 +54,7 @@ class CollectionConfig:
     ivf_rerank: int = 4
     payload: tuple[tuple[str, str], ...] = ()
     segment_records: int = 100_000
+    embedding_model: str | None = None  # sentence-transformers model for search by text (index/embed.py)
 
     def validate(self) -> None:
         """Raise InvalidRecord naming the first bad field."""
@@ -81,6 +82,9 @@ class CollectionConfig:
             raise InvalidRecord("ivf", "nlist >= 0 (0 = auto), nprobe 1..65536, rerank 1..100")
         if not 1 <= self.segment_records <= 10_000_000:
             raise InvalidRecord("segment_records", "must be from 1 to 10,000,000")
+        if self.embedding_model is not None and (
+                not isinstance(self.embedding_model, str) or not 1 <= len(self.embedding_model) <= 1024):
+            raise InvalidRecord("embedding_model", "must be a model directory or an installed model package name")
         for path, kind in self.payload:
             if not isinstance(path, str) or not path or kind not in PAYLOAD_TYPES:
                 raise InvalidRecord("payload", f"{path!r}: type must be one of {', '.join(PAYLOAD_TYPES)}")
@@ -109,9 +113,10 @@ class RawItem:
     """An upsert as the caller sent it, before validation."""
 
     id: str | int | None
-    vector: Sequence[float] | np.ndarray
+    vector: Sequence[float] | np.ndarray | None
     metadata: dict[str, Any] | None = None
     timestamp: str | float | int | None = None
+    text: str | None = None  # instead of ``vector``: embedded by the collection's model (Database.upsert)
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +230,8 @@ def _prepare_one(config: CollectionConfig, item: RawItem, now: float) -> tuple[s
     if len(_JSON.encode(metadata)) > MAX_METADATA_BYTES:
         raise InvalidRecord("metadata", f"is larger than {MAX_METADATA_BYTES} bytes encoded")
     vector = item.vector
+    if vector is None or item.text is not None:
+        raise _no_vector(config, item)
     if isinstance(vector, np.ndarray):
         if vector.ndim != 1:
             raise InvalidRecord("vector", "must be a flat array of numbers")
@@ -239,6 +246,19 @@ def _prepare_one(config: CollectionConfig, item: RawItem, now: float) -> tuple[s
     if len(row) != config.dimension:
         raise DimensionMismatch(f"vector has {len(row)} dimensions, collection {config.name!r} has {config.dimension}")
     return record_id, row, metadata, parse_timestamp(item.timestamp, now)
+
+
+def _no_vector(config: CollectionConfig, item: RawItem) -> InvalidRecord:
+    """Why an item that reached validation without a vector, or with both, is refused (the
+    engine replaces ``text`` by its embedding before validation when it can)."""
+    if item.vector is None and item.text is None:
+        return InvalidRecord("vector", "is required" + (" (or 'text')" if config.embedding_model else ""))
+    if item.vector is not None:
+        return InvalidRecord("text", "send either 'vector' or 'text', not both")
+    if config.embedding_model is None:
+        return EmbeddingError("text", f"collection {config.name!r} has no embedding_model; send 'vector', "
+                                      "or create the collection with an embedding_model")
+    return EmbeddingError("text", "was not embedded")
 
 
 def prepare_batch(config: CollectionConfig, items: Sequence[RawItem]) -> tuple[Batch, list[ItemError]]:
@@ -257,6 +277,9 @@ def prepare_batch(config: CollectionConfig, items: Sequence[RawItem]) -> tuple[B
     for index, item in enumerate(items):
         try:
             record_id, row, meta, stamp = _prepare_one(config, item, now)
+        except EmbeddingError as exc:
+            errors.append(ItemError(index, _safe_id(item.id), "embedding_error", str(exc)))
+            continue
         except InvalidRecord as exc:
             errors.append(ItemError(index, _safe_id(item.id), "invalid_request", str(exc)))
             continue

@@ -34,13 +34,22 @@ from s5vec.index import scoring
 from s5vec.index.records import MAX_METADATA_BYTES
 from s5vec.index.scoring import ScoringSpec
 from s5vec.index.schema import SCHEMAS
-from s5vec.storage import BlobId, BlobStore, LocalBlobStore, StorageError, WriteAheadLog, encode_blob
+from s5vec.storage import (
+    BlobId, BlobNotFound, BlobStore, LocalBlobStore, RootConflict, StorageError, WriteAheadLog, encode_blob,
+)
 
+from .events import Change, EventBus, deleted, metadata_replaced, upserted
+from .health import Probe, StorageHealth
+from .memory import release_free_memory
+from .backup import BackupCatalog
+from .embedding import Embedder
 from .manifest import SegmentRefs, new_manifest, read_collection, read_manifest, referenced_blobs, write_snapshot
+from .metrics import Metrics
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 _GROUP_MAX_OPS: Final = 256
+_RETRY_FIRST_S: Final = 1.0
 
 
 class DataDirLocked(StorageError):
@@ -63,6 +72,8 @@ class EngineConfig:
     lazy_segments: bool = True
     migrate_max_records: int = 1_000_000
     wal_segment_bytes: int = 64 << 20
+    storage_probe_s: float = 30.0          # how often a remote backend is asked whether it answers
+    checkpoint_retry_max_s: float = 60.0   # longest wait between retries of a failed checkpoint
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +108,14 @@ class _Op:
 class Database:
     """Everything one data directory holds. Create with :meth:`open`, end with :meth:`close`."""
 
-    def __init__(self, data_dir: Path, config: EngineConfig, store: BlobStore | None = None) -> None:
+    def __init__(self, data_dir: Path, config: EngineConfig, store: BlobStore | None = None,
+                 events: EventBus | None = None, storage_mode: str = "local",
+                 metrics: Metrics | None = None, scheduled: bool = False) -> None:
         self.data_dir = Path(data_dir)
+        self.scheduled = scheduled
         self.config = config
+        self.events = events or EventBus()
+        self.metrics = metrics or Metrics()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._scratch = self.data_dir / "tmp"
         self._segment_dir = self.data_dir / "segments"
@@ -111,9 +127,17 @@ class Database:
         self._checkpoint_token: tuple[Any, ...] = ()
         self._io = ThreadPoolExecutor(4, thread_name_prefix="s5vec-io")
         self.store: BlobStore = store or LocalBlobStore(self.data_dir, self._io)
+        self.backups = BackupCatalog(self.data_dir, self.store)
+        self.gc_grace_s = 0.0  # a blob unreferenced for less than this is kept (set by ops.jobs)
+        self._unreferenced: dict[BlobId, float] = {}  # blob -> when garbage collection first found it unreferenced
+        self.last_gc: dict[str, Any] = {}
+        self.storage = StorageHealth(storage_mode)
+        self._retry_at = 0.0
+        self._next_probe = 0.0
         self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="s5vec-writer")
         self._index_pool = ThreadPoolExecutor(1, thread_name_prefix="s5vec-indexer")
         self._read_pool = ThreadPoolExecutor(config.search_threads, thread_name_prefix="s5vec-search")
+        self.embedder = Embedder()  # text → vector for collections with an embedding_model
         self._wal = WriteAheadLog(self.data_dir / "wal", config.wal_segment_bytes)
         self.collections: dict[str, Collection] = {}
         self._queue: asyncio.Queue[_Op] = asyncio.Queue()
@@ -130,13 +154,22 @@ class Database:
         self.last_checkpoint = time.time()
         self.applied_lsn = 0
         self.ready = False
+        self.detached = False  # a restore replaced the directory's state: memory must never be checkpointed
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
     async def open(cls, data_dir: Path, config: EngineConfig | None = None,
-                   store: BlobStore | None = None) -> Database:
-        """Lock the directory, load the last checkpoint, replay the WAL, start workers."""
-        db = cls(data_dir, config or EngineConfig(), store)
+                   store: BlobStore | None = None, events: EventBus | None = None,
+                   storage_mode: str = "local", metrics: Metrics | None = None,
+                   scheduled: bool = False) -> Database:
+        """Lock the directory, load the last checkpoint, replay the WAL, start workers.
+        Replayed records are published to ``events`` (nobody listens yet: they fill its
+        window, so feeds resume across a restart from the last checkpoint on).
+        ``storage_mode`` only labels ``self.storage`` (the health of ``store``); ``metrics``
+        receives search timings and job runs (a private one when None). With ``scheduled``
+        the periodic checkpoints and migrations are left to a scheduler (:mod:`s5vec.ops.jobs`
+        calls :meth:`checkpoint_due` and :meth:`migrate`); the database runs no loop for them."""
+        db = cls(data_dir, config or EngineConfig(), store, events, storage_mode, metrics, scheduled)
         try:
             await db._open()
         except BaseException:
@@ -164,23 +197,30 @@ class Database:
                                                          segments, self._scratch)
             self.checkpoint_lsn = self.applied_lsn = int(manifest["lsn"])
             self._checkpoint_token = self._state_token()
+        self.events.start_at(self.checkpoint_lsn)
         replayed = await self._run(self._writer_pool, self._replay)
         log.info("opened %s: %d collections, checkpoint LSN %d, %d WAL records replayed",
                  self.data_dir, len(self.collections), self.checkpoint_lsn, replayed)
         self._tasks = [asyncio.create_task(self._writer(), name="s5vec-writer"),
                        asyncio.create_task(self._indexer(), name="s5vec-indexer"),
-                       asyncio.create_task(self._checkpointer(), name="s5vec-checkpointer"),
-                       asyncio.create_task(self._search_dispatcher(), name="s5vec-search"),
-                       asyncio.create_task(self._migrator(), name="s5vec-migrator")]
+                       asyncio.create_task(self._search_dispatcher(), name="s5vec-search")]
+        if not self.scheduled:
+            self._tasks += [asyncio.create_task(self._checkpointer(), name="s5vec-checkpointer"),
+                            asyncio.create_task(self._migrator(), name="s5vec-migrator")]
         self._pending_changed.set()
         self.ready = True
 
     def _replay(self) -> int:
         count = 0
+        changes: list[Change] = []
         for lsn, payload in self._wal.recover(self.checkpoint_lsn):
-            self._apply_record(cbor2.loads(payload))
+            self._apply_record(cbor2.loads(payload), None, changes, lsn)
             self.applied_lsn = lsn
             count += 1
+            if len(changes) >= 1024:  # the bus trims its window as it goes
+                self.events.publish(changes)
+                changes = []
+        self.events.publish(changes, self.applied_lsn)
         return count
 
     async def close(self, checkpoint: bool = True) -> None:
@@ -210,14 +250,20 @@ class Database:
             if not future.done():
                 future.set_exception(StorageError("database is shutting down"))
         self._searches = []
-        if checkpoint and self._lock_fd is not None:
-            try:
-                await self.checkpoint()
-            except Exception:
-                log.exception("final checkpoint failed; the WAL still holds every write")
+        if checkpoint and self._lock_fd is not None and not self.detached:
+            if self.storage.degraded and not await self.probe_storage():
+                log.warning("storage backend unavailable: no final checkpoint; the WAL holds every write")
+            else:
+                try:
+                    await self.checkpoint()
+                except StorageError as exc:
+                    log.error("final checkpoint failed (%s); the WAL still holds every write", exc)
+                except Exception:
+                    log.exception("final checkpoint failed; the WAL still holds every write")
         await self._release()
 
     async def _release(self) -> None:
+        await self.embedder.close()
         self._wal.close()
         for coll in self.collections.values():
             coll.close()
@@ -270,7 +316,9 @@ class Database:
             hits = scoring.rerank(hits, q.scoring, time.time(), q.k)
             if q.score_threshold is not None:
                 hits = [h for h in hits if h.score >= q.score_threshold]
-        return hits, bool(report.get("partial"))
+        partial = bool(report.get("partial"))
+        self.metrics.observe_search(report.get("seconds", {}), 1, partial)
+        return hits, partial
 
     async def _search_dispatcher(self) -> None:
         inflight: set[asyncio.Task[None]] = set()
@@ -300,10 +348,12 @@ class Database:
             coll = self.collection(name)
             queries = np.stack([item[1] for item in items]) if len(items) > 1 else items[0][1][None, :]
             threads = max(1, self.config.index_threads // max(1, self.config.search_batches))
+            report: dict[str, Any] = {}
             results = await self._run(self._read_pool, functools.partial(
                 coll.search_batch, queries, k, ef, None, None, include_metadata, include_vector,
                 nprobe=nprobe, recent=recent, historical=historical, num_threads=threads,
-                executor=self._tier_pool))
+                executor=self._tier_pool, report=report))
+            self.metrics.observe_search(report.get("seconds", {}), len(items))
         except BaseException as exc:
             for item in items:
                 if not item[3].done():
@@ -320,6 +370,33 @@ class Database:
     async def get(self, name: str, record_id: str, include_vector: bool = True) -> Hit:
         # on a worker: a lazily loaded segment may have to fetch its blobs first
         return await self._run(self._read_pool, self.collection(name).get, record_id, include_vector)
+
+    async def ids_after(self, name: str, after: str | None = None) -> list[str]:
+        """Every live id of a collection in id order, after ``after`` (see Collection.ids_after)."""
+        return await self._run(self._read_pool, self.collection(name).ids_after, after)
+
+    async def get_many(self, name: str, ids: Sequence[str], include_vector: bool = True) -> list[Hit]:
+        """The live records among ``ids``, in that order (absent ones skipped)."""
+        return await self._run(self._read_pool, self.collection(name).get_many, ids, include_vector)
+
+    async def find(self, name: str, spec: dict[str, Any] | None, limit: int, offset: int = 0,
+                   include_vector: bool = False) -> tuple[int, list[Hit]]:
+        """Records whose metadata matches ``spec`` (every record when None or empty), in storage
+        order: how many match, and the hits from ``offset``, at most ``limit``.
+        Raises CollectionNotFound, InvalidFilter."""
+        coll = self.collection(name)
+
+        def run() -> tuple[int, list[Hit]]:
+            ids = coll.ids_matching(spec or {})
+            hits: list[Hit] = []
+            for record_id in ids[offset:offset + limit]:
+                try:
+                    hits.append(coll.get(record_id, include_vector))
+                except RecordNotFound:  # deleted between the two reads
+                    continue
+            return len(ids), hits
+
+        return await self._run(self._read_pool, run)
 
     @property
     def wal_bytes(self) -> int:
@@ -344,6 +421,7 @@ class Database:
         if existing is not None:
             check_same_definition(existing.config, config)
             return False
+        await self.embedder.check(config)  # the model loads and fits the dimension (EmbeddingError)
         future = asyncio.get_running_loop().create_future()
         return bool(await self._submit(_Op("create", config.name, {"config": config.to_dict()}, future,
                                            config=config)))
@@ -354,8 +432,11 @@ class Database:
         await self._submit(_Op("drop", name, {}, future))
 
     async def upsert(self, name: str, items: Sequence[RawItem]) -> tuple[list[str], list[ItemError]]:
-        """Validate and durably upsert ``items``; returns (ids written, per-item errors)."""
+        """Validate and durably upsert ``items``; returns (ids written, per-item errors).
+        Items with ``text`` instead of a vector are embedded by the collection's model first."""
         coll = self.collection(name)
+        if any(item.text is not None for item in items):
+            items = await self.embedder.embed_items(coll.config, items)
         if len(items) > 64:
             batch, errors = await self._run(self._read_pool, prepare_batch, coll.config, items)
         else:
@@ -363,6 +444,12 @@ class Database:
         if len(batch):
             await self.upsert_batch(name, batch)
         return batch.ids, errors
+
+    async def embed_query(self, name: str, text: str) -> np.ndarray:
+        """``text`` as a query vector by the collection's ``embedding_model`` (EmbeddingError
+        naming ``text`` when it has none)."""
+        rows = await self.embedder.encode(self.collection(name).config, [text])
+        return rows[0]
 
     async def upsert_batch(self, name: str, batch: Batch) -> None:
         """Durably upsert an already validated batch."""
@@ -411,15 +498,35 @@ class Database:
         """Move records older than each collection's recent threshold into sealed IVF
         segments (one per time window). Safe to run at any time; a crash midway leaves
         every record in the recent tier, as the last checkpoint and the WAL describe it."""
+        started = time.perf_counter()
+        try:
+            result = await self._migrate(max_records, now)
+        except Exception:
+            self.metrics.job_finished("migration", "failure", time.perf_counter() - started)
+            raise
+        self.metrics.job_finished("migration", "success" if result["moved"] else "skipped",
+                                  time.perf_counter() - started)
+        return result
+
+    @property
+    def migrating(self) -> bool:
+        """Whether a migration is running now."""
+        return self._migrate_lock.locked()
+
+    async def _migrate(self, max_records: int | None = None, now: float | None = None) -> dict[str, Any]:
         limit = max_records or self.config.migrate_max_records
         async with self._migrate_lock:
             started = time.time()
             moved = 0
             segments = 0
+            announced = False
             for name, coll in list(self.collections.items()):
                 plan = await self._run(self._read_pool, coll.plan_migration, now, limit)
                 if plan is None:
                     continue
+                if not announced:
+                    self.events.publish_job("migration_started", {"started": started})
+                    announced = True
                 built = await self._run(self._migrate_pool, coll.build_migration, plan, self._segment_dir)
                 if self.collections.get(name) is not coll:  # dropped meanwhile
                     for segment in built:
@@ -429,12 +536,15 @@ class Database:
                 segments += len(built)
                 if coll.needs_compaction:
                     await self._run(self._migrate_pool, coll.compact, self.config.index_threads)
+                    await self._run(self._migrate_pool, release_free_memory)
             elapsed = time.time() - started
             self.last_migration = {"moved": moved, "segments": segments, "seconds": round(elapsed, 3),
                                    "finished": time.time()}
             if moved:
                 log.info("migrated %d records into %d segments in %.2fs", moved, segments, elapsed)
                 self._pending_changed.set()
+            if announced:
+                self.events.publish_job("migration_completed", dict(self.last_migration))
             return self.last_migration
 
     async def _migrator(self) -> None:
@@ -470,11 +580,11 @@ class Database:
     async def _commit_group(self, ops: list[_Op]) -> None:
         async with self._write_lock:
             try:
-                results = await self._run(self._writer_pool, self._commit, ops)
+                results, changes = await self._run(self._writer_pool, self._commit, ops)
             except Exception as exc:  # WAL failure: nothing was applied or acknowledged
                 log.error("WAL commit of %d operations failed: %s", len(ops), exc)
                 error = exc if isinstance(exc, StorageError) else StorageError(str(exc))
-                results = [error] * len(ops)
+                results, changes = [error] * len(ops), []
         for op, result in zip(ops, results):
             if op.future.done():
                 continue
@@ -482,12 +592,15 @@ class Database:
                 op.future.set_exception(result)
             else:
                 op.future.set_result(result)
+        self.events.publish(changes, self.applied_lsn)
 
-    def _commit(self, ops: list[_Op]) -> list[Any]:
-        """Writer thread: check each op against the state, log the good ones, apply them."""
+    def _commit(self, ops: list[_Op]) -> tuple[list[Any], list[Change]]:
+        """Writer thread: check each op against the state, log the good ones, apply them.
+        Returns each op's result and the changes to publish as events."""
         names = set(self.collections)
         accepted: list[tuple[int, _Op, dict[str, Any]]] = []
         results: list[Any] = [None] * len(ops)
+        changes: list[Change] = []
         for position, op in enumerate(ops):
             if op.kind == "create":
                 if op.collection in names:
@@ -509,11 +622,13 @@ class Database:
             lsn = self._wal.append([cbor2.dumps(record) for _, _, record in accepted])
             first = lsn - len(accepted) + 1
             for offset, (position, op, record) in enumerate(accepted):
-                results[position] = self._apply_record(record, op)
+                results[position] = self._apply_record(record, op, changes, first + offset)
                 self.applied_lsn = first + offset
-        return results
+        return results, changes
 
-    def _apply_record(self, record: dict[str, Any], op: _Op | None = None) -> Any:
+    def _apply_record(self, record: dict[str, Any], op: _Op | None = None, changes: list[Change] | None = None,
+                      lsn: int = 0) -> Any:
+        """Apply one WAL record; with ``changes``, append what it changed (for events)."""
         kind, name = record["op"], record["c"]
         if kind == "create":
             config = op.config if op and op.config else CollectionConfig.from_dict(record["config"])
@@ -533,15 +648,25 @@ class Database:
                 coll.apply_metadata(record["id"], record["m"])
             except RecordNotFound as exc:
                 return exc
+            if changes is not None:
+                hit = coll.get(record["id"], include_vector=True)
+                changes.append(metadata_replaced(lsn, name, hit.id, hit.vector, record["m"], hit.timestamp or 0.0))
             return None
         if kind == "upsert":
             batch = op.batch if op and op.batch is not None else Batch(
                 list(record["ids"]),
                 np.frombuffer(record["v"], np.float32).reshape(len(record["ids"]), coll.config.dimension),
                 list(record["m"]), np.frombuffer(record["t"], np.float64))
-            coll.apply_upsert(batch)
+            existed = coll.apply_upsert(batch)
+            if changes is not None:
+                changes.append(upserted(lsn, name, batch.ids, batch.vectors, batch.metadata, batch.timestamps,
+                                        existed))
             return len(batch)
         if kind == "delete":
+            if changes is not None:
+                present = [rid for rid in record["ids"] if coll.contains(rid)]
+                if present:
+                    changes.append(deleted(lsn, name, present))
             return coll.apply_delete(record["ids"])
         raise StorageError(f"unknown WAL operation {kind!r}")
 
@@ -572,18 +697,86 @@ class Database:
 
     # ---------------------------------------------------------------- checkpoints
     async def _checkpointer(self) -> None:
+        """Checkpoint when due; after a failure retry with exponential backoff (the WAL
+        keeps every write meanwhile); probe a remote backend every ``storage_probe_s``."""
         while True:
-            await asyncio.sleep(1.0)
-            due = time.time() - self.last_checkpoint >= self.config.checkpoint_interval_s
-            if due or self.wal_bytes >= self.config.checkpoint_wal_bytes:
+            if await self.checkpoint_due():
                 try:
                     await self.checkpoint()
+                except StorageError:
+                    pass  # recorded and logged by checkpoint(); retried after the backoff
                 except Exception:
                     log.exception("checkpoint failed; will retry")
-                    self.last_checkpoint = time.time()
+            await asyncio.sleep(1.0)
+
+    async def checkpoint_due(self) -> bool:
+        """One tick of the checkpointer (call about once a second): probe a remote backend
+        every ``storage_probe_s``, then say whether a checkpoint is due: after
+        ``checkpoint_interval_s``, past ``checkpoint_wal_bytes`` of WAL, or, after a
+        failure, once its exponential backoff has passed."""
+        now = time.time()
+        if now >= self._next_probe:
+            self._next_probe = now + self.config.storage_probe_s
+            await self.probe_storage()
+        if self.storage.consecutive_failures:
+            return now >= self._retry_at
+        return (now - self.last_checkpoint >= self.config.checkpoint_interval_s
+                or self.wal_bytes >= self.config.checkpoint_wal_bytes)
+
+    async def probe_storage(self) -> bool:
+        """Ask the backend whether it answers (stores without ``ping`` always do); records
+        the answer in ``self.storage`` and logs a change once."""
+        if not isinstance(self.store, Probe):
+            return True
+        try:
+            ok = await self.store.ping()
+        except Exception as exc:  # a probe must never take the checkpointer down
+            ok = False
+            log.debug("storage probe raised %s", type(exc).__name__)
+        if self.storage.record_probe(ok):
+            if ok:
+                log.info("storage backend (%s) answers again", self.storage.mode)
+            else:
+                log.warning("storage backend (%s) does not answer; writes continue into the WAL, "
+                            "checkpoints wait", self.storage.mode)
+        return ok
+
+    def _checkpoint_failed(self, exc: BaseException) -> None:
+        if self.storage.record_failure(exc):
+            log.warning("checkpoint failed, root pointer unchanged, WAL kept; retrying with backoff: %s",
+                        self.storage.last_error)
+        else:
+            log.debug("checkpoint failed again (%d in a row): %s", self.storage.consecutive_failures,
+                      self.storage.last_error)
+        delay = min(self.config.checkpoint_retry_max_s,
+                    _RETRY_FIRST_S * 2 ** min(self.storage.consecutive_failures - 1, 16))
+        self._retry_at = time.time() + delay
 
     async def checkpoint(self) -> BlobId | None:
-        """Persist every collection as blobs + a manifest, swing the root, trim the WAL."""
+        """Persist every collection as blobs + a manifest, swing the root, trim the WAL.
+
+        Raises StorageError (BackendUnavailable, ...) when the backend fails; then the root
+        is not moved, the WAL is kept, and ``self.storage`` records the failure."""
+        if self.detached:
+            raise StorageError("the data directory was restored underneath this database; reopen it")
+        unchanged = self.root
+        started = time.perf_counter()
+        try:
+            manifest_id = await self._checkpoint()
+        except Exception as exc:
+            self.metrics.job_finished("checkpoint", "failure", time.perf_counter() - started)
+            if isinstance(exc, StorageError):
+                self._checkpoint_failed(exc)
+            raise
+        if manifest_id == unchanged:
+            self.metrics.job_finished("checkpoint", "skipped", time.perf_counter() - started)
+            return manifest_id  # nothing new to store: the backend was not asked, so it proved nothing
+        self.metrics.job_finished("checkpoint", "success", time.perf_counter() - started)
+        if self.storage.record_success(self.last_checkpoint):
+            log.info("checkpoint succeeded: storage backend (%s) is healthy again", self.storage.mode)
+        return manifest_id
+
+    async def _checkpoint(self) -> BlobId | None:
         async with self._checkpoint_lock:
             async with self._write_lock:
                 lsn = self.applied_lsn
@@ -601,38 +794,136 @@ class Database:
             manifest = new_manifest(lsn, entries, self.root)
             blob = await self._run(self._io, encode_blob, manifest)
             manifest_id = await self.store.put(blob)
-            await self.store.set_root(manifest_id, self.root)
+            await self._swing_root(manifest_id, lsn)
             previous, self.root = self.root, manifest_id
             self.checkpoint_lsn, self.last_checkpoint = lsn, time.time()
             self._checkpoint_token = token
             await self._run(self._writer_pool, self._wal.truncate_through, lsn)
-            await self._collect_garbage(manifest_id)
+            try:
+                await self._collect_garbage(manifest_id)
+            except StorageError as exc:  # the checkpoint stands; unreferenced blobs wait for the next one
+                log.warning("garbage collection after checkpoint %s failed: %s", manifest_id, exc)
             log.info("checkpoint at LSN %d: manifest %s (%.2fs)", lsn, manifest_id, time.time() - started)
+            self.events.publish_job("checkpoint_completed", {"lsn": lsn, "manifest": str(manifest_id),
+                                                             "seconds": round(time.time() - started, 3)})
             del previous
             return manifest_id
 
     def _state_token(self) -> tuple[Any, ...]:
         """Changes whenever a checkpoint would store something new: writes (LSN), graph
         progress, migrations and tuning (which do not go through the WAL)."""
-        return (self.applied_lsn, tuple((name, c.recent.hnsw_upto, len(c.segments), len(c.recent.parked),
+        return (self.applied_lsn, tuple((name, c.recent.hnsw_upto, tuple(s.seq for s in c.segments),
+                                         len(c.recent.parked),
                                          tuple(sorted(c.tuned.items())), id(c.recent))
                                         for name, c in sorted(self.collections.items())))
 
+    async def _swing_root(self, manifest_id: BlobId, lsn: int) -> None:
+        """Compare-and-set the root from ``self.root`` to ``manifest_id``.
+
+        A swap that timed out may have landed although it was not acknowledged: the next
+        one then finds the root at a manifest built by this database on the same root
+        (its ``previous`` is ``self.root``, its LSN at most ``lsn``) and swaps from it."""
+        try:
+            await self.store.set_root(manifest_id, self.root)
+            return
+        except RootConflict:
+            current = await self.store.get_root()
+            if current is None or current == self.root:
+                raise
+            manifest = await read_manifest(self.store, current)
+            previous = manifest.get("previous")
+            ours = (BlobId.from_bytes(previous) if previous else None) == self.root and int(manifest["lsn"]) <= lsn
+            if not ours:
+                raise
+        log.info("root pointer was already at %s (an unacknowledged earlier swap); moving on", current)
+        await self.store.set_root(manifest_id, current)
+
     async def _collect_garbage(self, current: BlobId) -> int:
-        """Delete blobs that none of the last ``keep_manifests`` manifests reference."""
+        """Delete blobs that none of the last ``keep_manifests`` manifests and no retained
+        backup reference, once they have been unreferenced for ``gc_grace_s``. Runs under
+        the checkpoint lock (a checkpoint in flight has stored blobs no manifest names yet)."""
         keep: set[BlobId] = set()
         manifest_id: BlobId | None = current
         for _ in range(self.config.keep_manifests):
             if manifest_id is None:
                 break
-            manifest = await read_manifest(self.store, manifest_id)
+            try:
+                manifest = await read_manifest(self.store, manifest_id)
+            except BlobNotFound:
+                if manifest_id == current:
+                    raise
+                break  # an older manifest is gone already (a restored directory starts a new chain)
             keep.add(manifest_id)
             keep.update(referenced_blobs(manifest))
             previous = manifest.get("previous")
             manifest_id = BlobId.from_bytes(previous) if previous else None
+        keep.update(await self.backups.pinned())
+        now = time.time()
+        unreferenced: dict[BlobId, float] = {}
         removed = 0
         for blob_id in await self.store.list():
-            if blob_id not in keep:
+            if blob_id in keep:
+                continue
+            since = self._unreferenced.get(blob_id, now)
+            if now - since >= self.gc_grace_s:
                 await self.store.delete(blob_id)
                 removed += 1
+            else:
+                unreferenced[blob_id] = since
+        self._unreferenced = unreferenced
+        self.last_gc = {"finished": now, "removed": removed, "waiting": len(unreferenced), "kept": len(keep)}
         return removed
+
+    async def collect_garbage(self) -> int:
+        """Run garbage collection now (between checkpoints); returns how many blobs went."""
+        async with self._checkpoint_lock:
+            if self.root is None:
+                return 0
+            return await self._collect_garbage(self.root)
+
+    async def compact(self, tombstone_ratio: float) -> list[str]:
+        """Rebuild the recent tier (HNSW graph) of every collection whose tombstones reach
+        ``tombstone_ratio`` of its labels, off-lock (see Collection.compact); returns their names."""
+        compacted = []
+        async with self._migrate_lock:
+            for name, coll in list(self.collections.items()):
+                if await self._run(self._migrate_pool, coll.compact, self.config.index_threads, tombstone_ratio):
+                    compacted.append(name)
+            if compacted:
+                await self._run(self._migrate_pool, release_free_memory)
+        return compacted
+
+    async def rebuild_segments(self, choose: Callable[[Collection], list[int]],
+                               stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+        """Re-train the sealed segments ``choose`` picks (by seq; called on a worker thread
+        per collection) from their live rows: built with no lock held, swapped in under the
+        collection's write lock while no checkpoint is storing. ``stop`` is asked between
+        segments. Returns how many segments were rebuilt and removed (no live rows left)."""
+        rebuilt = removed = 0
+        started = time.time()
+        async with self._migrate_lock:
+            for name, coll in list(self.collections.items()):
+                for seq in await self._run(self._read_pool, choose, coll):
+                    if (stop is not None and stop()) or self.collections.get(name) is not coll:
+                        break
+                    plan = await self._run(self._read_pool, coll.plan_rebuild, seq)
+                    if plan is None:
+                        continue
+                    built = await self._run(self._migrate_pool, coll.build_rebuild, plan, self._segment_dir)
+                    async with self._checkpoint_lock:  # no checkpoint reads the old segment now
+                        swapped = (self.collections.get(name) is coll
+                                   and await self._run(self._io, coll.commit_rebuild, plan, built))
+                    gone = plan.segment if swapped else built
+                    if gone is not None:
+                        # on the migrate thread: after any tune() still reading the old segment
+                        await self._run(self._migrate_pool, gone.close)
+                        (self._segment_dir / f"{name}-{gone.seq:08d}.f32").unlink(missing_ok=True)
+                    if swapped:
+                        self._segment_refs.frozen.pop((name, seq), None)
+                        for key in [k for k in self._segment_refs.mutable if k[:2] == (name, seq)]:
+                            del self._segment_refs.mutable[key]
+                        rebuilt += built is not None
+                        removed += built is None
+        if rebuilt or removed:
+            log.info("rebuilt %d segments, removed %d empty ones in %.2fs", rebuilt, removed, time.time() - started)
+        return {"rebuilt": rebuilt, "removed": removed, "seconds": round(time.time() - started, 3)}

@@ -1,52 +1,41 @@
-"""End to end: ``s5vec serve`` as a subprocess, killed with SIGKILL mid-ingest."""
+"""End to end: ``s5vec serve`` as a subprocess, killed with SIGKILL mid-ingest, driven
+through the Python client (``s5vec.client``)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import numpy as np
 import pytest
-
 from conftest import Daemon
+from s5vec.client import AsyncClient, Client, S5vecError
 
 pytestmark = pytest.mark.e2e
-API = "/api/v1"
 
 
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        return json.load(resp)
-
-
-async def writer(session: aiohttp.ClientSession, url: str, worker: int, vectors: np.ndarray,
-                 acked: set[str], sent: set[str], batch: int) -> None:
+async def writer(client: AsyncClient, worker: int, vectors: np.ndarray, acked: set[str], sent: set[str],
+                 batch: int) -> None:
     """Send batches until the daemon dies; record ids whose batch was acknowledged."""
     for start in range(0, len(vectors), batch):
         ids = [f"w{worker}-{i}" for i in range(start, min(start + batch, len(vectors)))]
-        body = {"vectors": [{"id": rid, "vector": vectors[int(rid.split('-')[1])].tolist(),
-                             "metadata": {"worker": worker}} for rid in ids]}
+        records = [{"id": rid, "vector": vectors[int(rid.split("-")[1])], "metadata": {"worker": worker}}
+                   for rid in ids]
         sent.update(ids)
         try:
-            async with session.post(f"{url}{API}/collections/crash/vectors/batch", json=body) as resp:
-                if resp.status != 200:
-                    return
-                result = await resp.json()
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+            result = await client.upsert_batch("crash", records)
+        except S5vecError:  # the connection broke or was refused: the daemon is gone
             return
-        assert result["failed"] == 0
+        assert result.failed == 0
         acked.update(ids)
 
 
 async def ingest_and_kill(daemon: Daemon, vectors: np.ndarray, kill_after: int) -> tuple[set[str], set[str]]:
     acked: set[str] = set()
     sent: set[str] = set()
-    async with aiohttp.ClientSession() as session:
-        tasks = [asyncio.create_task(writer(session, daemon.url, w, vectors, acked, sent, 50)) for w in range(4)]
+    async with AsyncClient(daemon.url, retries=0) as client:  # no retries: a write either lands or fails
+        tasks = [asyncio.create_task(writer(client, w, vectors, acked, sent, 50)) for w in range(4)]
         async with asyncio.timeout(60):
             while len(acked) < kill_after:
                 await asyncio.sleep(0.005)
@@ -58,39 +47,34 @@ async def ingest_and_kill(daemon: Daemon, vectors: np.ndarray, kill_after: int) 
 def test_acknowledged_writes_survive_sigkill_and_restart(daemon: Daemon, minilm: Any) -> None:
     vectors = minilm.base[:1500]
     daemon.start()
-    req = urllib.request.Request(f"{daemon.url}{API}/collections", method="POST",
-                                 data=json.dumps({"name": "crash", "dimension": 384}).encode(),
-                                 headers={"Content-Type": "application/json"})
-    urllib.request.urlopen(req, timeout=10).close()
+    with Client(daemon.url) as client:
+        client.create_collection("crash", 384)
 
     acked, sent = asyncio.run(ingest_and_kill(daemon, vectors, kill_after=1200))
     assert len(acked) >= 1200
     assert daemon.proc is not None and daemon.proc.returncode == -9
 
     daemon.start()
-    info = get_json(f"{daemon.url}{API}/collections/crash")
-    # every acknowledged write is there; nothing that was never sent appears; no duplicates
-    assert len(acked) <= info["count"] <= len(sent)
-    for rid in sorted(acked)[::7]:
-        record = get_json(f"{daemon.url}{API}/collections/crash/vectors/{rid}")
-        assert record["metadata"]["worker"] == int(rid[1])
-        index = int(rid.split("-")[1])
-        assert np.allclose(record["vector"], vectors[index] / np.linalg.norm(vectors[index]), atol=1e-6)
-    # search sees each id at most once and finds an acknowledged record by its own vector
-    probe = sorted(acked)[0]
-    body = json.dumps({"vector": vectors[int(probe.split("-")[1])].tolist(), "k": 20}).encode()
-    req = urllib.request.Request(f"{daemon.url}{API}/collections/crash/search", data=body, method="POST",
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        results = json.load(resp)["results"]
-    ids = [r["id"] for r in results]
-    assert len(ids) == len(set(ids))
-    assert probe in ids[:4]  # the four workers wrote the same vector under four ids
+    with Client(daemon.url) as client:
+        info = client.get_collection("crash")
+        # every acknowledged write is there; nothing that was never sent appears; no duplicates
+        assert len(acked) <= info.count <= len(sent)
+        for rid in sorted(acked)[::7]:
+            record = client.get("crash", rid)
+            assert record.metadata["worker"] == int(rid[1])
+            index = int(rid.split("-")[1])
+            assert np.allclose(record.vector, vectors[index] / np.linalg.norm(vectors[index]), atol=1e-6)
+        # search sees each id at most once and finds an acknowledged record by its own vector
+        probe = min(acked)
+        ids = client.search("crash", vectors[int(probe.split("-")[1])], k=20).ids
+        assert len(ids) == len(set(ids))
+        assert probe in ids[:4]  # the four workers wrote the same vector under four ids
 
     # a second crash right after recovery (no checkpoint in between) loses nothing either
     daemon.kill()
     daemon.start()
-    assert get_json(f"{daemon.url}{API}/collections/crash")["count"] == info["count"]
+    with Client(daemon.url) as client:
+        assert client.get_collection("crash").count == info.count
     assert daemon.stop() == 0
 
 
@@ -98,12 +82,12 @@ def test_graceful_stop_checkpoints_and_restart_is_ready_with_data(daemon: Daemon
     daemon.start()
 
     async def load() -> None:
-        async with aiohttp.ClientSession() as session:
-            await session.post(f"{daemon.url}{API}/collections", json={"name": "g", "dimension": 384})
+        async with AsyncClient(daemon.url) as client:
+            await client.create_collection("g", 384)
             for start in range(0, 600, 100):
-                async with session.post(f"{daemon.url}{API}/collections/g/vectors/batch", json={"vectors": [
-                        {"id": str(i), "vector": minilm.base[i].tolist()} for i in range(start, start + 100)]}) as r:
-                    assert (await r.json())["successful"] == 100
+                result = await client.upsert_batch("g", [{"id": str(i), "vector": minilm.base[i]}
+                                                         for i in range(start, start + 100)])
+                assert result.successful == 100
 
     asyncio.run(load())
     assert daemon.stop() == 0
@@ -111,9 +95,10 @@ def test_graceful_stop_checkpoints_and_restart_is_ready_with_data(daemon: Daemon
     assert sum(p.stat().st_size for p in wal) == 0, "graceful stop should fold the WAL into a checkpoint"
     assert (daemon.data_dir / "ROOT").exists()
     daemon.start()
-    health = get_json(f"{daemon.url}/health")
-    assert health["applied_lsn"] == health["checkpoint_lsn"] > 0
-    assert get_json(f"{daemon.url}{API}/collections/g")["count"] == 600
+    with Client(daemon.url) as client:
+        health = client.health()
+        assert health["applied_lsn"] == health["checkpoint_lsn"] > 0
+        assert client.get_collection("g").count == 600
 
 
 def test_second_daemon_on_the_same_data_dir_refuses_to_start(daemon: Daemon, tmp_path: Path) -> None:

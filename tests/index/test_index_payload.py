@@ -386,3 +386,20 @@ def test_labels_must_be_non_negative_and_pair_with_metadata() -> None:
         index.set([1, 2], [{}])
     index.set(np.array([5, 5], dtype=np.int32), [{"type": "video"}, {"type": "audio"}])
     assert matches(index, {"type": "audio"}, 6) == [False] * 5 + [True]
+
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=operations(documents), seed=st.integers(0, 2**32 - 1), data=st.data())
+def test_take_answers_like_the_source_for_the_chosen_records_re_addressed(
+        ops: list[tuple[str, Any]], seed: int, data: st.DataObject) -> None:
+    index, model, rng = *apply(ops), random.Random(seed)
+    live = sorted(model)
+    chosen = data.draw(st.lists(st.sampled_from(live), unique=True)) if live else []
+    taken = index.take(np.asarray(chosen, np.int64))
+    for _ in range(30):
+        spec = random_filter(rng, list(FIELDS))
+        got = taken.mask(spec, len(chosen))
+        assert got is not None, spec
+        assert got.tolist() == [expected_mask(spec, model, 40)[label] for label in chosen], spec
+    taken.set([0], [{"genre": "drama"}]) if chosen else None  # the copy stays writable

@@ -1,0 +1,115 @@
+"""Admin routes (scope ``admin``): jobs, backups and engine statistics, plus the jobs'
+lifecycle in ``cleanup_ctx`` (started after the database opens, stopped before it closes).
+
+``POST /api/v1/admin/{job}`` runs a job now and answers 200 with its result, or with
+``?wait=false`` 202 and the job's status at once; 409 (``job_running``) while it runs
+already (a checkpoint waits instead). Restores are not served here: they need the data
+directory to themselves (``s5vec backup restore`` on a stopped daemon).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any, Final
+
+import msgspec
+from aiohttp import web
+from s5vec.ops.jobs import Jobs
+
+from .errors import RequestInvalid
+from .rest import CONFIG, DB, flag, reply
+
+JOBS: Final = web.AppKey("jobs", Jobs)
+routes = web.RouteTableDef()
+
+
+class BackupIn(msgspec.Struct, forbid_unknown_fields=True):
+    label: str = ""
+
+
+async def jobs_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Start the scheduled jobs once the database is open; stop them before it closes."""
+    config = app[CONFIG]
+    jobs = Jobs(app[DB], config.jobs, config.backup)
+    app[JOBS] = jobs
+    await jobs.start()
+    yield
+    await jobs.stop()
+
+
+async def run_job(request: web.Request, name: str, **args: Any) -> web.Response:
+    jobs = request.app[JOBS]
+    if not flag(request, "wait", True):
+        return reply(await jobs.run(name, wait=False, **args), 202)
+    return reply(await jobs.run(name, **args))
+
+
+@routes.get("/api/v1/admin/jobs")
+async def list_jobs(request: web.Request) -> web.Response:
+    jobs = request.app[JOBS]
+    return reply({"jobs": jobs.overview(), "quiet_hours": str(jobs.quiet) if jobs.quiet else None,
+                  "quiet_now": jobs.quiet_now()})
+
+
+@routes.post("/api/v1/admin/checkpoint")
+async def admin_checkpoint(request: web.Request) -> web.Response:
+    return await run_job(request, "checkpoint")
+
+
+@routes.post("/api/v1/admin/migrate")
+async def admin_migrate(request: web.Request) -> web.Response:
+    return await run_job(request, "migrate")
+
+
+@routes.post("/api/v1/admin/rebalance")
+async def admin_rebalance(request: web.Request) -> web.Response:
+    return await run_job(request, "rebalance")
+
+
+@routes.post("/api/v1/admin/compact")
+async def admin_compact(request: web.Request) -> web.Response:
+    return await run_job(request, "compact")
+
+
+@routes.post("/api/v1/admin/scrub")
+async def admin_scrub(request: web.Request) -> web.Response:
+    return await run_job(request, "scrub")
+
+
+@routes.post("/api/v1/admin/backup")
+async def admin_backup(request: web.Request) -> web.Response:
+    body = await request.read()
+    label = msgspec.json.decode(body, type=BackupIn).label if body.strip() else ""
+    if len(label) > 200:
+        raise RequestInvalid("label: at most 200 characters", "label")
+    return await run_job(request, "backup", label=label)
+
+
+@routes.get("/api/v1/admin/backups")
+async def list_backups(request: web.Request) -> web.Response:
+    catalog = request.app[DB].backups
+    backups = await catalog.backups()
+    return reply({"backups": [{**b.as_dict(), "bytes": await catalog.size_of(b)} for b in backups],
+                  "count": len(backups)})
+
+
+@routes.post("/api/v1/admin/backups/{id}/verify")
+async def verify_backup(request: web.Request) -> web.Response:
+    catalog = request.app[DB].backups
+    return reply(await catalog.verify(await catalog.find(request.match_info["id"])))
+
+
+@routes.get("/api/v1/admin/statistics")
+async def admin_statistics(request: web.Request) -> web.Response:
+    db = request.app[DB]
+    backups = await db.backups.backups()
+    segments = await asyncio.to_thread(lambda: {n: c.segment_report() for n, c in list(db.collections.items())})
+    return reply({"collections": {n: c.stats() for n, c in db.collections.items()},
+                  "wal_bytes": db.wal_bytes, "applied_lsn": db.applied_lsn,
+                  "checkpoint_lsn": db.checkpoint_lsn, "root": str(db.root) if db.root else None,
+                  "storage": {**db.storage.as_dict(), "requests": getattr(db.store, "stats", {})},
+                  "segments": segments,
+                  "jobs": request.app[JOBS].statistics(),
+                  "backups": {"count": len(backups), "last": backups[0].as_dict() if backups else None}})
+
