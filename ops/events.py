@@ -324,9 +324,8 @@ class Subscription:
         for index in range(len(change.ids)):
             if types is not None and change.event_type(index) not in types:
                 continue
-            if predicate is not None and change.kind != "delete":
-                if not predicate(change.document(index)):
-                    continue
+            if predicate is not None and change.kind != "delete" and not predicate(change.document(index)):
+                continue
             self.queue.append((change, index, None))
             self.queued += 1
 
@@ -340,9 +339,8 @@ class Subscription:
         for index, score in enumerate(values):
             if score < self._bar():
                 continue
-            if predicate is not None:
-                if not predicate(change.document(index)):
-                    continue
+            if predicate is not None and not predicate(change.document(index)):
+                continue
             record_id = change.ids[index]
             known = self._best.get(record_id)
             if known is not None and abs(known - score) < 1e-6:
