@@ -349,7 +349,27 @@ class _KeywordColumn(_Column):
         return super().memory_bytes() + int(self.counts.nbytes) + postings
 
 
-class _NumberColumn(_Column):
+class _ValuesColumn(_Column):
+    """A column holding one value per record in ``values`` (of dtype ``dtype``)."""
+
+    dtype: Any = np.float64
+    values: np.ndarray
+
+    def _take_values(self, out: Any, labels: Labels, remap: Labels, gen: npt.NDArray[np.uint32]) -> None:
+        out.values = self.values[labels]
+
+    def to_parts(self, high: int, gen: npt.NDArray[np.uint32]) -> dict[str, Any]:
+        return super().to_parts(high, gen) | {"values": _array_part(self.values[:high])}
+
+    def load(self, parts: Mapping[str, Any], high: int) -> None:
+        super().load(parts, high)
+        self.values = _array_from(parts["values"], self.dtype, high)
+
+    def memory_bytes(self) -> int:
+        return super().memory_bytes() + int(self.values.nbytes)
+
+
+class _NumberColumn(_ValuesColumn):
     """One int or float per record (never bool) as float64; NaN where absent or null."""
 
     kind = "number"
@@ -395,18 +415,6 @@ class _NumberColumn(_Column):
             return result
         return np.zeros(n, dtype=np.bool_)
 
-    def _take_values(self, out: Any, labels: Labels, remap: Labels, gen: npt.NDArray[np.uint32]) -> None:
-        out.values = self.values[labels]
-
-    def to_parts(self, high: int, gen: npt.NDArray[np.uint32]) -> dict[str, Any]:
-        return super().to_parts(high, gen) | {"values": _array_part(self.values[:high])}
-
-    def load(self, parts: Mapping[str, Any], high: int) -> None:
-        super().load(parts, high)
-        self.values = _array_from(parts["values"], np.float64, high)
-
-    def memory_bytes(self) -> int:
-        return super().memory_bytes() + int(self.values.nbytes)
 
 
 class _DatetimeColumn(_Column):
@@ -497,8 +505,10 @@ class _DatetimeColumn(_Column):
         return super().memory_bytes() + int(self.has.nbytes + self.instants.nbytes + self.raw.nbytes)
 
 
-class _BoolColumn(_Column):
+class _BoolColumn(_ValuesColumn):
     """One bool per record as int8: -1 absent or null, 0 false, 1 true."""
+
+    dtype = np.int8
 
     kind = "bool"
 
@@ -536,18 +546,6 @@ class _BoolColumn(_Column):
     def ordered(self, op: str, arg: Any, n: int, gen: npt.NDArray[np.uint32]) -> Mask:
         return np.zeros(n, dtype=np.bool_)  # bools and nulls never order
 
-    def _take_values(self, out: Any, labels: Labels, remap: Labels, gen: npt.NDArray[np.uint32]) -> None:
-        out.values = self.values[labels]
-
-    def to_parts(self, high: int, gen: npt.NDArray[np.uint32]) -> dict[str, Any]:
-        return super().to_parts(high, gen) | {"values": _array_part(self.values[:high])}
-
-    def load(self, parts: Mapping[str, Any], high: int) -> None:
-        super().load(parts, high)
-        self.values = _array_from(parts["values"], np.int8, high)
-
-    def memory_bytes(self) -> int:
-        return super().memory_bytes() + int(self.values.nbytes)
 
 
 _COLUMNS: Final[dict[str, type[_Column]]] = {
