@@ -52,29 +52,10 @@ async def list_jobs(request: web.Request) -> web.Response:
                   "quiet_now": jobs.quiet_now()})
 
 
-@routes.post("/api/v1/admin/checkpoint")
-async def admin_checkpoint(request: web.Request) -> web.Response:
-    return await run_job(request, "checkpoint")
-
-
-@routes.post("/api/v1/admin/migrate")
-async def admin_migrate(request: web.Request) -> web.Response:
-    return await run_job(request, "migrate")
-
-
-@routes.post("/api/v1/admin/rebalance")
-async def admin_rebalance(request: web.Request) -> web.Response:
-    return await run_job(request, "rebalance")
-
-
-@routes.post("/api/v1/admin/compact")
-async def admin_compact(request: web.Request) -> web.Response:
-    return await run_job(request, "compact")
-
-
-@routes.post("/api/v1/admin/scrub")
-async def admin_scrub(request: web.Request) -> web.Response:
-    return await run_job(request, "scrub")
+@routes.post(r"/api/v1/admin/{job:checkpoint|migrate|rebalance|compact|scrub}")
+async def admin_job(request: web.Request) -> web.Response:
+    """Run one scheduled job now (409 if it is running already)."""
+    return await run_job(request, request.match_info["job"])
 
 
 @routes.post("/api/v1/admin/backup")
