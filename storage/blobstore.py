@@ -8,7 +8,8 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Executor
 from pathlib import Path
-from typing import Final, Protocol, TypeVar
+from types import TracebackType
+from typing import Final, Protocol, Self, TypeVar
 
 from .blobid import BlobId
 from .errors import BlobCorrupt, BlobNotFound, RootConflict, StorageError
@@ -27,6 +28,24 @@ class BlobStore(Protocol):
     async def list(self) -> list[BlobId]: ...
     async def get_root(self) -> BlobId | None: ...
     async def set_root(self, new: BlobId, expected: BlobId | None) -> None: ...
+
+
+class OpenClose:
+    """``async with`` for a store with ``open()``/``close()`` (the remote backends)."""
+
+    async def open(self) -> None:
+        """Acquire what the store needs (a session); nothing by default."""
+
+    async def close(self) -> None:
+        """Release it."""
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
 
 
 def fsync_dir(path: Path) -> None:

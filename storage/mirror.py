@@ -13,11 +13,10 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Protocol, Self, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from .blobid import BlobId
-from .blobstore import BlobStore, write_atomic
+from .blobstore import BlobStore, OpenClose, write_atomic
 from .errors import BackendUnavailable, BlobCorrupt, StorageError
 
 T = TypeVar("T")
@@ -32,7 +31,7 @@ class RemoteStore(BlobStore, Protocol):
     async def ping(self) -> bool: ...
 
 
-class RootMirror:
+class RootMirror(OpenClose):
     """BlobStore over ``remote`` that mirrors the root pointer into ``root_file``.
 
     ``get_root`` asks the remote (and refreshes the copy); when the remote is unavailable
@@ -60,14 +59,6 @@ class RootMirror:
 
     async def close(self) -> None:
         await self.remote.close()
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.close()
 
     async def ping(self) -> bool:
         return await self.remote.ping()

@@ -15,8 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Final, Self, TypeVar
+from typing import Any, Final, TypeVar
 
 import aiohttp
 import base58
@@ -24,7 +23,7 @@ import blake3
 from yarl import URL
 
 from .blobid import BlobId
-from .blobstore import LocalBlobStore, write_atomic
+from .blobstore import LocalBlobStore, OpenClose, write_atomic
 from .errors import (
     BackendUnavailable,
     BlobCorrupt,
@@ -273,7 +272,7 @@ class Sealer:
         return await self.run(len(data), BlobId.of, data)
 
 
-class RemoteBlobStore:
+class RemoteBlobStore(OpenClose):
     """What the portal and bridge stores share: lifecycle, sealing, the self-verifying read
     cache (sealed bytes under their own id) and verified downloads. Subclasses provide the
     transport in ``_upload``, ``_download``, ``_exists`` and ``_remove``."""
@@ -299,14 +298,6 @@ class RemoteBlobStore:
 
     async def close(self) -> None:
         await self._http.close()
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.close()
 
     async def _upload(self, sealed: bytes, blob_id: BlobId) -> None:
         raise NotImplementedError
