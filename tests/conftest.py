@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -115,3 +116,22 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
     if d.proc is not None and d.proc.poll() is None:
         d.proc.kill()
         d.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """One started ``s5vec serve`` shared by the tests of a module."""
+    daemon = Daemon(tmp_path_factory.mktemp("live") / "data").start()
+    yield daemon
+    daemon.stop()
+
+
+async def take(stream: Any, count: int, timeout: float = 20) -> list[Any]:
+    """The first ``count`` items of an async stream, failing after ``timeout`` seconds."""
+    out: list[Any] = []
+    async with asyncio.timeout(timeout):
+        async for item in stream:
+            out.append(item)
+            if len(out) == count:
+                break
+    return out

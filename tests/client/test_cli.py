@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +16,6 @@ from conftest import Daemon, free_port
 
 pytestmark = pytest.mark.e2e
 S5VEC = str(Path(sys.executable).parent / "s5vec")
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    daemon = Daemon(tmp_path_factory.mktemp("cli") / "data").start()
-    yield daemon
-    daemon.stop()
 
 
 def s5vec(daemon: Daemon | None, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

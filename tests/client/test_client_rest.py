@@ -42,13 +42,6 @@ READ, ADMIN = "read-key-0123456789", "admin-key-0123456789"
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    daemon = Daemon(tmp_path_factory.mktemp("rest") / "data").start()
-    yield daemon
-    daemon.stop()
-
-
-@pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     """A daemon with API keys and a 4 KiB body limit."""
     daemon = Daemon(tmp_path_factory.mktemp("secured") / "data",

@@ -4,12 +4,12 @@ events, resuming with Last-Event-ID, reconnection, and the ``missed`` notice."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import conftest
 import pytest
-from conftest import Daemon
+from conftest import Daemon, take
 from s5vec.client import (
     AsyncClient,
     Client,
@@ -24,27 +24,10 @@ pytestmark = pytest.mark.e2e
 FAST = RetryPolicy(retries=3, base_delay=0.05, max_delay=0.5)
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    daemon = Daemon(tmp_path_factory.mktemp("sse") / "data").start()
-    yield daemon
-    daemon.stop()
-
-
 @pytest.fixture
 async def client(live: Daemon) -> AsyncIterator[AsyncClient]:
     async with AsyncClient(live.url, retry=FAST, timeout=20) as c:
         yield c
-
-
-async def take(stream: Any, count: int, timeout: float = 20) -> list[Any]:
-    out: list[Any] = []
-    async with asyncio.timeout(timeout):
-        async for item in stream:
-            out.append(item)
-            if len(out) == count:
-                break
-    return out
 
 
 def test_parser_follows_the_event_stream_rules() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import conftest
 import pytest
-from conftest import Daemon
+from conftest import Daemon, take
 from s5vec.client import (
     AsyncClient,
     Client,
@@ -26,27 +26,10 @@ pytestmark = pytest.mark.e2e
 FAST = RetryPolicy(retries=3, base_delay=0.05, max_delay=0.5)
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    daemon = Daemon(tmp_path_factory.mktemp("ws") / "data").start()
-    yield daemon
-    daemon.stop()
-
-
 @pytest.fixture
 async def client(live: Daemon) -> AsyncIterator[AsyncClient]:
     async with AsyncClient(live.url, retry=FAST, timeout=20) as c:
         yield c
-
-
-async def take(iterator: Any, count: int, timeout: float = 20) -> list[Any]:
-    out: list[Any] = []
-    async with asyncio.timeout(timeout):
-        async for item in iterator:
-            out.append(item)
-            if len(out) == count:
-                break
-    return out
 
 
 async def until(feed: Any, record_id: str, timeout: float = 60) -> AsyncIterator[Any]:
