@@ -140,6 +140,14 @@ def _gauge(name: str, doc: str, labels: Iterable[str] = ()) -> GaugeMetricFamily
     return GaugeMetricFamily(name, doc, labels=list(labels))
 
 
+def _gauges(rows: Iterable[tuple[str, str, float]]) -> Iterator[GaugeMetricFamily]:
+    """One unlabelled gauge per ``(name, doc, value)`` row."""
+    for name, doc, value in rows:
+        family = _gauge(name, doc)
+        family.add_metric([], value)
+        yield family
+
+
 def _counter(name: str, doc: str, labels: Iterable[str] = ()) -> CounterMetricFamily:
     # prometheus-client appends _total to counter samples; the family name goes without it
     return CounterMetricFamily(name.removesuffix("_total"), doc, labels=list(labels))
@@ -204,7 +212,7 @@ class StateCollector(Collector):
         ready = _gauge("s5vec_ready", "1 once the data is loaded and the database serves, else 0")
         ready.add_metric([], 1 if db.ready else 0)
         yield ready
-        for name, doc, value in (
+        yield from _gauges((
                 ("s5vec_wal_size_bytes", "Bytes in the write-ahead log (folded into the next checkpoint)",
                  db.wal_bytes),
                 ("s5vec_applied_lsn", "Log sequence number of the last applied write", db.applied_lsn),
@@ -212,10 +220,7 @@ class StateCollector(Collector):
                 ("s5vec_checkpoint_last_timestamp_seconds", "Unix time of the last checkpoint",
                  db.last_checkpoint),
                 ("s5vec_checkpoint_age_seconds", "Seconds since the last checkpoint", max(0.0, now - db.last_checkpoint)),
-        ):
-            family = _gauge(name, doc)
-            family.add_metric([], value)
-            yield family
+        ))
         syncs = _counter("s5vec_wal_syncs_total", "fsync calls of the write-ahead log (group commit: fewer than writes)")
         syncs.add_metric([], db.wal_syncs)
         yield syncs
@@ -223,14 +228,11 @@ class StateCollector(Collector):
         running = _gauge("s5vec_migration_running", "1 while a migration (recent -> IVF segments) runs")
         running.add_metric([], 1 if db.migrating else 0)
         yield running
-        for name, doc, key in (
+        yield from _gauges((name, doc, float(last.get(key, 0) or 0)) for name, doc, key in (
                 ("s5vec_migration_last_timestamp_seconds", "Unix time the last migration finished", "finished"),
                 ("s5vec_migration_last_duration_seconds", "Duration of the last migration", "seconds"),
                 ("s5vec_migration_last_moved_points", "Points the last migration moved into segments", "moved"),
-        ):
-            family = _gauge(name, doc)
-            family.add_metric([], float(last.get(key, 0) or 0))
-            yield family
+        ))
 
     @staticmethod
     def _storage(db: Database) -> Iterator[Metric]:
@@ -238,16 +240,13 @@ class StateCollector(Collector):
         info = _gauge("s5vec_storage_info", "Storage backend mode (value 1)", ["mode"])
         info.add_metric([health.mode], 1)
         yield info
-        for name, doc, value in (
+        yield from _gauges((
                 ("s5vec_storage_reachable", "1 while the storage backend answers", 1 if health.reachable else 0),
                 ("s5vec_storage_degraded", "1 while the backend does not answer or checkpoints fail",
                  1 if health.degraded else 0),
                 ("s5vec_storage_consecutive_failures", "Checkpoint failures in a row (0 = healthy)",
                  health.consecutive_failures),
-        ):
-            family = _gauge(name, doc)
-            family.add_metric([], value)
-            yield family
+        ))
         failures = _counter("s5vec_checkpoint_failures_total", "Checkpoints that failed on the storage backend")
         failures.add_metric([], health.failures_total)
         yield failures
@@ -266,15 +265,12 @@ class StateCollector(Collector):
         bus = db.events
         subs = list(bus._subs)
         lag = max((bus.total - sub.cursor_total for sub in subs), default=0)
-        for name, doc, value in (
+        yield from _gauges((
                 ("s5vec_event_subscribers", "Live-feed subscriptions on the event bus", len(subs)),
                 ("s5vec_event_lag_max_events", "Events the slowest subscriber is behind the newest", max(0, lag)),
                 ("s5vec_event_window_events", "Events retained for resume", bus.retained),
                 ("s5vec_event_window_bytes", "Bytes of events retained for resume", bus.stats()["retained_bytes"]),
-        ):
-            family = _gauge(name, doc)
-            family.add_metric([], value)
-            yield family
+        ))
         published = _counter("s5vec_events_published_total", "Events published on the bus since start")
         published.add_metric([], bus.total)
         yield published
