@@ -16,7 +16,7 @@ from s5vec.index.errors import EmbeddingError
 from s5vec.ops import DataDirLocked
 from s5vec.ops.backup import BackupNotFound
 from s5vec.ops.jobs import JobBusy, UnknownJob
-from s5vec.storage import BackendUnavailable, BlobCorrupt, BlobNotFound, StorageError
+from s5vec.storage import BackendUnavailable, BlobCorrupt, BlobNotFound, StorageError, StorageFull, WalFailed
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -60,6 +60,8 @@ STATUS: Final[tuple[tuple[type[Exception], int, str], ...]] = (
     (BlobCorrupt, 500, "storage_corrupt"),
     (BackendUnavailable, 503, "storage_unavailable"),
     (DataDirLocked, 503, "storage_unavailable"),
+    (StorageFull, 507, "storage_full"),  # nothing was written; retry once space is freed
+    (WalFailed, 503, "storage_read_only"),  # the WAL refuses writes until the daemon restarts
     (StorageError, 503, "storage_error"),
 )
 _HTTP_CODES: Final = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
@@ -91,7 +93,9 @@ def describe(exc: BaseException) -> tuple[int, str, str, str | None, dict[str, s
         if exc.status == 413:
             return 413, "payload_too_large", "request body is larger than http.max_body_bytes", None, None
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        return exc.status, _HTTP_CODES.get(exc.status, "http_error"), exc.reason, None, headers
+        # aiohttp's own text (e.g. "No WebSocket UPGRADE hdr") says more than the bare reason
+        text = exc.text if exc.text and exc.text != f"{exc.status}: {exc.reason}" else exc.reason
+        return exc.status, _HTTP_CODES.get(exc.status, "http_error"), text or exc.reason, None, headers
     for kind, status, code in STATUS:
         if isinstance(exc, kind):
             if isinstance(exc, InvalidRecord):

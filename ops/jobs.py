@@ -495,12 +495,14 @@ class Jobs:
                 continue
             except BlobCorrupt:
                 corrupt.append(str(blob))
+                self.db.storage.record_corrupt(str(blob))  # /health and the metrics show it
                 if str(blob) not in self.corrupt:
                     self.corrupt[str(blob)] = self._now()
                     log.error("scrub: blob %s does not match its content address (kept for inspection; "
                               "restore from a backup if the data needs it)", blob)
             else:
                 self.corrupt.pop(str(blob), None)
+                self.db.storage.record_intact(str(blob))
             checked += 1
             size += blob.size
         return {"checked": checked, "bytes": size, "corrupt": corrupt, "vanished": vanished,

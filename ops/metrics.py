@@ -242,7 +242,8 @@ class StateCollector(Collector):
         yield info
         yield from _gauges((
                 ("s5vec_storage_reachable", "1 while the storage backend answers", 1 if health.reachable else 0),
-                ("s5vec_storage_degraded", "1 while the backend does not answer or checkpoints fail",
+                ("s5vec_storage_degraded", "1 while the backend does not answer, checkpoints or WAL writes fail, "
+                 "or a blob is known corrupt",
                  1 if health.degraded else 0),
                 ("s5vec_storage_consecutive_failures", "Checkpoint failures in a row (0 = healthy)",
                  health.consecutive_failures),
@@ -250,6 +251,15 @@ class StateCollector(Collector):
         failures = _counter("s5vec_checkpoint_failures_total", "Checkpoints that failed on the storage backend")
         failures.add_metric([], health.failures_total)
         yield failures
+        yield from _gauges((
+                ("s5vec_wal_failed", "1 once the write-ahead log refuses writes (a failed fsync) until restart",
+                 1 if health.wal_failed is not None else 0),
+                ("s5vec_storage_corrupt_blobs", "Blobs known not to match their content address",
+                 len(health.corrupt_blobs)),
+        ))
+        write_errors = _counter("s5vec_wal_write_errors_total", "WAL appends that failed (the writes were refused)")
+        write_errors.add_metric([], health.write_errors_total)
+        yield write_errors
         stats = getattr(db.store, "stats", None)
         stats = stats if isinstance(stats, Mapping) else {}
         for kind, doc in (("requests", "Requests to the storage backend by operation"),

@@ -121,6 +121,14 @@ class HealthMonitor:
             out.append(Alert("storage_failing", severity,
                              f"{failures} checkpoints in a row failed: {storage.last_error or 'no detail'}",
                              failures, limits.storage_max_failures))
+        if storage.wal_failed is not None:
+            out.append(Alert("wal_failed", "critical", storage.reason or "the write-ahead log failed", 1, 0))
+        elif storage.write_error is not None:
+            out.append(Alert("wal_write_failing", "warning", f"last write failed: {storage.write_error}", 1, 0))
+        if storage.corrupt_blobs:
+            out.append(Alert("blob_corrupt", "critical",
+                             f"{len(storage.corrupt_blobs)} blob(s) do not match their content address "
+                             "(restore from a backup if the data needs them)", len(storage.corrupt_blobs), 0))
         rss = resident_memory_bytes()
         if self.memory_max_bytes > 0 and rss > self.memory_max_bytes:
             severity = "critical" if rss > self.memory_max_bytes * 1.1 else "warning"

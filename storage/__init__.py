@@ -3,12 +3,15 @@
 from .blobid import BlobId, blake3_digest, multibase_decode
 from .blobstore import BlobStore, LocalBlobStore, fsync_dir, write_atomic
 from .codec import decode_blob, encode_blob
-from .errors import BackendUnavailable, BlobCorrupt, BlobNotFound, RootConflict, StorageError, WalCorrupt
+from .errors import (
+    BackendUnavailable, BlobCorrupt, BlobNotFound, RootConflict, StorageError, StorageFull, WalCorrupt, WalFailed,
+)
 from .mirror import RemoteStore, RootMirror
 from .wal import WriteAheadLog
 
 __all__ = [
     "BackendUnavailable", "BlobCorrupt", "BlobId", "BlobNotFound", "BlobStore", "LocalBlobStore",
-    "RemoteStore", "RootConflict", "RootMirror", "StorageError", "WalCorrupt", "WriteAheadLog",
+    "RemoteStore", "RootConflict", "RootMirror", "StorageError", "StorageFull", "WalCorrupt", "WalFailed",
+    "WriteAheadLog",
     "blake3_digest", "decode_blob", "encode_blob", "fsync_dir", "multibase_decode", "write_atomic",
 ]

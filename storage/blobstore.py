@@ -1,8 +1,17 @@
-"""Content-addressed blob stores behind one small interface (local directory today)."""
+"""Content-addressed blob stores behind one small interface (local directory today).
+
+Faults of the local directory: a failed write, fsync, rename or directory fsync raises
+StorageError (StorageFull for ENOSPC/EDQUOT) and leaves the previous file, never a
+partial one, under the final name; a temporary file left by a crash between write and
+rename is never listed or read and :meth:`LocalBlobStore.remove_stale_temporaries_sync`
+deletes it. A blob whose bytes no longer hash to its id raises BlobCorrupt on every read
+and is counted in ``stats``; it is never returned.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import threading
 from collections.abc import Callable
@@ -12,10 +21,11 @@ from types import TracebackType
 from typing import Final, Protocol, Self, TypeVar
 
 from .blobid import BlobId
-from .errors import BlobCorrupt, BlobNotFound, RootConflict, StorageError
+from .errors import BlobCorrupt, BlobNotFound, RootConflict, StorageError, StorageFull
 
 T = TypeVar("T")
 ROOT_FILE: Final = "ROOT"
+_FULL: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class BlobStore(Protocol):
@@ -48,6 +58,12 @@ class OpenClose:
         await self.close()
 
 
+def os_failure(what: str, exc: OSError) -> StorageError:
+    """The StorageError for an OSError while doing ``what``: StorageFull for a full disk."""
+    kind = StorageFull if exc.errno in _FULL else StorageError
+    return kind(f"{what}: {exc.strerror or exc}")
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename or unlink inside ``path`` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -58,21 +74,25 @@ def fsync_dir(path: Path) -> None:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so a crash leaves the old or the new file, never a mix."""
+    """Write ``data`` to ``path`` so a crash leaves the old or the new file, never a mix.
+
+    Raises OSError; the temporary file is removed then, and ``path`` keeps its old bytes
+    unless only the final directory fsync failed (the new file is in place, not yet durable)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
     except BaseException:
-        os.close(fd)
         tmp.unlink(missing_ok=True)
         raise
-    os.close(fd)
-    os.replace(tmp, path)
     fsync_dir(path.parent)
 
 
@@ -88,6 +108,24 @@ class LocalBlobStore:
         self._blobs.mkdir(parents=True, exist_ok=True)
         self._executor = executor
         self._root_lock = threading.Lock()
+        self._stats_lock = threading.Lock()
+        self.stats: dict[str, dict[str, int]] = {"requests": {}, "errors": {}, "retries": {}}
+        self.corrupt: set[BlobId] = set()  # blobs a read found damaged (until a read or put finds them intact)
+
+    def _count(self, kind: str, op: str) -> None:
+        with self._stats_lock:
+            self.stats[kind][op] = self.stats[kind].get(op, 0) + 1
+
+    def remove_stale_temporaries_sync(self) -> int:
+        """Delete temporary files other processes left (a crash between write and rename);
+        call only while holding the data directory. Returns how many went."""
+        mine = f".{os.getpid()}."
+        removed = 0
+        for path in [*self._blobs.glob("*/.*.tmp"), *self._root.glob(".*.tmp")]:
+            if mine not in path.name:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -97,33 +135,57 @@ class LocalBlobStore:
         return self._blobs / name[-2:] / name
 
     def put_sync(self, data: bytes) -> BlobId:
+        """Store ``data`` durably; raises StorageFull, StorageError (nothing half-written)."""
         blob_id = BlobId.of(data)
         path = self._path(blob_id)
-        if path.exists() and path.stat().st_size == blob_id.size:
-            try:
-                if BlobId.of(path.read_bytes()) == blob_id:
-                    return blob_id  # already stored intact (content addressing dedupes)
-            except OSError:
-                pass
-        path.parent.mkdir(exist_ok=True)
+        self._count("requests", "put")
         try:
+            if path.exists() and path.stat().st_size == blob_id.size and self._intact(path, blob_id):
+                # stored already (content addressing dedupes); an earlier put may have failed
+                # at the directory fsync, so make the name durable before saying it is stored
+                fsync_dir(path.parent)
+                self.corrupt.discard(blob_id)
+                return blob_id
+            path.parent.mkdir(exist_ok=True)
             write_atomic(path, data)
         except OSError as exc:
-            raise StorageError(f"cannot write blob {blob_id}: {exc.strerror}") from exc
+            self._count("errors", "put")
+            raise os_failure(f"cannot write blob {blob_id}", exc) from exc
+        self.corrupt.discard(blob_id)
         return blob_id
 
+    @staticmethod
+    def _intact(path: Path, blob_id: BlobId) -> bool:
+        try:
+            return BlobId.of(path.read_bytes()) == blob_id
+        except OSError:
+            return False  # unreadable: write it again
+
     def get_sync(self, blob_id: BlobId) -> bytes:
+        """The bytes of ``blob_id``, re-hashed; raises BlobNotFound, BlobCorrupt, StorageError (I/O)."""
+        self._count("requests", "get")
         try:
             data = self._path(blob_id).read_bytes()
         except FileNotFoundError:
             raise BlobNotFound(f"blob {blob_id} is not stored") from None
+        except OSError as exc:
+            self._count("errors", "get")
+            raise os_failure(f"cannot read blob {blob_id}", exc) from exc
         if len(data) != blob_id.size or BlobId.of(data) != blob_id:
+            self._count("errors", "get")
+            self.corrupt.add(blob_id)
             raise BlobCorrupt(f"blob {blob_id} does not match its content address")
+        self.corrupt.discard(blob_id)
         return data
 
     def delete_sync(self, blob_id: BlobId) -> None:
         path = self._path(blob_id)
-        path.unlink(missing_ok=True)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            self._count("errors", "delete")
+            raise os_failure(f"cannot delete blob {blob_id}", exc) from exc
+        self.corrupt.discard(blob_id)
 
     def list_sync(self) -> list[BlobId]:
         found = []
@@ -139,6 +201,9 @@ class LocalBlobStore:
             text = (self._root / ROOT_FILE).read_text().strip()
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            self._count("errors", "root")
+            raise os_failure("cannot read the root pointer", exc) from exc
         try:
             return BlobId.parse(text)
         except ValueError:
@@ -149,7 +214,12 @@ class LocalBlobStore:
             current = self.get_root_sync()
             if current != expected:
                 raise RootConflict(f"root pointer is {current}, expected {expected}")
-            write_atomic(self._root / ROOT_FILE, (new.base32() + "\n").encode())
+            self._count("requests", "root")
+            try:
+                write_atomic(self._root / ROOT_FILE, (new.base32() + "\n").encode())
+            except OSError as exc:
+                self._count("errors", "root")
+                raise os_failure("cannot swap the root pointer", exc) from exc
 
     async def put(self, data: bytes) -> BlobId:
         return await self._run(self.put_sync, data)

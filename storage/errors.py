@@ -25,3 +25,11 @@ class RootConflict(StorageError):
 
 class WalCorrupt(StorageError):
     """A write-ahead-log segment is damaged before its last record."""
+
+
+class StorageFull(StorageError):
+    """The disk (or quota) holding the data directory is full (ENOSPC/EDQUOT); nothing was written."""
+
+
+class WalFailed(StorageError):
+    """The write-ahead log could not be synced; it refuses every write until the daemon restarts."""
