@@ -19,6 +19,7 @@ from s5vec.ops.jobs import Jobs
 
 from .errors import RequestInvalid
 from .rest import CONFIG, DB, flag, reply
+from .wire import JsonDecoder
 
 JOBS: Final = web.AppKey("jobs", Jobs)
 routes = web.RouteTableDef()
@@ -26,6 +27,9 @@ routes = web.RouteTableDef()
 
 class BackupIn(msgspec.Struct, forbid_unknown_fields=True):
     label: str = ""
+
+
+_BACKUP: Final = JsonDecoder(BackupIn)
 
 
 async def jobs_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -61,7 +65,7 @@ async def admin_job(request: web.Request) -> web.Response:
 @routes.post("/api/v1/admin/backup")
 async def admin_backup(request: web.Request) -> web.Response:
     body = await request.read()
-    label = msgspec.json.decode(body, type=BackupIn).label if body.strip() else ""
+    label = _BACKUP.decode(body).label if body.strip() else ""
     if len(label) > 200:
         raise RequestInvalid("label: at most 200 characters", "label")
     return await run_job(request, "backup", label=label)

@@ -6,16 +6,19 @@ from typing import Any, Final
 
 import msgspec
 
+from .admin import BackupIn
 from .wire import (
-    BatchIn, BatchOut, CollectionIn, DeleteIn, ErrorOut, MetadataIn, RecordOut, RecordsOut, SearchIn, SearchOut,
-    VectorIn,
+    BatchIn, BatchOut, CollectionIn, DeleteIn, ErrorOut, MetadataIn, RecordOut, RecordsOut, SearchIn,
+    SearchOut, TuneIn, VectorIn,
 )
 
-_STRUCTS: Final = (VectorIn, BatchIn, SearchIn, CollectionIn, DeleteIn, MetadataIn, SearchOut, BatchOut, RecordOut,
-                   RecordsOut, ErrorOut)
+_STRUCTS: Final = (VectorIn, BatchIn, SearchIn, CollectionIn, DeleteIn, MetadataIn, TuneIn, BackupIn, SearchOut,
+                   BatchOut, RecordOut, RecordsOut, ErrorOut)
 _ERRORS: Final = {"400": "invalid request", "401": "missing or unknown API key", "403": "scope missing",
                   "404": "collection or record not found", "409": "conflicting collection",
-                  "413": "body too large", "422": "dimension mismatch"}
+                  "413": "body too large", "422": "dimension mismatch",
+                  "503": "storage backend unavailable, the WAL refuses writes, or the daemon is stopping",
+                  "507": "disk full: nothing was written"}
 
 
 def _ref(struct: type) -> dict[str, str]:
@@ -33,22 +36,59 @@ def _op(summary: str, body: type | None, out: type | dict[str, Any] | None, ok: 
     schema = _ref(out) if isinstance(out, type) else (out or {"type": "object"})
     op["responses"][ok] = {"description": "success", "content": {"application/json": {"schema": schema}}}
     for status, text in _ERRORS.items():
-        op["responses"][status] = {"description": text,
-                                   "content": {"application/json": {"schema": _ref(ErrorOut)}}}
+        op["responses"][status] = _error(text)
     return op
+
+
+def _object(**properties: Any) -> dict[str, Any]:
+    """A JSON object schema in which every listed property is required."""
+    return {"type": "object", "required": sorted(properties), "properties": properties}
+
+
+_STR: Final = {"type": "string"}
+_INT: Final = {"type": "integer"}
+_UPSERTED: Final = _object(id=_STR, status={"const": "upserted"})
+_UPDATED: Final = _object(id=_STR, status={"const": "updated"})
+_DELETED_ID: Final = _object(deleted=_STR)
+_DELETED_COUNT: Final = _object(deleted=_INT)
+_INGESTED: Final = _object(
+    lines=_INT, successful=_INT, failed=_INT, batches=_INT, errors_truncated={"type": "boolean"},
+    errors={"type": "array", "items": _object(line=_INT, id={"type": ["string", "null"]},
+                                              error=_object(code=_STR, message=_STR))})
+
+
+def _error(text: str) -> dict[str, Any]:
+    return {"description": text, "content": {"application/json": {"schema": _ref(ErrorOut)}}}
+
+
+def _query(*names: str, kind: str = "string") -> list[dict[str, Any]]:
+    return [{"name": n, "in": "query", "required": False, "schema": {"type": kind}} for n in names]
+
+
+def _streamed(op: dict[str, Any], media_type: str, description: str) -> dict[str, Any]:
+    """``op`` answering a stream of ``media_type`` on success; errors stay JSON."""
+    ok = {"description": description, "content": {media_type: {"schema": {"type": "string"}}}}
+    return {**op, "responses": {**op["responses"], "200": ok}}
 
 
 def build_openapi(version: str) -> dict[str, Any]:
     _, components = msgspec.json.schema_components(_STRUCTS, ref_template="#/components/schemas/{name}")
     c, cv = ("c",), ("c", "id")
+    create = _op("Create a collection", CollectionIn, None, "201")
+    create["responses"]["200"] = {"description": "an identical collection exists already",
+                                  "content": {"application/json": {"schema": {"type": "object"}}}}
     paths: dict[str, Any] = {
-        "/health": {"get": _op("Liveness and status", None, None)},
-        "/ready": {"get": _op("Readiness (data loaded)", None, None)},
-        "/api/v1/collections": {"get": _op("List collections", None, None),
-                                "post": _op("Create a collection", CollectionIn, None, "201")},
+        "/health": {"get": _op("Liveness and status", None, {**_object(status=_STR, version=_STR),
+                                                              "additionalProperties": True})},
+        "/ready": {"get": {**_op("Readiness (data loaded)", None, None),
+                           "responses": {status: {"description": text, "content": {"application/json": {"schema": {
+                               "type": "object", "required": ["ready"], "properties": {"ready": {"type": "boolean"}}}}}}
+                               for status, text in (("200", "ready"), ("503", "still loading"))}}},
+        "/api/v1/collections": {"get": _op("List collections", None, _object(collections={"type": "array"})),
+                                "post": create},
         "/api/v1/collections/{c}": {"get": _op("Collection statistics", None, None, params=c),
-                                    "delete": _op("Drop a collection", None, None, params=c)},
-        "/api/v1/collections/{c}/vectors": {"post": _op("Upsert one vector", VectorIn, None, "201", c),
+                                    "delete": _op("Drop a collection", None, _DELETED_ID, params=c)},
+        "/api/v1/collections/{c}/vectors": {"post": _op("Upsert one vector", VectorIn, _UPSERTED, "201", c),
                                             "get": {**_op("Records matching a filter", None, RecordsOut, params=c),
                                                     "parameters": [
                                                         {"name": "c", "in": "path", "required": True,
@@ -59,41 +99,55 @@ def build_openapi(version: str) -> dict[str, Any]:
         "/api/v1/collections/{c}/vectors/batch": {"post": _op("Upsert up to 10,000 vectors", BatchIn, BatchOut,
                                                               params=c)},
         "/api/v1/collections/{c}/vectors/delete": {"post": _op("Delete vectors by ids or by filter", DeleteIn,
-                                                               None, params=c)},
-        "/api/v1/collections/{c}/vectors/{id}": {"get": _op("Fetch a record", None, RecordOut, params=cv),
-                                                 "patch": _op("Replace a record's metadata", MetadataIn, None,
+                                                               _DELETED_COUNT, params=c)},
+        "/api/v1/collections/{c}/vectors/{id}": {"get": {**_op("Fetch a record", None, RecordOut, params=cv),
+                                                         "parameters": [*_op("", None, None, params=cv)["parameters"],
+                                                                        *_query("include_vector", kind="boolean")]},
+                                                 "patch": _op("Replace a record's metadata", MetadataIn, _UPDATED,
                                                               params=cv),
-                                                 "delete": _op("Delete a record", None, None, params=cv)},
+                                                 "delete": _op("Delete a record", None, _DELETED_ID, params=cv)},
         "/api/v1/collections/{c}/search": {"post": _op("k-NN search with filters", SearchIn, SearchOut,
                                                        params=c)},
-        "/api/v1/vectors": {"post": _op("Upsert into the default collection", VectorIn, None, "201")},
+        "/api/v1/vectors": {"post": _op("Upsert into the default collection", VectorIn, _UPSERTED, "201")},
         "/api/v1/vectors/batch": {"post": _op("Batch upsert into the default collection", BatchIn, BatchOut)},
-        "/api/v1/vectors/{id}": {"get": _op("Fetch from the default collection", None, RecordOut, params=("id",)),
-                                 "delete": _op("Delete from the default collection", None, None, params=("id",))},
+        "/api/v1/vectors/{id}": {"get": {**_op("Fetch from the default collection", None, RecordOut,
+                                               params=("id",)),
+                                         "parameters": [*_op("", None, None, params=("id",))["parameters"],
+                                                        *_query("include_vector", kind="boolean")]},
+                                 "delete": _op("Delete from the default collection", None, _DELETED_ID,
+                                               params=("id",))},
         "/api/v1/search": {"post": _op("Search the default collection", SearchIn, SearchOut)},
         "/api/v1/collections/{c}/ingest": {"post": {
-            **_op("Streamed NDJSON upserts: totals and per-line errors", None, None, params=c),
+            **_op("Streamed NDJSON upserts: totals and per-line errors", None, _INGESTED, params=c),
             "requestBody": {"required": True, "content": {"application/x-ndjson": {"schema": {"type": "string"}}}}}},
         "/api/v1/collections/{c}/export": {"get": {
-            **_op("Every record as NDJSON in id order, streamed (?after=<id> resumes, ?include_vector)", None, None,
-                  params=c),
-            "responses": {"200": {"description": "application/x-ndjson",
-                                  "content": {"application/x-ndjson": {"schema": {"type": "string"}}}}}}},
+            **_streamed(_op("Every record as NDJSON in id order, streamed (?after=<id> resumes, ?include_vector)",
+                            None, None, params=c), "application/x-ndjson", "one record per line"),
+            "parameters": [*_op("", None, None, params=c)["parameters"], *_query("after"),
+                           *_query("include_vector", kind="boolean")]}},
+        "/api/v1/collections/{c}/tune": {"post": {
+            **_op("Pick ef_search for a target recall (body optional)", TuneIn, None, params=c),
+            "requestBody": {"required": False, "content": {"application/json": {"schema": _ref(TuneIn)}}}}},
         "/api/v1/stream/updates": {"get": {
-            **_op("Change feed as server-sent events (resume with Last-Event-ID or ?since=)", None, None),
-            "parameters": [{"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
-                           for n in ("collection", "types", "filter", "since", "include_vector")],
-            "responses": {"200": {"description": "text/event-stream",
-                                  "content": {"text/event-stream": {"schema": {"type": "string"}}}}}}},
+            **_streamed(_op("Change feed as server-sent events (resume with Last-Event-ID or ?since=)", None, None),
+                        "text/event-stream", "server-sent events"),
+            "parameters": _query("collection", "types", "filter", "since", "include_vector")}},
         "/api/v1/ws": {"get": {"summary": "WebSocket API (upgrade): requests, subscriptions, standing queries",
-                               "responses": {"101": {"description": "switching protocols"}}}},
+                               "responses": {"101": {"description": "switching protocols"},
+                                             "400": _error("not a WebSocket upgrade request"),
+                                             "401": _error("unknown API key in the bearer header")}}},
         "/api/v1/admin/checkpoint": {"post": _op("Checkpoint now", None, None)},
         "/api/v1/admin/migrate": {"post": _op("Move old records to the historical tier now", None, None)},
         "/api/v1/admin/statistics": {"get": _op("Engine statistics", None, None)},
         "/api/v1/admin/jobs": {"get": _op("Scheduled jobs: schedule, next and last run, outcome, counters",
                                           None, None)},
         **{f"/api/v1/admin/{job}": {"post": {
-            **_op(summary, None, None),
+            **_op(summary, BackupIn if job == "backup" else None, None),
+            **({"requestBody": {"required": False, "content": {"application/json": {"schema": _ref(BackupIn)}}}}
+               if job == "backup" else {}),
+            "responses": {**_op(summary, None, None)["responses"],
+                          "202": {"description": "wait=false: the job started; its status",
+                                  "content": {"application/json": {"schema": {"type": "object"}}}}},
             "parameters": [{"name": "wait", "in": "query", "required": False, "schema": {"type": "boolean"},
                             "description": "false: answer 202 with the job's status at once"}]}}
            for job, summary in (("rebalance", "Retrain IVF segments whose lists became skewed now"),

@@ -30,7 +30,7 @@ from s5vec.ops import ALL, Notice, Subscription
 from .errors import RequestInvalid
 from .feeds import CLOSE_GRACE_S, FEEDS, FRAME_EVENTS, parse_types
 from .rest import CONFIG, DB, flag
-from .wire import ENCODER
+from .wire import ENCODER, decode_json
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -149,9 +149,9 @@ async def stream_updates(request: web.Request) -> web.StreamResponse:
     predicate = None
     if "filter" in request.query:
         try:
-            spec = msgspec.json.decode(request.query["filter"])
-        except msgspec.DecodeError:
-            raise RequestInvalid("filter must be a JSON object", "filter") from None
+            spec = decode_json(request.query["filter"])
+        except msgspec.DecodeError as exc:
+            raise RequestInvalid(f"filter must be a JSON object ({exc})", "filter") from None
         if not isinstance(spec, dict):
             raise RequestInvalid("filter must be a JSON object", "filter")
         predicate = compile_filter(spec) if spec else None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Generic, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta, Struct
@@ -10,6 +10,7 @@ from msgspec import Meta, Struct
 from s5vec.index import MAX_DIMENSION, MAX_K
 from s5vec.index.scoring import ScoringSpec
 
+T = TypeVar("T")
 K = Annotated[int, Meta(ge=1, le=MAX_K)]
 Ef = Annotated[int, Meta(ge=1, le=5000)]
 MAX_BATCH: Final = 10_000
@@ -250,12 +251,34 @@ class WsEnvelope(Struct):
     type: Any = None
 
 
+class JsonDecoder(Generic[T]):
+    """A msgspec JSON decoder for which input nested too deeply is malformed JSON like any
+    other (msgspec raises RecursionError for it, which would surface as a 500)."""
+
+    __slots__ = ("_decoder",)
+
+    def __init__(self, kind: type[T] | Any) -> None:
+        self._decoder: msgspec.json.Decoder[T] = msgspec.json.Decoder(kind)
+
+    def decode(self, data: bytes | str | msgspec.Raw) -> T:
+        """Raises msgspec.DecodeError or msgspec.ValidationError, naming the problem."""
+        try:
+            return self._decoder.decode(data)
+        except RecursionError:
+            raise msgspec.DecodeError("JSON is malformed: arrays and objects nest too deeply") from None
+
+
+def decode_json(data: bytes | str) -> Any:
+    """Untyped JSON; too deep is a DecodeError as in :class:`JsonDecoder`."""
+    return _ANY.decode(data)
+
+
 DECODERS: Final = {
-    VectorIn: msgspec.json.Decoder(VectorIn), BatchIn: msgspec.json.Decoder(BatchIn),
-    SearchIn: msgspec.json.Decoder(SearchIn), CollectionIn: msgspec.json.Decoder(CollectionIn),
-    DeleteIn: msgspec.json.Decoder(DeleteIn), MetadataIn: msgspec.json.Decoder(MetadataIn),
-    TuneIn: msgspec.json.Decoder(TuneIn),
+    VectorIn: JsonDecoder(VectorIn), BatchIn: JsonDecoder(BatchIn), SearchIn: JsonDecoder(SearchIn),
+    CollectionIn: JsonDecoder(CollectionIn), DeleteIn: JsonDecoder(DeleteIn), MetadataIn: JsonDecoder(MetadataIn),
+    TuneIn: JsonDecoder(TuneIn),
 }
-WS_DECODER: Final = msgspec.json.Decoder(WsMessage)
-WS_ENVELOPE: Final = msgspec.json.Decoder(WsEnvelope)
+WS_DECODER: Final = JsonDecoder(WsMessage)
+WS_ENVELOPE: Final = JsonDecoder(WsEnvelope)
+_ANY: Final = JsonDecoder(Any)
 ENCODER: Final = msgspec.json.Encoder()

@@ -133,22 +133,28 @@ def _operator(op: str, arg: Any, path: str) -> Callable[[list[Any]], bool]:
     return lambda values: any(_ordered(v, arg, op) for v in _flatten(values))
 
 
-def compile_filter(spec: Any) -> Predicate:
+MAX_FILTER_DEPTH: Final = 32
+"""Nesting of $and/$or/$not: compiling and evaluating recurse once per level."""
+
+
+def compile_filter(spec: Any, _depth: int = 1) -> Predicate:
     """Compile a filter document; raises InvalidFilter naming what is wrong."""
     if not isinstance(spec, Mapping):
         raise InvalidFilter("a filter must be a JSON object")
+    if _depth > MAX_FILTER_DEPTH:
+        raise InvalidFilter(f"a filter nests $and/$or/$not more than {MAX_FILTER_DEPTH} levels deep")
     clauses: list[Predicate] = []
     for key, value in spec.items():
         if key in ("$and", "$or"):
             if not isinstance(value, list) or not value:
                 raise InvalidFilter(f"{key} needs a non-empty array of filters")
-            subs = [compile_filter(v) for v in value]
+            subs = [compile_filter(v, _depth + 1) for v in value]
             if key == "$and":
                 clauses.append(lambda d, subs=subs: all(s(d) for s in subs))
             else:
                 clauses.append(lambda d, subs=subs: any(s(d) for s in subs))
         elif key == "$not":
-            sub = compile_filter(value)
+            sub = compile_filter(value, _depth + 1)
             clauses.append(lambda d, sub=sub: not sub(d))
         elif str(key).startswith("$"):
             raise InvalidFilter(f"unknown top-level operator {key!r}")

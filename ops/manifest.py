@@ -99,7 +99,16 @@ async def write_snapshot(store: BlobStore, snap: CollectionSnapshot, cache: Segm
 
 async def read_collection(store: BlobStore, entry: dict[str, Any], segment_dir: Path, cache: SegmentRefs,
                           lazy: bool = True) -> tuple[CollectionConfig, dict[str, Any], list[SealedSegment]]:
-    """Inverse of :func:`write_snapshot`; every blob is verified against its address."""
+    """Inverse of :func:`write_snapshot`; every blob is verified against its address.
+    Raises BlobCorrupt for blobs that do not hold what the manifest says (also a bad shape)."""
+    try:
+        return await _read_collection(store, entry, segment_dir, cache, lazy)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        raise BlobCorrupt(f"collection blobs are malformed: {type(exc).__name__}: {exc}") from exc
+
+
+async def _read_collection(store: BlobStore, entry: dict[str, Any], segment_dir: Path, cache: SegmentRefs,
+                           lazy: bool) -> tuple[CollectionConfig, dict[str, Any], list[SealedSegment]]:
     config = CollectionConfig.from_dict(entry["config"])
     stored = entry["recent"]
     recent: dict[str, Any] = {k: v for k, v in stored.items() if k not in _RECENT_ARRAYS and k != "records"}
@@ -152,7 +161,49 @@ async def read_manifest(store: BlobStore, blob_id: BlobId) -> dict[str, Any]:
         raise BlobCorrupt(f"blob {blob_id} is not an s5vec manifest")
     if manifest.get("version") != VERSION:
         raise BlobCorrupt(f"manifest {blob_id} has unsupported version {manifest.get('version')}")
+    problem = manifest_problem(manifest)
+    if problem:
+        raise BlobCorrupt(f"manifest {blob_id} is malformed: {problem}")
     return manifest
+
+
+def _refs_problem(value: Any, where: str) -> str | None:
+    if not isinstance(value, list) or not all(isinstance(ref, bytes) for ref in value):
+        return f"{where} must be a list of blob ids"
+    return None
+
+
+def manifest_problem(manifest: dict[Any, Any]) -> str | None:
+    """What is wrong with a decoded manifest's shape (None when it can be walked):
+    checked before any field is used, so a damaged manifest is BlobCorrupt, not a KeyError."""
+    if not isinstance(manifest.get("lsn"), int) or manifest["lsn"] < 0:
+        return "'lsn' must be a non-negative integer"
+    if manifest.get("previous") is not None and not isinstance(manifest["previous"], bytes):
+        return "'previous' must be a blob id or null"
+    collections = manifest.get("collections")
+    if not isinstance(collections, dict):
+        return "'collections' must be a map"
+    for name, entry in collections.items():
+        where = f"collection {name!r}"
+        if not isinstance(name, str) or not isinstance(entry, dict):
+            return f"{where} must be a map under a string name"
+        if not isinstance(entry.get("config"), dict):
+            return f"{where}: 'config' must be a map"
+        recent = entry.get("recent")
+        if not isinstance(recent, dict) or not isinstance(recent.get("records"), bytes):
+            return f"{where}: 'recent' must be a map with a 'records' blob id"
+        for array in _RECENT_ARRAYS:
+            if recent.get(array) is not None and (problem := _refs_problem(recent[array], f"{where}: {array!r}")):
+                return problem
+        segments = entry.get("segments", [])
+        if not isinstance(segments, list):
+            return f"{where}: 'segments' must be a list"
+        for item in segments:
+            if not isinstance(item, dict) or not all(isinstance(item.get(k), bytes) for k in ("frozen", "mutable")):
+                return f"{where}: a segment must name its 'frozen' and 'mutable' blobs"
+            if problem := _refs_problem(item.get("chunks"), f"{where}: segment 'chunks'"):
+                return problem
+    return None
 
 
 def referenced_blobs(manifest: dict[str, Any]) -> set[BlobId]:
@@ -160,7 +211,7 @@ def referenced_blobs(manifest: dict[str, Any]) -> set[BlobId]:
     refs: set[BlobId] = set()
     for entry in manifest["collections"].values():
         recent = entry["recent"]
-        refs.add(BlobId.from_bytes(recent["records"]))
+        refs.update(_ids([recent["records"]]))
         refs.update(_ids(ref for name in _RECENT_ARRAYS for ref in recent.get(name) or []))
         for item in entry.get("segments", []):
             refs.update(_ids([item["frozen"], item["mutable"], *item["chunks"]]))
@@ -168,4 +219,8 @@ def referenced_blobs(manifest: dict[str, Any]) -> set[BlobId]:
 
 
 def _ids(refs: Iterable[bytes]) -> Iterator[BlobId]:
-    return (BlobId.from_bytes(ref) for ref in refs)
+    for ref in refs:
+        try:
+            yield BlobId.from_bytes(ref)
+        except ValueError as exc:
+            raise BlobCorrupt(f"manifest names a malformed blob id: {exc}") from None
