@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run the live-feed benchmark instead (options: s5vec bench --feeds --help)")
     parser.add_argument("--peers", action="store_true",
                         help="s5vec against Chroma, LanceDB, Qdrant, raw hnswlib/faiss (options: s5vec bench --peers --help)")
+    parser.add_argument("--crash-loop", action="store_true",
+                        help="SIGKILL the daemon at random moments under write load and check every acknowledged "
+                             "write after each restart (options: s5vec bench --crash-loop --help)")
     return parser
 
 
@@ -80,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     if "--peers" in argv:  # peer engines in one run (needs the `bench` extra for all but hnswlib/faiss)
         from .peers import main as peers_main
         return peers_main([a for a in argv if a != "--peers"])
+    if "--crash-loop" in argv:  # SIGKILL the daemon under write load, check every acknowledged write
+        from .crashloop import main as crash_loop_main
+        return crash_loop_main([a for a in argv if a != "--crash-loop"])
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
     limit = args.limit if args.limit is not None else (QUICK_LIMIT if args.quick else None)
