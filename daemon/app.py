@@ -15,6 +15,7 @@ from .auth import KeyRing, make_auth_middleware
 from .backend import open_store
 from .cache import QueryCache
 from .config import Config
+from .cors import CorsPolicy, make_cors_middleware, make_prepare_hook
 from .errors import error_middleware
 from .feeds import FEEDS, Feeds
 from .openapi import build_openapi
@@ -28,7 +29,8 @@ OPENAPI: Final = web.AppKey("openapi", dict)
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     events = config.events
-    bus = EventBus(events.window_events, events.window_bytes, events.queue_events, events.max_lag_events)
+    bus = EventBus(events.window_events, events.window_bytes, events.queue_events, events.max_lag_events,
+                   events.flush_ms / 1000.0)
     async with open_store(config) as store:  # opened before the database, closed after it
         app[NOTIFIER].status(f"loading data from {config.data_dir}")
         app[DB] = await Database.open(config.data_dir, config.engine, store, events=bus,
@@ -53,7 +55,9 @@ def create_app(config: Config) -> web.Application:
     """Build the daemon's aiohttp application; the database opens on startup."""
     ring = KeyRing(config.auth.keys)
     metrics = Metrics()
+    cors = CorsPolicy(config.cors, keyless=lambda: not ring.enabled)
     app = web.Application(middlewares=[monitoring.make_metrics_middleware(metrics), error_middleware,
+                                       make_cors_middleware(cors),  # preflights carry no API key
                                        make_auth_middleware(ring, "read" if config.metrics_need_auth else None)],
                           client_max_size=config.http.max_body_bytes)
     app[CONFIG] = config
@@ -69,6 +73,7 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(monitoring.monitor_ctx)
     app.cleanup_ctx.append(mcp_http.mcp_ctx)  # MCP at /mcp: stops before the database closes
     app.on_shutdown.append(close_streams)
+    app.on_response_prepare.append(make_prepare_hook(cors))
     app.add_routes(routes)
     app.add_routes(admin.routes)
     app.add_routes(ingest.routes)

@@ -1,7 +1,8 @@
 """One frozen config tree from a TOML file plus ``S5VEC_*`` environment overrides.
 
 Environment: ``S5VEC_HOST``, ``S5VEC_PORT``, ``S5VEC_DATA_DIR``, ``S5VEC_LOG_LEVEL``, ``S5VEC_LOG_FORMAT``,
-``S5VEC_API_KEYS`` (``key:read,write;key2:admin``) and, for any key,
+``S5VEC_API_KEYS`` (``key:read,write;key2:admin``), ``S5VEC_CORS_ORIGINS`` (comma-separated
+origins, or ``*``) and, for any key,
 ``S5VEC_<SECTION>__<KEY>`` (e.g. ``S5VEC_ENGINE__CHECKPOINT_INTERVAL_S=60``). Storage also
 reads ``S5_MODE``, ``S5_PORTAL_URL``, ``S5_BRIDGE_URL``, ``S5_SEED_PHRASE``,
 ``S5_SEED_PHRASE_FILE`` and ``S5_AUTH_TOKEN``.
@@ -32,6 +33,7 @@ LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 LOG_FORMATS: Final = ("text", "json")
 STORAGE_MODES: Final = ("local", "portal", "bridge")
 STORAGE_MODE_ALIASES: Final = {"mock": "local", "real": "portal"}  # the seed project's names
+SECRET_SETTINGS: Final = ("key", "seed_phrase", "auth_token")  # values never quoted in an error
 STORAGE_ENV: Final = {"S5_MODE": "mode", "S5_PORTAL_URL": "portal_url", "S5_BRIDGE_URL": "bridge_url",
                       "S5_SEED_PHRASE": "seed_phrase", "S5_SEED_PHRASE_FILE": "seed_phrase_file",
                       "S5_AUTH_TOKEN": "auth_token"}
@@ -77,6 +79,7 @@ class EventsConfig:
     queue_events: int = 1_000         # per subscriber: past this it gets `lagged` and catches up from the window
     max_lag_events: int = 100_000     # per subscriber: further behind the head than this, it is disconnected
     heartbeat_s: float = 15.0         # SSE comment / WebSocket ping interval when idle
+    flush_ms: float = 10.0            # events are pushed to a subscriber at most this often (0: at once)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +130,16 @@ class StorageConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CorsConfig:
+    """Cross-origin requests from web pages (``[cors]``). Off unless ``allow_origins`` lists
+    origins (``https://app.example.com``) or is ``["*"]``; see :mod:`s5vec.daemon.cors`."""
+
+    allow_origins: tuple[str, ...] = ()
+    allow_credentials: bool = False     # Access-Control-Allow-Credentials (not with "*")
+    max_age_s: int = 600                # how long a browser may cache a preflight answer
+
+
+@dataclass(frozen=True, slots=True)
 class MetricsConfig:
     """``GET /metrics`` (Prometheus). ``require_auth`` unset: public on a loopback address,
     the ``read`` scope beyond it; true or false decides explicitly."""
@@ -147,6 +160,7 @@ class Config:
     ws: WsConfig = field(default_factory=WsConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    cors: CorsConfig = field(default_factory=CorsConfig)
     health: HealthThresholds = field(default_factory=HealthThresholds)
     jobs: JobsConfig = field(default_factory=JobsConfig)
     backup: BackupConfig = field(default_factory=BackupConfig)
@@ -192,7 +206,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         return number
     if hint is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
+            secret = key.rsplit(".", 1)[-1] in SECRET_SETTINGS  # a mistyped secret is still a secret
+            raise ConfigError(f"{key}: expected a string" + (" (value not shown)" if secret else f", got {value!r}"))
         return value
     if hint is Path:
         if not isinstance(value, (str, Path)):
@@ -239,6 +254,9 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
             path = aliases[name]
         elif name == "S5VEC_API_KEYS":
             raw.setdefault("auth", {})["keys"] = _parse_keys(value)
+            continue
+        elif name == "S5VEC_CORS_ORIGINS":
+            raw.setdefault("cors", {})["allow_origins"] = [o.strip() for o in value.split(",") if o.strip()]
             continue
         elif name.startswith("S5VEC_") and "__" in name:
             path = tuple(p.lower() for p in name[len("S5VEC_"):].split("__"))
@@ -302,10 +320,17 @@ def validate(config: Config) -> None:
         for name in names:
             if getattr(getattr(config, section), name) <= 0:
                 raise ConfigError(f"{section}.{name}: must be positive")
+    if not 0 <= engine.index_linger_s <= 10:
+        raise ConfigError("engine.index_linger_s: must be 0 (index at once) to 10 seconds")
+    if not 0 <= engine.background_nice <= 19:
+        raise ConfigError("engine.background_nice: must be 0 (normal priority) to 19")
+    if not 0 <= config.events.flush_ms <= 1000:
+        raise ConfigError("events.flush_ms: must be 0 (push at once) to 1000")
     if config.events.max_lag_events < config.events.queue_events:
         raise ConfigError("events.max_lag_events: must be at least events.queue_events")
     if config.ws.max_message_bytes < 1024:
         raise ConfigError("ws.max_message_bytes: must be at least 1024")
+    validate_cors(config.cors, bool(config.auth.keys))
     validate_storage(config.storage)
     validate_jobs(config.jobs, config.backup)
     from s5vec.index import METRICS, SCHEMAS
@@ -314,6 +339,28 @@ def validate(config: Config) -> None:
     schema = config.default_collection.schema
     if schema is not None and schema not in SCHEMAS:
         raise ConfigError(f"default_collection.schema: unknown schema {schema!r}")
+
+
+def validate_cors(cors: CorsConfig, has_keys: bool) -> None:
+    """Rules of the ``[cors]`` section. Raises ConfigError."""
+    for i, origin in enumerate(cors.allow_origins):
+        if origin == "*":
+            if len(cors.allow_origins) > 1:
+                raise ConfigError("cors.allow_origins: \"*\" allows every origin; list no others with it")
+            if cors.allow_credentials:
+                raise ConfigError("cors.allow_credentials: cannot be true with cors.allow_origins = [\"*\"] "
+                                  "(that would hand every web page the browser's credentials)")
+            if not has_keys:
+                raise ConfigError("cors.allow_origins: \"*\" on a daemon without auth.keys would let every web "
+                                  "page read and write the database; list the origins or configure API keys")
+            continue
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path or parts.query \
+                or parts.fragment or parts.username is not None or origin != origin.strip().rstrip("/"):
+            raise ConfigError(f"cors.allow_origins[{i}]: expected an origin such as https://app.example.com "
+                              f"(scheme, host and optional port, no path), got {origin!r}")
+    if cors.max_age_s < 0:
+        raise ConfigError("cors.max_age_s: must be 0 or more")
 
 
 def validate_jobs(jobs: JobsConfig, backup: BackupConfig) -> None:

@@ -16,15 +16,18 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Final
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
-from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-from mcp.server.transport_security import TransportSecuritySettings
 from s5vec.ops import Database
 
 from .asgi import call_asgi
 from .auth import MCP_PATH
-from .mcp_server import DatabaseBackend, build_server
 from .rest import CONFIG, DB
+
+if TYPE_CHECKING:  # the SDK (seconds of imports) loads on the first MCP request, not at start-up
+    from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+    from mcp.server.transport_security import TransportSecuritySettings
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -32,21 +35,23 @@ _LOOPBACK_HOSTS: Final = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
 _LOOPBACK_ORIGINS: Final = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
 
 
-def transport_security(has_keys: bool) -> TransportSecuritySettings:
-    """Host/Origin checks only for a keyless (hence loopback-only) daemon."""
+def transport_security(has_keys: bool, cors_origins: tuple[str, ...] = ()) -> TransportSecuritySettings:
+    """Host/Origin checks only for a keyless (hence loopback-only) daemon; origins listed
+    in ``[cors] allow_origins`` are admitted like loopback ones."""
+    from mcp.server.transport_security import TransportSecuritySettings
     if has_keys:
         return TransportSecuritySettings(enable_dns_rebinding_protection=False)
     return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=list(_LOOPBACK_HOSTS),
-                                     allowed_origins=list(_LOOPBACK_ORIGINS))
+                                     allowed_origins=[*_LOOPBACK_ORIGINS, *cors_origins])
 
 
 class McpEndpoint:
-    """Builds the MCP server and starts the SDK's session manager on the first request (most
-    daemons never serve MCP: no start-up cost for them), in a task of its own (its anyio task
+    """Imports the SDK, builds the MCP server and starts its session manager on the first
+    request (most daemons never serve MCP: no start-up cost for them), in a task of its own (its anyio task
     group must start and stop in one task), until :meth:`stop`."""
 
-    def __init__(self, db: Database, security: TransportSecuritySettings) -> None:
-        self._db, self._security = db, security
+    def __init__(self, db: Database, has_keys: bool, cors_origins: tuple[str, ...] = ()) -> None:
+        self._db, self._has_keys, self._cors_origins = db, has_keys, cors_origins
         self._manager: StreamableHTTPSessionManager | None = None
         self._starting = asyncio.Lock()
         self._stop = asyncio.Event()
@@ -64,9 +69,10 @@ class McpEndpoint:
                 return self._manager
             if self._stop.is_set():
                 raise web.HTTPServiceUnavailable(reason="shutting down")
+            from .mcp_server import DatabaseBackend, build_server
             server = build_server(DatabaseBackend(self._db))
             server.streamable_http_app(streamable_http_path=MCP_PATH, stateless_http=True, json_response=True,
-                                       transport_security=self._security)
+                                       transport_security=transport_security(self._has_keys, self._cors_origins))
             manager = server.session_manager
             started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._task = asyncio.create_task(self._run(manager, started), name="mcp-session-manager")
@@ -96,7 +102,7 @@ async def mcp_ctx(app: web.Application) -> AsyncIterator[None]:
     """Lifecycle: after the database opens; stops before it closes, once requests are drained."""
     if not log.isEnabledFor(logging.DEBUG):  # the SDK logs every stateless request at INFO
         logging.getLogger("mcp.server.streamable_http").setLevel(logging.WARNING)
-    endpoint = McpEndpoint(app[DB], transport_security(bool(app[CONFIG].auth.keys)))
+    endpoint = McpEndpoint(app[DB], bool(app[CONFIG].auth.keys), app[CONFIG].cors.allow_origins)
     app[MCP] = endpoint
     try:
         yield
