@@ -42,8 +42,10 @@ class DaemonError(RuntimeError):
 class Daemon:
     """One ``s5vec serve`` process on 127.0.0.1 with its own data directory and log file."""
 
-    def __init__(self, data_dir: Path, log_path: Path, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, log_path: Path, port: int | None = None,
+                 settings: dict[str, str] | None = None) -> None:
         self.data_dir = Path(data_dir)
+        self.settings = settings or {}  # "section.key" -> value, as S5VEC_SECTION__KEY
         self.log_path = Path(log_path)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -66,10 +68,16 @@ class Daemon:
         try:
             self.spawned_at = time.perf_counter()
             self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=daemon_env())
+                                         stdin=subprocess.DEVNULL, env=self.env())
         finally:
             log.close()
         return self.spawned_at
+
+    def env(self) -> dict[str, str]:
+        env = daemon_env()
+        for key, value in self.settings.items():
+            env["S5VEC_" + key.upper().replace(".", "__")] = value
+        return env
 
     def log_tail(self, lines: int = 30) -> str:
         try:

@@ -246,7 +246,9 @@ def run(args: argparse.Namespace, workdir: Path, log: Any) -> dict[str, Any]:
                                               "connections": args.connections,
                                               "writer_connections": WRITER_CONNECTIONS}}
     results["machine"]["loadavg_start"] = list(os.getloadavg())
-    daemon = Daemon(workdir / "data", workdir / "daemon.log")
+    settings = dict(item.split("=", 1) for item in args.set)
+    results["parameters"]["daemon_settings"] = settings
+    daemon = Daemon(workdir / "data", workdir / "daemon.log", settings=settings)
     daemon.start()
     try:
         daemon.wait_status("/ready")
@@ -350,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dimension", type=int, default=384)
     parser.add_argument("--connections", type=int, default=1500)
     parser.add_argument("--out", type=Path, default=Path("bench-feeds.json"))
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="a daemon setting, e.g. engine.background_nice=0 (repeatable)")
     parser.add_argument("--workdir", type=Path, help="daemon data and logs (default: a temp dir, removed)")
     return parser
 

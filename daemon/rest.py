@@ -18,10 +18,10 @@ from s5vec.ops import Database, Query
 from .cache import QueryCache
 from .config import Config
 from .errors import RequestInvalid
-from .upserts import item_exception
+from .upserts import UPSERTS
 from .wire import (
     DECODERS, ENCODER, MAX_BATCH, BatchIn, BatchOut, CollectionIn, DeleteIn, ItemErrorOut, MetadataIn, RecordOut, TuneIn,
-    RecordsOut, SearchIn, SearchOut, SearchResult, VectorIn,
+    RecordsOut, SearchIn, SearchOut, SearchResult, VectorIn, decode_json,
 )
 
 DB: Final = web.AppKey("db", Database)
@@ -75,9 +75,9 @@ def filter_param(request: web.Request) -> dict[str, Any] | None:
     if "filter" not in request.query:
         return None
     try:
-        spec = msgspec.json.decode(request.query["filter"])
-    except msgspec.DecodeError:
-        raise RequestInvalid("filter must be a JSON object", "filter") from None
+        spec = decode_json(request.query["filter"])
+    except msgspec.DecodeError as exc:
+        raise RequestInvalid(f"filter must be a JSON object ({exc})", "filter") from None
     if not isinstance(spec, dict):
         raise RequestInvalid("filter must be a JSON object", "filter")
     compile_filter(spec)
@@ -92,10 +92,11 @@ def record_out(hit: Hit) -> RecordOut:
 # ------------------------------------------------------------------ health
 @routes.get("/health")
 async def health(request: web.Request) -> web.Response:
-    """Liveness, always 200: "degraded" while the storage backend does not answer or
-    checkpoints fail (writes still succeed: the WAL holds them)."""
+    """Liveness, always 200: "degraded" while the storage backend does not answer,
+    checkpoints fail (writes still succeed: the WAL holds them), a WAL write failed or a
+    blob is corrupt; "failing" once the WAL refuses writes until a restart."""
     db = request.app[DB]
-    status = "starting" if not db.ready else "degraded" if db.storage.degraded else "ok"
+    status = "starting" if not db.ready else db.storage.status  # "ok", "degraded" or "failing"
     return reply({
         "status": status, "version": VERSION,
         "uptime_s": round(time.time() - request.app[STARTED], 3),
@@ -152,19 +153,13 @@ async def ensure_default(request: web.Request, dimension: int) -> None:
                                                     config.default_collection.schema))
 
 
-async def upsert_record(db: Database, name: str, body: VectorIn) -> str:
-    """Durably upsert one record; returns its id. Raises the item's error (400/422)."""
-    ids, errors = await db.upsert(name, [RawItem(body.id, body.vector, body.metadata, body.timestamp, body.text)])
-    if errors:
-        raise item_exception(errors[0])
-    return ids[0]
-
-
 async def upsert_one(request: web.Request, name: str) -> web.Response:
     body: VectorIn = await decode(request, VectorIn)
     if name == DEFAULT and body.vector is not None:
         await ensure_default(request, len(body.vector))
-    return reply({"id": await upsert_record(request.app[DB], name, body), "status": "upserted"}, 201)
+    request.app[DB].collection(name)  # 404 before anything is queued
+    # concurrent single-record requests share one validation pass, WAL record and event
+    return reply({"id": await request.app[UPSERTS].upsert(name, body), "status": "upserted"}, 201)
 
 
 def decode_items(raws: Sequence[bytes | msgspec.Raw]) -> tuple[list[RawItem], list[int], list[ItemErrorOut]]:

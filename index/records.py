@@ -22,6 +22,9 @@ NAME_RE: Final = re.compile(r"[a-z0-9_-]{1,64}")
 MAX_DIMENSION: Final = 4096
 MAX_ID_BYTES: Final = 256
 MAX_METADATA_BYTES: Final = 64 * 1024
+MAX_METADATA_DEPTH: Final = 32
+"""Nesting levels of arrays and objects in metadata: the WAL and blob decoder (cbor2) stops
+at 400, so a deeper record would be acknowledged and then make the data dir unreadable."""
 MAX_K: Final = 1000
 _JSON = msgspec.json.Encoder()
 _F32_MAX: Final = float(np.finfo(np.float32).max)
@@ -215,6 +218,21 @@ def prepare_query(config: CollectionConfig, values: Sequence[float]) -> np.ndarr
     return row.astype(np.float32)
 
 
+def check_metadata_depth(metadata: Any) -> None:
+    """Raises InvalidRecord when arrays and objects nest more than MAX_METADATA_DEPTH deep
+    (iterative: the input may be deeper than the interpreter's recursion limit)."""
+    stack: list[tuple[Any, int]] = [(metadata, 1)]
+    while stack:
+        value, depth = stack.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if depth + 1 > MAX_METADATA_DEPTH:
+                    raise InvalidRecord("metadata", f"nests arrays and objects more than {MAX_METADATA_DEPTH} "
+                                                    "levels deep")
+                stack.append((child, depth + 1))
+
+
 def _prepare_one(config: CollectionConfig, item: RawItem, now: float) -> tuple[str, np.ndarray, dict[str, Any], float]:
     metadata = item.metadata if item.metadata is not None else {}
     if not isinstance(metadata, dict):
@@ -227,6 +245,7 @@ def _prepare_one(config: CollectionConfig, item: RawItem, now: float) -> tuple[s
         record_id = normalize_id(item.id)
         if config.schema == "video_nft" and record_id != video_nft_key(metadata):
             raise InvalidRecord("id", f"must be '<address>:<id>' ({video_nft_key(metadata)!r}) or omitted")
+    check_metadata_depth(metadata)
     if len(_JSON.encode(metadata)) > MAX_METADATA_BYTES:
         raise InvalidRecord("metadata", f"is larger than {MAX_METADATA_BYTES} bytes encoded")
     vector = item.vector
@@ -268,6 +287,8 @@ def prepare_batch(config: CollectionConfig, items: Sequence[RawItem]) -> tuple[B
     checks (finite, float32 range, non-zero for cosine) run once over the whole batch.
     """
     now = time.time()
+    if len(items) == 1:  # single-record writes (REST, WebSocket) skip the batch machinery
+        return _prepare_single(config, items[0], now)
     ids: list[str] = []
     rows: list[np.ndarray] = []
     metas: list[dict[str, Any]] = []
@@ -313,6 +334,29 @@ def prepare_batch(config: CollectionConfig, items: Sequence[RawItem]) -> tuple[B
         errors.sort(key=lambda e: e.index)
     vectors = np.ascontiguousarray(matrix, dtype=np.float32)
     return Batch(ids, vectors, metas, np.asarray(stamps, dtype=np.float64)), errors
+
+
+def _prepare_single(config: CollectionConfig, item: RawItem, now: float) -> tuple[Batch, list[ItemError]]:
+    """:func:`prepare_batch` of one item: the same checks and errors in one pass over the row."""
+    try:
+        record_id, row, meta, stamp = _prepare_one(config, item, now)
+        if not float(np.abs(row).max()) <= _F32_MAX:  # also catches NaN
+            raise InvalidRecord("vector", "contains NaN or infinite values (or values beyond float32 range)")
+        if config.metric == "cosine":
+            squares = float(np.dot(row, row))
+            if squares == 0.0:
+                raise InvalidRecord("vector", "has zero length; cosine similarity is undefined")
+            row *= 1.0 / math.sqrt(squares)
+    except EmbeddingError as exc:
+        error = ItemError(0, _safe_id(item.id), "embedding_error", str(exc))
+    except InvalidRecord as exc:
+        error = ItemError(0, _safe_id(item.id), "invalid_request", str(exc))
+    except DimensionMismatch as exc:
+        error = ItemError(0, _safe_id(item.id), "dimension_mismatch", str(exc))
+    else:
+        vectors = row.astype(np.float32).reshape(1, config.dimension)
+        return Batch([record_id], vectors, [meta], np.array([stamp], dtype=np.float64)), []
+    return Batch([], np.zeros((0, config.dimension), np.float32), [], np.zeros(0)), [error]
 
 
 def _safe_id(value: object) -> str | None:

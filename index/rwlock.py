@@ -27,7 +27,7 @@ class RWLock:
         finally:
             with self._cond:
                 self._readers -= 1
-                if not self._readers:
+                if not self._readers and self._writers_waiting:  # only a writer waits on readers
                     self._cond.notify_all()
 
     @contextmanager

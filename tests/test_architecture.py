@@ -42,3 +42,12 @@ def test_only_the_daemon_serves_http_and_only_storage_backends_are_http_clients(
     for path in (REPO / "storage").rglob("*.py"):
         if path.name != "testportal.py":
             assert "aiohttp.web" not in path.read_text() and "from aiohttp import web" not in path.read_text(), path
+
+
+def test_serving_does_not_load_the_mcp_sdk_until_the_first_mcp_request() -> None:
+    """The SDK (and pydantic) cost seconds of imports: a restart must not pay them."""
+    import subprocess
+    import sys
+    code = "import sys, s5vec.daemon.app, s5vec.daemon.service; print(sorted({m.split('.')[0] for m in sys.modules} & {'mcp', 'pydantic'}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

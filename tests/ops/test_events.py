@@ -266,3 +266,23 @@ async def test_checkpoint_and_migration_are_announced(tmp_path: Path) -> None:
     assert items[1][0].data["moved"] == 40
     assert items[2][0].data["lsn"] == db.applied_lsn
     await db.close(checkpoint=False)
+
+
+async def test_with_a_flush_interval_a_burst_of_commits_wakes_a_subscriber_once() -> None:
+    import asyncio
+
+    bus = EventBus(flush_s=0.05)
+    wakes: list[float] = []
+    loop = asyncio.get_running_loop()
+    sub = bus.subscribe(wake=lambda: wakes.append(loop.time()), kill=lambda s: None)
+    started = loop.time()
+    for lsn in range(1, 6):  # five commits in a burst
+        bus.publish([batch(lsn, [f"r{lsn}"])])
+    assert wakes == []  # not woken per commit...
+    await asyncio.sleep(0.15)
+    assert len(wakes) == 1 and wakes[0] - started >= 0.045  # ...but once, after the interval
+    assert [e[1] for e in events(drain_all(sub))] == [1, 2, 3, 4, 5]  # with everything, in order
+    bus.publish([batch(6, ["r6"])])
+    bus.unsubscribe(sub)  # a pending wake-up of a closed subscriber is cancelled
+    await asyncio.sleep(0.1)
+    assert len(wakes) == 1

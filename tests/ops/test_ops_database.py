@@ -146,3 +146,28 @@ async def test_writes_to_a_dropped_collection_fail_cleanly(tmp_path: Path) -> No
     db = await Database.open(tmp_path, CONFIG)
     assert "c" not in db.collections
     await db.close()
+
+
+async def test_graph_building_runs_at_lower_cpu_priority_and_lingers_for_a_batch(tmp_path: Path) -> None:
+    import os
+    import threading
+
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    db = await Database.open(tmp_path, EngineConfig(checkpoint_interval_s=3600, background_nice=7,
+                                                    index_linger_s=1.0))
+    await db.create_collection(CollectionConfig("c", DIM))
+    base = niceness()
+    assert await asyncio.wrap_future(db._index_pool.submit(niceness)) == min(19, base + 7)
+    assert await asyncio.wrap_future(db._migrate_pool.submit(niceness)) == min(19, base + 7)
+    assert await asyncio.wrap_future(db._writer_pool.submit(niceness)) == base  # acknowledgements are not
+    coll = db.collection("c")
+    for i in range(5):  # a trickle of single writes...
+        await db.upsert("c", items(i, 1))
+    assert coll.pending == 5  # ...waits in the exact buffer (searchable) rather than one graph call each
+    hits, _ = await db.search("c", prepare_vectors(coll.config, items(3, 1)[0].vector[None])[0], Query(k=1))
+    assert hits[0].id == "r3"
+    await db.wait_indexed(10)
+    assert coll.pending == 0
+    await db.close()
