@@ -14,6 +14,7 @@ serialises mutations against searches with its readers-writer lock.
 from __future__ import annotations
 
 import gc
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -28,6 +29,13 @@ from .payload import PayloadIndex
 from .records import Batch, CollectionConfig
 
 _INITIAL_CAPACITY: Final = 1024
+FILTER_EXTRA: Final = 0.5
+"""A filtered graph search fetches ``ef * (1 / selectivity + FILTER_EXTRA)`` candidates: as
+deep as hnswlib's in-walk filter walks at the same ef (it keeps ``ef`` matching candidates)
+plus half an ef more, which lifts recall at 50 % above the in-walk filter's (ef 128: MiniLM
+0.9987 vs 0.9980, GloVe 0.9940 vs 0.9910). 0 ties its recall; 1.0 gains only on GloVe
+(0.9963) and costs 14 % more time (QPS vs the callback, MiniLM/GloVe: 0.90/1.42 at 0,
+0.81/1.09 at 0.5, 0.70/0.89 at 1.0). At 10 % the walk is deep anyway (1.0000 / 0.9997)."""
 _ENCODE: Final = msgspec.json.Encoder().encode
 _DECODE: Final = msgspec.json.Decoder().decode  # untyped: 2x faster; only dicts are written
 
@@ -307,6 +315,33 @@ class RecentTier:
         except RuntimeError:
             return None
         return labels.astype(np.int64), dist
+
+    def graph_filtered(self, query: np.ndarray, k: int, mask: np.ndarray,
+                       allowed: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Graph top-``k`` for one query among the labels where the bool array ``mask``
+        (indexed by label) is set, best first; ``allowed`` counts the graph labels it sets.
+
+        The walk is unfiltered but ``ef * (1 / selectivity + FILTER_EXTRA)`` deep (hnswlib's
+        filter callback would cost a Python call per visited node), and it is repeated twice
+        as deep while fewer than ``min(k, allowed)`` candidates match, so it returns k
+        matching records whenever k exist. None when the graph cannot return that many live
+        results (callers fall back to exact)."""
+        live = self.hnsw_live
+        want = min(k, allowed)
+        if live <= 0 or want <= 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        depth = max(self.ef, k) * (live / min(allowed, live) + FILTER_EXTRA)
+        fetch = min(live, max(k, math.ceil(depth)))
+        while True:
+            try:
+                found, dist = self.hnsw.knn_query(query, k=fetch, num_threads=1)
+            except RuntimeError:
+                return None
+            labels = found[0].astype(np.int64)
+            keep = mask[labels]
+            if int(np.count_nonzero(keep)) >= want or fetch >= live:
+                return labels[keep][:k], dist[0][keep][:k]
+            fetch = min(live, fetch * 2)
 
     def graph_live_labels(self) -> np.ndarray:
         labels = np.flatnonzero(self.live[: self.hnsw_upto])

@@ -166,6 +166,22 @@ class SealedSegment:
             at += 1
         return None
 
+    def find_many(self, ids: Sequence[str], hashes: np.ndarray) -> np.ndarray:
+        """Positions of the live records ``ids`` (-1 where absent), ``hashes`` being
+        :func:`hash_ids` of them: one vectorised probe per batch, so an upsert batch costs
+        microseconds per segment instead of ~15 us per id per segment (at 10M records,
+        ~100 segments, a per-id :meth:`find` made ingest 100x slower). Only hash matches
+        are checked against the stored id."""
+        out = np.full(len(ids), -1, np.int64)
+        if not len(self._hashes) or not len(ids):
+            return out
+        at = np.minimum(np.searchsorted(self._hashes, hashes), len(self._hashes) - 1)
+        for i in np.flatnonzero(self._hashes[at] == hashes).tolist():
+            pos = self.find(ids[i])
+            if pos is not None:
+                out[i] = pos
+        return out
+
     def meta(self, pos: int) -> dict[str, Any]:
         raw = self.overlay.get(pos)
         return _DECODE(raw if raw is not None else self.metadata[pos])
@@ -226,6 +242,12 @@ class SealedSegment:
         self.ivf.close()
         self.ids.close()
         self.metadata.close()
+
+
+def hash_ids(ids: Sequence[str]) -> np.ndarray:
+    """The 64-bit hashes of ``ids`` that :meth:`SealedSegment.find_many` takes (computed
+    once per batch, shared by every segment)."""
+    return np.fromiter((_hash(i.encode()) for i in ids), np.int64, len(ids))
 
 
 def _hash(key: bytes) -> int:

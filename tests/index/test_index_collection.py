@@ -219,3 +219,24 @@ def test_compaction_after_migration_shrinks_the_recent_tier_and_keeps_every_reco
     for i in (3, 7, 499, 500, 3499):
         query = prepare_vectors(coll.config, vectors[i][None, :])[0]
         assert coll.search(query, 1)[0].id == str(i)
+
+
+def test_upserts_replace_copies_in_any_of_many_segments_and_compaction_can_skip_the_graph(tmp_path: Path) -> None:
+    coll = Collection(CollectionConfig("r", DIM), tmp_path)
+    rng = np.random.default_rng(5)
+    old = time.time() - 30 * 86_400
+    for start in range(0, 300, 100):  # three rounds: ingest, migrate, compact without the graph
+        upsert(coll, [RawItem(i, rng.normal(size=DIM), {"i": i}, old) for i in range(start, start + 100)])
+        upsert(coll, [RawItem(f"new{start}", rng.normal(size=DIM), {"i": -1})])
+        assert migrate(coll, tmp_path) == 100
+        assert coll.compact(min_ratio=0.5, graph=False)
+    assert len(coll.segments) == 3 and coll.recent.hnsw_live == 0 and coll.recent.pending == 3
+    fresh = rng.normal(size=(3, DIM)).astype(np.float32)
+    existed = coll.apply_upsert(prepare_batch(coll.config, [
+        RawItem(i, fresh[n], {"i": i, "v": 2}) for n, i in enumerate((5, 150, 299))])[0])
+    assert existed == [True, True, True]
+    assert len(coll) == 303 and [s.live for s in coll.segments] == [99, 99, 99]
+    for n, i in enumerate((5, 150, 299)):
+        assert coll.get(str(i)).metadata == {"i": i, "v": 2}
+        query = prepare_vectors(coll.config, fresh[n][None, :])[0]
+        assert coll.search(query, 1)[0].id == str(i)
