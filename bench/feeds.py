@@ -242,6 +242,7 @@ def _summary(latencies: np.ndarray) -> dict[str, float]:
 def run(args: argparse.Namespace, workdir: Path, log: Any) -> dict[str, Any]:
     results: dict[str, Any] = {"machine": machine_info(), "out": str(args.out), "notes": [],
                                "parameters": {"subscribers": args.subscribers, "rate_per_s": args.rate,
+                                              "subscriber_processes": args.subscriber_processes,
                                               "seconds": args.seconds, "dimension": args.dimension,
                                               "connections": args.connections,
                                               "writer_connections": WRITER_CONNECTIONS}}
@@ -252,19 +253,26 @@ def run(args: argparse.Namespace, workdir: Path, log: Any) -> dict[str, Any]:
     daemon.start()
     try:
         daemon.wait_status("/ready")
-        status, body = daemon.request("POST", "/api/v1/collections",
-                                      {"name": COLLECTION, "dimension": args.dimension, "metric": "cosine"})
+        definition = {"name": COLLECTION, "dimension": args.dimension, "metric": "cosine"}
+        if args.ef_construction:
+            definition["hnsw"] = {"ef_construction": args.ef_construction}
+        results["parameters"]["collection"] = definition
+        status, body = daemon.request("POST", "/api/v1/collections", definition)
         if status != 201:
             raise RuntimeError(f"create collection: {status} {body}")
         total = int(args.rate * args.seconds)
         log(f"phase 1: {args.subscribers} subscribers, {args.rate} writes/s for {args.seconds}s ({total} writes)")
-        subs_out, writer_out = workdir / "received.npy", workdir / "writer.npz"
-        subs = subprocess.Popen(_role("subscribers", ["--url", daemon.url, "--subscribers", str(args.subscribers),
-                                                      "--max-writes", str(total), "--out", str(subs_out)]),
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert subs.stdout is not None and subs.stdin is not None
-        if subs.stdout.readline().strip() != "ready":
-            raise RuntimeError("subscriber process did not start")
+        writer_out = workdir / "writer.npz"
+        shares = [len(part) for part in np.array_split(np.arange(args.subscribers), args.subscriber_processes)]
+        subs_outs = [workdir / f"received-{n}.npy" for n in range(len(shares))]
+        procs = [subprocess.Popen(_role("subscribers", ["--url", daemon.url, "--subscribers", str(share),
+                                                        "--max-writes", str(total), "--out", str(out)]),
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                 for share, out in zip(shares, subs_outs)]
+        for subs in procs:
+            assert subs.stdout is not None and subs.stdin is not None
+            if subs.stdout.readline().strip() != "ready":
+                raise RuntimeError("subscriber process did not start")
         cpu_before = cpu_seconds(daemon.pid)
         subprocess.run(_role("writer", ["--url", daemon.url, "--rate", str(args.rate), "--seconds",
                                         str(args.seconds), "--dimension", str(args.dimension), "--out",
@@ -272,10 +280,15 @@ def run(args: argparse.Namespace, workdir: Path, log: Any) -> dict[str, Any]:
         cpu_after = cpu_seconds(daemon.pid)
         writer = np.load(writer_out)
         acked_count = int(np.isfinite(writer["acked"]).sum())
-        subs.stdin.write(f"{acked_count}\n")
-        subs.stdin.flush()
-        subs.wait(120)
-        received = np.load(subs_out)
+        for subs in procs:
+            assert subs.stdin is not None
+            subs.stdin.write(f"{acked_count}\n")
+            subs.stdin.flush()
+        for subs in procs:
+            subs.wait(120)
+        received = np.concatenate([np.load(out) for out in subs_outs])
+        np.save(workdir / "received.npy", received)
+        sub_stats = [json.loads(Path(str(out) + ".json").read_text()) for out in subs_outs]
         sent, acked = writer["sent"], writer["acked"]
         deliveries = received[:, np.isfinite(acked)]
         after_ack = (received - acked[None, :])[:, np.isfinite(acked)]
@@ -293,7 +306,8 @@ def run(args: argparse.Namespace, workdir: Path, log: Any) -> dict[str, Any]:
             "daemon_cpu_s": (cpu_after - cpu_before) if cpu_before is not None and cpu_after is not None else None,
             "daemon_rss_bytes": rss_bytes(daemon.pid),
             "writer_cpu_s": float(writer["cpu"][0]),
-            **{f"subscribers_{k}": v for k, v in json.loads(Path(str(subs_out) + ".json").read_text()).items()},
+            **{f"subscribers_{k}": sum(st[k] for st in sub_stats) for k in sub_stats[0]},
+            "subscriber_processes": len(procs),
         }
         lat = results["latency"]["ack_to_event"]
         log(f"  ack → event p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms "
@@ -352,6 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dimension", type=int, default=384)
     parser.add_argument("--connections", type=int, default=1500)
     parser.add_argument("--out", type=Path, default=Path("bench-feeds.json"))
+    parser.add_argument("--subscriber-processes", type=int, default=4,
+                        help="spread the subscribers over this many processes (default: %(default)s)")
+    parser.add_argument("--ef-construction", type=int, default=0,
+                        help="the collection's HNSW ef_construction (default: the collection default, 200)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="a daemon setting, e.g. engine.background_nice=0 (repeatable)")
     parser.add_argument("--workdir", type=Path, help="daemon data and logs (default: a temp dir, removed)")

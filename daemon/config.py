@@ -79,7 +79,7 @@ class EventsConfig:
     queue_events: int = 1_000         # per subscriber: past this it gets `lagged` and catches up from the window
     max_lag_events: int = 100_000     # per subscriber: further behind the head than this, it is disconnected
     heartbeat_s: float = 15.0         # SSE comment / WebSocket ping interval when idle
-    flush_ms: float = 10.0            # events are pushed to a subscriber at most this often (0: at once)
+    flush_ms: float = 0.0             # > 0: events reach a subscriber at most this often, in one frame
 
 
 @dataclass(frozen=True, slots=True)
