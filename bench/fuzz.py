@@ -30,7 +30,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -695,6 +696,23 @@ def prepare(daemon: FuzzDaemon) -> None:
         assert status == 201, body
 
 
+@contextlib.contextmanager
+def prepared_daemon(work: Path) -> Iterator[FuzzDaemon]:
+    """A started :class:`FuzzDaemon` on ``work``/data, its collections prepared (:func:`prepare`);
+    stopped (and killed if need be) on exit."""
+    daemon = FuzzDaemon(work / "data", work / "daemon.log")
+    daemon.start()
+    try:
+        daemon.wait_status("/ready")
+        prepare(daemon)
+        yield daemon
+    finally:
+        try:
+            daemon.stop()
+        finally:
+            daemon.kill()
+
+
 def intact(daemon: FuzzDaemon) -> None:
     """The canary collection holds exactly its one record, unchanged."""
     status, body = daemon.call("GET", f"/api/v1/collections/{CANARY}")
@@ -766,12 +784,7 @@ def campaign(examples: int, work: Path) -> dict[str, Any]:
         summary["decoder_inputs"][target.name] = count or 0
         print(f"{target.name}: {count} inputs in {time.perf_counter() - started:.1f}s", flush=True)
 
-    data_dir = work / "data"
-    daemon = FuzzDaemon(data_dir, work / "daemon.log")
-    daemon.start()
-    try:
-        daemon.wait_status("/ready")
-        prepare(daemon)
+    with prepared_daemon(work) as daemon:
         started = time.perf_counter()
         result = attempt("schemathesis", lambda: run_schemathesis(daemon.url, ADMIN_KEY, max(10, examples // 10)))
         if result is not None:
@@ -787,11 +800,6 @@ def campaign(examples: int, work: Path) -> dict[str, Any]:
         daemon.start()
         daemon.wait_status("/ready")
         attempt("intact after restart", lambda: intact(daemon))
-    finally:
-        try:
-            daemon.stop()
-        finally:
-            daemon.kill()
     return summary
 
 

@@ -208,6 +208,12 @@ def prepare_query(config: CollectionConfig, values: Sequence[float]) -> np.ndarr
     row = np.fromiter(values, dtype=np.float64, count=len(values))
     if len(row) != config.dimension:
         raise DimensionMismatch(f"query has {len(row)} dimensions, collection {config.name!r} has {config.dimension}")
+    return _checked_row(config, row).astype(np.float32)
+
+
+def _checked_row(config: CollectionConfig, row: np.ndarray) -> np.ndarray:
+    """A float64 row checked for finite float32-range values, scaled in place to unit
+    length for cosine. Raises InvalidRecord naming ``vector``."""
     if not float(np.abs(row).max()) <= _F32_MAX:  # also catches NaN
         raise InvalidRecord("vector", "contains NaN or infinite values (or values beyond float32 range)")
     if config.metric == "cosine":
@@ -215,7 +221,7 @@ def prepare_query(config: CollectionConfig, values: Sequence[float]) -> np.ndarr
         if squares == 0.0:
             raise InvalidRecord("vector", "has zero length; cosine similarity is undefined")
         row *= 1.0 / math.sqrt(squares)
-    return row.astype(np.float32)
+    return row
 
 
 def check_metadata_depth(metadata: Any) -> None:
@@ -340,13 +346,7 @@ def _prepare_single(config: CollectionConfig, item: RawItem, now: float) -> tupl
     """:func:`prepare_batch` of one item: the same checks and errors in one pass over the row."""
     try:
         record_id, row, meta, stamp = _prepare_one(config, item, now)
-        if not float(np.abs(row).max()) <= _F32_MAX:  # also catches NaN
-            raise InvalidRecord("vector", "contains NaN or infinite values (or values beyond float32 range)")
-        if config.metric == "cosine":
-            squares = float(np.dot(row, row))
-            if squares == 0.0:
-                raise InvalidRecord("vector", "has zero length; cosine similarity is undefined")
-            row *= 1.0 / math.sqrt(squares)
+        row = _checked_row(config, row)
     except EmbeddingError as exc:
         error = ItemError(0, _safe_id(item.id), "embedding_error", str(exc))
     except InvalidRecord as exc:

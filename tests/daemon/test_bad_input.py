@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given
 
 from s5vec.bench.fuzz import (
-    CANARY, COLLECTION, TARGETS, FuzzDaemon, Target, fuzz_settings, intact, prepare, run_ndjson, run_ws,
+    CANARY, COLLECTION, TARGETS, FuzzDaemon, Target, fuzz_settings, intact, prepared_daemon, run_ndjson,
+    run_ws,
 )
 
 WIRE = {t.name: t for t in TARGETS if t.name.startswith("daemon.")}
@@ -66,16 +67,8 @@ async def test_deeply_nested_filter_in_a_query_parameter_is_a_400(make_client: A
 
 @pytest.fixture(scope="module")
 def bad_input_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzDaemon]:
-    work = tmp_path_factory.mktemp("bad-input")
-    daemon = FuzzDaemon(work / "data", work / "daemon.log")
-    daemon.start()
-    try:
-        daemon.wait_status("/ready")
-        prepare(daemon)
+    with prepared_daemon(tmp_path_factory.mktemp("bad-input")) as daemon:
         yield daemon
-    finally:
-        daemon.stop()
-        daemon.kill()
 
 
 @pytest.mark.e2e

@@ -13,7 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from s5vec.bench.fuzz import ADMIN_KEY, FuzzDaemon, api_schema, intact, operations, prepare, run_operation
+from s5vec.bench.fuzz import (
+    ADMIN_KEY, FuzzDaemon, api_schema, intact, operations, prepared_daemon, run_operation,
+)
 from s5vec.daemon.openapi import build_openapi
 from s5vec.daemon.rest import VERSION
 
@@ -24,16 +26,8 @@ OPERATIONS = {f"{op.method.upper()} {op.path}": op for op in operations(api_sche
 
 @pytest.fixture(scope="module")
 def fuzz_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzDaemon]:
-    work = tmp_path_factory.mktemp("schemathesis")
-    daemon = FuzzDaemon(work / "data", work / "daemon.log")
-    daemon.start()
-    try:
-        daemon.wait_status("/ready")
-        prepare(daemon)
+    with prepared_daemon(tmp_path_factory.mktemp("schemathesis")) as daemon:
         yield daemon
-    finally:
-        daemon.stop()
-        daemon.kill()
 
 
 def test_served_openapi_document_is_the_one_under_test(fuzz_daemon: FuzzDaemon) -> None:
