@@ -34,7 +34,8 @@ from s5vec.ops.memory import release_free_memory
 from .dataset import default_data_dir, load_arrays, recall_at_k
 from .report import MIB, f, finish, mib, table
 from .stats import cpu_seconds, latency_summary, machine_info, proc_status_bytes, rss_bytes
-from .synthetic import FILTER_KINDS, TARGETS, Catalogue, FilterCase, day_anchor, filter_cases, make_catalogue
+from .synthetic import (FILTER_KINDS, HISTORICAL_MARGIN_S, TARGETS, Catalogue, FilterCase, day_anchor, filter_cases,
+                        make_catalogue)
 
 DEFAULT_SCALE: Final = 100_000
 QUICK_SCALE: Final = 20_000
@@ -46,6 +47,9 @@ NPROBES: Final = (8, 16, 32)
 DEFAULT_NPROBE: Final = 16
 DRAIN_BATCH: Final = 4096
 DRAIN_THREADS: Final = 2
+AUTO_ROUNDS_ABOVE: Final = 2_000_000
+AUTO_ROUND: Final = 1_000_000
+CLIENT_THREADS: Final = 2
 DERIVE_MIX: Final = 0.3
 WARMUP: Final = 5
 FILTER_SAMPLE: Final = 2000
@@ -108,13 +112,15 @@ def memory_point(label: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- build
-def ingest(coll: Collection, vectors_path: Path, cat: Catalogue, log: Log) -> dict[str, Any]:
-    """Upsert every row through ``prepare_batch`` + ``apply_upsert`` in chunks of CHUNK."""
+def ingest(coll: Collection, vectors_path: Path, cat: Catalogue, log: Log,
+           first: int = 0, last: int | None = None) -> dict[str, Any]:
+    """Upsert rows ``first..last-1`` (default: every row) through ``prepare_batch`` +
+    ``apply_upsert`` in chunks of CHUNK."""
     vectors = np.load(vectors_path, mmap_mode="r")
-    n = len(vectors)
+    n = len(vectors) if last is None else last
     docs_s = prepare_s = apply_s = 0.0
     cpu0 = cpu_seconds()
-    for start in range(0, n, CHUNK):
+    for start in range(first, n, CHUNK):
         stop = min(n, start + CHUNK)
         t0 = time.perf_counter()
         docs = cat.documents(start, stop)
@@ -134,7 +140,8 @@ def ingest(coll: Collection, vectors_path: Path, cat: Catalogue, log: Log) -> di
             log(f"  ingested {stop}/{n} (prepare {prepare_s:.1f}s, apply {apply_s:.1f}s)")
     del vectors
     total = prepare_s + apply_s
-    return {"records": n, "chunk": CHUNK, "seconds": total, "records_per_s": n / total if total else None,
+    return {"records": n - first, "chunk": CHUNK, "seconds": total,
+            "records_per_s": (n - first) / total if total else None,
             "process_cpu_s": _cpu_since(cpu0),
             "prepare_batch_s": prepare_s, "apply_upsert_s": apply_s, "metadata_documents_s": docs_s}
 
@@ -161,7 +168,54 @@ def migrate(coll: Collection, directory: Path, log: Log, now: float | None = Non
             "records_per_s": moved / total if total else None, "plan_s": t1 - t0, "build_s": t2 - t1,
             "commit_s": t3 - t2, "target_records_per_s": MIGRATION_TARGET, "process_cpu_s": _cpu_since(cpu0),
             "segment_rows": {"min": int(sizes.min()), "median": float(np.median(sizes)), "max": int(sizes.max())},
-            "nlist": sorted({s.ivf.nlist for s in segments})}
+            "segment_sizes": sizes.tolist(), "nlist": sorted({s.ivf.nlist for s in segments})}
+
+
+def build_in_rounds(coll: Collection, vectors_path: Path, cat: Catalogue, directory: Path, round_size: int,
+                    log: Log) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """Ingest ``round_size`` rows, migrate the historical ones, compact the recent tier
+    without building its graph; repeat until every row is in. The recent tier then never
+    holds more than one round plus the recent records (10M x 384 float32 would be 15.4 GB
+    in one buffer, and the migration plan copies its vectors once more). Returns the
+    ingest and migration results summed over the rounds, and the rounds."""
+    n = len(cat)
+    rounds: list[dict[str, Any]] = []
+    for first in range(0, n, round_size):
+        last = min(n, first + round_size)
+        ing = ingest(coll, vectors_path, cat, lambda _line: None, first, last)
+        mig = migrate(coll, directory, lambda _line: None)
+        t = time.perf_counter()
+        compacted = coll.compact(DRAIN_THREADS, graph=False) if last < n else False
+        compact_s = time.perf_counter() - t
+        rounds.append({"rows": [first, last], "ingest": ing, "migration": mig, "compacted": compacted,
+                       "compact_s": compact_s, "rss": rss_bytes(), "hwm": proc_status_bytes(None, "VmHWM")})
+        log(f"  rows {first}..{last}: ingest {ing['seconds']:.1f}s, migrate {mig.get('moved', 0)} in "
+            f"{mig['seconds']:.1f}s ({mig.get('segments', 0)} segments), compact {compact_s:.1f}s; "
+            f"RSS {mib(rss_bytes())} MiB; load {os.getloadavg()[0]:.1f}")
+    ings = [r["ingest"] for r in rounds]
+    migs = [r["migration"] for r in rounds if r["migration"].get("moved")]
+
+    def total(parts: list[dict[str, Any]], key: str) -> float:
+        return float(sum(part.get(key) or 0.0 for part in parts))
+
+    ing_s = total(ings, "seconds")
+    ingest_sum = {"records": n, "chunk": CHUNK, "seconds": ing_s, "records_per_s": n / ing_s if ing_s else None,
+                  "process_cpu_s": total(ings, "process_cpu_s"), "prepare_batch_s": total(ings, "prepare_batch_s"),
+                  "apply_upsert_s": total(ings, "apply_upsert_s"),
+                  "metadata_documents_s": total(ings, "metadata_documents_s")}
+    if not migs:
+        return ingest_sum, {"moved": 0, "segments": 0, "seconds": total(rounds, "compact_s")}, rounds
+    sizes = np.array([size for m in migs for size in m["segment_sizes"]])
+    moved, mig_s = int(total(migs, "moved")), total(migs, "seconds")
+    migration_sum = {
+        "planned": int(total(migs, "planned")), "moved": moved, "segments": len(sizes), "seconds": mig_s,
+        "records_per_s": moved / mig_s if mig_s else None, "plan_s": total(migs, "plan_s"),
+        "build_s": total(migs, "build_s"), "commit_s": total(migs, "commit_s"),
+        "target_records_per_s": MIGRATION_TARGET, "process_cpu_s": total(migs, "process_cpu_s"),
+        "segment_rows": {"min": int(sizes.min()), "median": float(np.median(sizes)), "max": int(sizes.max())},
+        "nlist": sorted({nl for m in migs for nl in m["nlist"]}), "rounds": len(rounds),
+        "compact_between_rounds_s": total(rounds, "compact_s")}
+    return ingest_sum, migration_sum, rounds
 
 
 def drain(coll: Collection, compact: bool = False) -> dict[str, Any]:
@@ -185,6 +239,10 @@ def drain(coll: Collection, compact: bool = False) -> dict[str, Any]:
             "inserted_per_s": inserted / elapsed if elapsed > 0 else None}
 
 
+def _summary(row: dict[str, Any]) -> str:
+    return f"R@10 {row['recall@10']:.4f}, p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms, {row['qps']:.1f} QPS"
+
+
 def _cpu_since(start: float | None) -> float | None:
     """Process CPU seconds (all threads) since ``start``: below wall time x threads means the
     phase waited for a CPU (the machine is shared) or ran single-threaded."""
@@ -194,30 +252,37 @@ def _cpu_since(start: float | None) -> float | None:
 
 # -------------------------------------------------------------------- ground truth
 def ground_truth(vectors_path: Path, queries: np.ndarray, masks: dict[str, np.ndarray | None],
-                 k: int = K, query_block: int = 100, row_chunk: int = 65_536) -> dict[str, np.ndarray]:
+                 k: int = K, row_chunk: int = 65_536) -> dict[str, np.ndarray]:
     """Exact top-``k`` rows (best first) by inner product among the rows of each mask (None =
-    every row), from one float32 score matrix per block of queries."""
+    every row): one pass over the vectors in row chunks, keeping a running top-``k`` per mask
+    and query, so memory stays O(queries x row_chunk) at any scale (10M rows: one read of the
+    memory-mapped file, not a queries x n score matrix)."""
     vectors = np.load(vectors_path, mmap_mode="r")
-    n = len(vectors)
-    rows = {name: None if m is None else np.flatnonzero(m) for name, m in masks.items()}
-    out = {name: np.zeros((len(queries), min(k, n if r is None else len(r))), np.int64) for name, r in rows.items()}
-    for qs in range(0, len(queries), query_block):
-        q = queries[qs:qs + query_block]
-        scores = np.empty((len(q), n), np.float32)
-        for rs in range(0, n, row_chunk):
-            scores[:, rs:rs + row_chunk] = q @ np.asarray(vectors[rs:rs + row_chunk], np.float32).T
-        for name, idx in rows.items():
-            kk = out[name].shape[1]
-            if kk == 0:
+    n, nq = len(vectors), len(queries)
+    q = np.ascontiguousarray(queries, np.float32)
+    best_s = {name: np.full((nq, 0), -np.inf, np.float32) for name in masks}
+    best_i = {name: np.zeros((nq, 0), np.int64) for name in masks}
+    for rs in range(0, n, row_chunk):
+        block = np.asarray(vectors[rs:rs + row_chunk], np.float32)
+        scores = q @ block.T
+        for name, mask in masks.items():
+            cols = None if mask is None else np.flatnonzero(mask[rs:rs + len(block)])
+            sub = scores if cols is None else scores[:, cols]
+            width = sub.shape[1]
+            if width == 0:
                 continue
-            sub = scores if idx is None else scores[:, idx]
-            part = np.argpartition(-sub, kk - 1, axis=1)[:, :kk]
-            order = np.argsort(-np.take_along_axis(sub, part, axis=1), axis=1, kind="stable")
-            best = np.take_along_axis(part, order, axis=1)
-            out[name][qs:qs + len(q)] = best if idx is None else idx[best]
-        del scores
+            kk = min(k, width)
+            part = (np.argpartition(-sub, kk - 1, axis=1)[:, :kk] if width > kk
+                    else np.broadcast_to(np.arange(width), (nq, width)))
+            rows = rs + (part if cols is None else cols[part])
+            merged_s = np.concatenate([best_s[name], np.take_along_axis(sub, part, axis=1)], axis=1)
+            merged_i = np.concatenate([best_i[name], rows], axis=1)
+            keep = np.argsort(-merged_s, axis=1, kind="stable")[:, :k]
+            best_s[name] = np.take_along_axis(merged_s, keep, axis=1)
+            best_i[name] = np.take_along_axis(merged_i, keep, axis=1)
+        del scores, block
     del vectors
-    return out
+    return best_i
 
 
 # -------------------------------------------------------------------------- search
@@ -263,6 +328,23 @@ def measure_paired(coll: Collection, queries: np.ndarray, truth: np.ndarray, exe
                      **latency_summary(lat[parallel], float(sum(lat[parallel])))}
     out["p50_ratio_parallel_over_serial"] = out["parallel"]["p50_ms"] / out["serial"]["p50_ms"]
     return out
+
+
+def measure_threads(coll: Collection, queries: np.ndarray, truth: np.ndarray, threads: int,
+                    **options: Any) -> dict[str, Any]:
+    """``threads`` client threads, one query per call each: throughput and per-query latency."""
+    def one(q: np.ndarray) -> tuple[float, list[int]]:
+        t = time.perf_counter()
+        hits = coll.search(q, K, **options)
+        return time.perf_counter() - t, [int(h.id) for h in hits]
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(one, queries[:WARMUP]))
+        started = time.perf_counter()
+        done = list(pool.map(one, queries))
+        elapsed = time.perf_counter() - started
+    return {"threads": threads, "recall@10": _recall([d[1] for d in done], truth),
+            **latency_summary([d[0] for d in done], elapsed)}
 
 
 def check_filters(coll: Collection, cat: Catalogue, cases: Sequence[FilterCase], seed: int) -> list[dict[str, Any]]:
@@ -329,6 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=7, help="seed for metadata and derived vectors (default: %(default)s)")
     parser.add_argument("--filter-kinds", type=_kinds, default=list(FILTER_KINDS),
                         help=f"filter kinds per selectivity (default: {','.join(FILTER_KINDS)})")
+    parser.add_argument("--round", type=int, default=None,
+                        help="ingest and migrate this many records at a time, compacting the recent tier between "
+                             f"rounds (default: all at once up to {AUTO_ROUNDS_ABOVE}, {AUTO_ROUND} above)")
     parser.add_argument("--daemon-order", action="store_true",
                         help="also time drain-first-then-migrate on a second collection (slow at large scale)")
     parser.add_argument("--out", type=Path, default=Path("bench-hybrid.json"), help="JSON results (default: %(default)s)")
@@ -393,18 +478,42 @@ def run(args: argparse.Namespace, scale: int, workdir: Path, log: Log) -> dict[s
     }
     memory.append(memory_point("data ready (queries + metadata columns; vectors on disk)"))
 
+    # Ground truth first, from the catalogue's own recent / historical split (checked against
+    # the built index below), so the vectors file can go once ingested: at 10M it is 15.4 GB
+    # that would otherwise compete with the segments' vector files for the page cache.
+    log("ground truth ...")
+    t = time.perf_counter()
+    recent_planned = cat.minted >= anchor - HISTORICAL_MARGIN_S
+    masks: dict[str, np.ndarray | None] = {"all": None, "recent": recent_planned, "historical": ~recent_planned}
+    masks.update({f"filter{i}": case.mask for i, case in enumerate(cases)})
+    truth = ground_truth(vectors_path, queries, masks)
+    results["ground_truth_s"] = time.perf_counter() - t
+    log(f"  {results['ground_truth_s']:.1f}s")
+
     (workdir / "scratch").mkdir(exist_ok=True)
     coll = Collection(config, workdir / "scratch", capacity=1024)
-    log("ingest ...")
-    results["ingest"] = ingest(coll, vectors_path, cat, log)
-    memory.append(memory_point("after ingest"))
-    log("migration ...")
-    results["migration"] = migrate(coll, workdir / "segments", log)
+    round_size = args.round or (AUTO_ROUND if scale > AUTO_ROUNDS_ABOVE else scale)
+    build_started = time.perf_counter()
+    if round_size >= scale:
+        log("ingest ...")
+        results["ingest"] = ingest(coll, vectors_path, cat, log)
+        memory.append(memory_point("after ingest"))
+        log("migration ...")
+        results["migration"] = migrate(coll, workdir / "segments", log)
+    else:
+        log(f"ingest + migration in rounds of {round_size} ...")
+        results["ingest"], results["migration"], results["rounds"] = build_in_rounds(
+            coll, vectors_path, cat, workdir / "segments", round_size, log)
+        memory.append(memory_point("after the last round's migration (rounds: ingest, migrate, compact)"))
     log(f"  {results['migration']['moved']} records in {f(results['migration']['seconds'])}s")
+    if not args.daemon_order:
+        vectors_path.unlink()  # ground truth is done; only --daemon-order reads the file again
     results["after_migration"] = coll.recent.stats()
     log("compact + drain ...")
     results["drain"] = drain(coll, compact=True)
-    log(f"  {results['drain']['inserted_into_hnsw']} into HNSW in {f(results['drain']['seconds'])}s")
+    results["build_s"] = time.perf_counter() - build_started
+    log(f"  {results['drain']['inserted_into_hnsw']} into HNSW in {f(results['drain']['seconds'])}s; "
+        f"build {results['build_s']:.1f}s")
     memory.append(memory_point("after migration + drain"))
     trimmed = release_free_memory()
     memory.append(memory_point("  same, after release_free_memory() (as the daemon's migrator)" if trimmed
@@ -412,17 +521,15 @@ def run(args: argparse.Namespace, scale: int, workdir: Path, log: Log) -> dict[s
     stats = coll.stats()
     results["stats"] = stats
 
+    results["disk"] = {"segment_files_bytes": sum(p.stat().st_size for p in (workdir / "segments").iterdir()),
+                       "segment_files": len(list((workdir / "segments").iterdir()))}
     recent_rows = np.zeros(scale, bool)
     recent_rows[[int(i) for i in coll.recent.labels]] = True
+    if not np.array_equal(recent_rows, recent_planned):
+        results["notes"].append(f"the recent tier holds {int(recent_rows.sum())} rows, the catalogue planned "
+                                f"{int(recent_planned.sum())}: recent/historical ground truth is off")
     log("checking filters against the index ...")
     checks = check_filters(coll, cat, cases, args.seed)
-    log("ground truth ...")
-    t = time.perf_counter()
-    masks: dict[str, np.ndarray | None] = {"all": None, "recent": recent_rows, "historical": ~recent_rows}
-    masks.update({f"filter{i}": case.mask for i, case in enumerate(cases)})
-    truth = ground_truth(vectors_path, queries, masks)
-    results["ground_truth_s"] = time.perf_counter() - t
-    log(f"  {results['ground_truth_s']:.1f}s")
 
     search: list[dict[str, Any]] = []
     for nprobe in NPROBES:
@@ -430,11 +537,11 @@ def run(args: argparse.Namespace, scale: int, workdir: Path, log: Log) -> dict[s
             row = {"tier": tier, "nprobe": nprobe, "ef": EF,
                    **measure(coll, queries, truth[key], ef=EF, nprobe=nprobe, **flags)}
             search.append(row)
-            log(f"  {tier} nprobe={nprobe}: R@10 {row['recall@10']:.4f}, p50 {row['p50_ms']:.2f} ms")
+            log(f"  {tier} nprobe={nprobe}: {_summary(row)}")
     row = {"tier": "recent", "nprobe": None, "ef": EF,
            **measure(coll, queries, truth["recent"], ef=EF, historical=False)}
     search.append(row)
-    log(f"  recent: R@10 {row['recall@10']:.4f}, p50 {row['p50_ms']:.2f} ms")
+    log(f"  recent: {_summary(row)}")
     results["search"] = search
 
     filtered = []
@@ -443,7 +550,7 @@ def run(args: argparse.Namespace, scale: int, workdir: Path, log: Log) -> dict[s
                "selectivity": case.selectivity, "recent_matches": int((case.mask & recent_rows).sum()),
                **check, **measure(coll, queries, truth[f"filter{i}"], ef=EF, filter=case.spec)}
         filtered.append(row)
-        log(f"  filter {case.kind} {case.selectivity:.4%}: R@10 {row['recall@10']:.4f}, p50 {row['p50_ms']:.2f} ms")
+        log(f"  filter {case.kind} {case.selectivity:.4%}: {_summary(row)}")
     results["filtered"] = filtered
 
     log("parallel tiers ...")
@@ -457,6 +564,11 @@ def run(args: argparse.Namespace, scale: int, workdir: Path, log: Log) -> dict[s
                              **measure_paired(coll, queries, truth[f"filter{pick}"], executor, ef=EF,
                                               filter=cases[pick].spec)})
     results["parallel"] = parallel
+    log(f"{CLIENT_THREADS} client threads ...")
+    results["threads"] = [{"nprobe": nprobe, **measure_threads(coll, queries, truth["all"], CLIENT_THREADS, ef=EF,
+                                                               nprobe=nprobe)} for nprobe in NPROBES]
+    for row in results["threads"]:
+        log(f"  nprobe={row['nprobe']}: {row['qps']:.1f} QPS, p99 {row['p99_ms']:.1f} ms")
     memory.append(memory_point("after searches"))
 
     historical = stats["historical"]
@@ -528,7 +640,11 @@ def render(results: dict[str, Any]) -> str:
             ["compact + drain into HNSW (4096 per call, 2 threads)" if dr.get("compacted")
              else "drain into HNSW (4096 per call, 2 threads)", dr["inserted_into_hnsw"], f(dr["seconds"]),
              f(dr["inserted_per_s"], 0), f(dr.get("process_cpu_s")), f"{dr['calls']} calls, {dr['parked']} parked"]]
+    if mig.get("rounds"):
+        rows[1][-1] += (f"; {mig['rounds']} rounds (ingest, migrate, compact without graph: "
+                        f"{f(mig['compact_between_rounds_s'])}s in all)")
     out += ["Build", table(["phase", "records", "seconds", "records/s", "CPU s", "detail"], rows),
+            f"  build total (ingest + migration + compaction + drain, wall): {f(results.get('build_s'))}s",
             "  (CPU s: process CPU time, all threads; the ingest figure includes building the metadata dicts)",
             f"  recent tier after migration, before drain: {results['after_migration']}", ""]
 
@@ -574,6 +690,17 @@ def render(results: dict[str, Any]) -> str:
             table(["query", "R@10 serial", "R@10 parallel", "p50 serial", "p50 parallel", "ratio",
                    "p99 serial", "p99 parallel"], rows), ""]
 
+    rows = [[r["nprobe"], r["threads"], f(r["recall@10"], 4), f(r["qps"], 1), f(r["p50_ms"], 2), f(r["p99_ms"], 2)]
+            for r in results.get("threads", [])]
+    if rows:
+        out += [f"Merged search from {CLIENT_THREADS} client threads (one query per call each, tiers serial)",
+                table(["nprobe", "threads", "R@10", "QPS", "p50 ms", "p99 ms"], rows), ""]
+    disk = results.get("disk")
+    if disk:
+        out += [f"segment files on disk (vectors .f32, ids, metadata; the faiss index is in memory): "
+                f"{disk['segment_files_bytes'] / GB:.2f} GB in {disk['segment_files']} files = "
+                f"{disk['segment_files_bytes'] / max(1, results['stats']['historical']):.0f} bytes per historical "
+                "record", ""]
     st = results["stats"]
     out += ["coll.stats()", "  " + ", ".join(f"{k}={v}" for k, v in st.items() if k not in ("config",)), ""]
     do = results.get("daemon_order")
