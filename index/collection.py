@@ -1,9 +1,12 @@
 """One collection: a recent tier (HNSW + exact buffer) and sealed historical segments
 (IVF), searched together and merged by distance, each id living in exactly one tier.
 
-Thread safety: mutations (``apply_*``, ``drain``, ``commit_migration``) take the write
-lock; searches, ``get``, ``plan_migration`` and ``snapshot`` take the read lock, so
-searches run in parallel threads. Segment training runs with no lock held.
+Thread safety: mutations (``apply_*``, ``commit_migration``) take the write lock;
+searches, ``get``, ``plan_migration`` and ``snapshot`` take the read lock, so searches run
+in parallel threads. Segment training runs with no lock held, and so does graph
+construction: ``drain`` takes the write lock only to plan a batch and to publish each
+inserted chunk (see :mod:`s5vec.index.recent`), so acknowledgements, events and searches
+do not wait for hnswlib's ``add_items``. Lock order: drain mutex, collection lock, graph lock.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import numpy as np
 from .errors import RecordNotFound
 from .filters import compile_filter
 from .ivf import list_skew
-from .recent import RecentTier, decode_many
+from .recent import GRAPH_CHUNK, RecentTier, decode_many
 from .records import Batch, CollectionConfig, Hit
 from .rwlock import RWLock
 from .scoring import merge as merge_hits
@@ -88,6 +91,7 @@ class Collection:
         # (filter, version, graph size) -> recent-tier mask, count, labels when few, count in the graph
         self._masks: dict[tuple[bytes, int, int], tuple[np.ndarray, int, np.ndarray | None, int]] = {}
         self._masks_lock = threading.Lock()
+        self._drain_mutex = threading.Lock()  # one drain at a time; a snapshot waits for it
 
     # ------------------------------------------------------------------ lookups
     def _segment_of(self, record_id: str) -> tuple[SealedSegment, int] | None:
@@ -178,11 +182,26 @@ class Collection:
                 found[0].set_metadata(found[1], metadata)
             self.version = next(_VERSIONS)
 
-    def drain(self, max_items: int = 256, num_threads: int = 2, now: float | None = None) -> int:
-        """Move pending vectors into the graph (old ones are parked for migration)."""
+    def drain(self, max_items: int = 256, num_threads: int = 2, now: float | None = None,
+              chunk: int = GRAPH_CHUNK) -> int:
+        """Move up to ``max_items`` pending vectors into the graph (old ones are parked for
+        migration); returns how many labels it went through. The write lock is held only to
+        plan and to publish each ``chunk``: ``add_items`` runs without it. If compaction
+        replaces the tier meanwhile, the rest is dropped (the new tier holds the records)."""
         cutoff = (now or time.time()) - self.config.recent_threshold_s
-        with self._lock.write():
-            return self.recent.drain(max_items, num_threads, cutoff)
+        with self._drain_mutex:
+            with self._lock.write():
+                tier = self.recent
+                plan = tier.plan_drain(max_items, cutoff)
+            if plan is None:
+                return 0
+            for part in plan.chunks(chunk):
+                tier.insert(part, num_threads)
+                with self._lock.write():
+                    if self.recent is not tier:
+                        break
+                    tier.publish(part)
+            return plan.end - plan.start
 
     # -------------------------------------------------------------------- reads
     def get(self, record_id: str, include_vector: bool = True) -> Hit:
@@ -240,7 +259,7 @@ class Collection:
         # hnswlib keeps ef per index, not per query: changing it must not overlap searches.
         want = max(ef or self.tuned.get("ef") or self.config.ef_search, k)
         if want != self.recent.ef:
-            with self._lock.write():
+            with self._lock.write(), self.recent.graph_lock.write():
                 self.recent.hnsw.set_ef(want)
                 self.recent.ef = want
 
@@ -763,8 +782,9 @@ class Collection:
 
     # -------------------------------------------------------------- persistence
     def snapshot(self) -> CollectionSnapshot:
-        """Copy the state (read lock: searches continue, mutations wait)."""
-        with self._lock.read():
+        """Copy the state (read lock: searches continue, mutations wait; a drain in
+        progress finishes first, so the saved graph holds exactly the published labels)."""
+        with self._drain_mutex, self._lock.read():
             recent = self.recent.to_parts()
             recent["tuned"] = dict(self.tuned)
             return CollectionSnapshot(self.config, recent, [(s, s.mutable_parts(), s.version) for s in self.segments])
