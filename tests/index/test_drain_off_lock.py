@@ -35,11 +35,25 @@ class HeldInsert:
         monkeypatch.setattr(RecentTier, "insert", insert)
 
 
-def start_drain(coll: Collection, **kwargs: Any) -> tuple[threading.Thread, list[int]]:
-    out: list[int] = []
-    thread = threading.Thread(target=lambda: out.append(coll.drain(**kwargs)), daemon=True)
+def start_drain(coll: Collection, **kwargs: Any) -> threading.Thread:
+    thread = threading.Thread(target=lambda: coll.drain(**kwargs), daemon=True)
     thread.start()
-    return thread, out
+    return thread
+
+
+def loaded(tmp_path: Path, base: np.ndarray, n: int) -> Collection:
+    """A 384-d collection holding rows 0 .. n-1 of ``base`` as ids "0" .. "n-1", all pending."""
+    coll = Collection(CollectionConfig("t", 384), tmp_path)
+    upsert(coll, [RawItem(i, base[i]) for i in range(n)])
+    return coll
+
+
+def held_drain(coll: Collection, monkeypatch: pytest.MonkeyPatch, **kwargs: Any) -> tuple[HeldInsert, threading.Thread]:
+    """A drain started on a thread and stopped inside its first ``add_items`` chunk."""
+    held = HeldInsert(monkeypatch)
+    thread = start_drain(coll, **kwargs)
+    assert held.inside.wait(30)
+    return held, thread
 
 
 def run_with_timeout(fn: Any, seconds: float = 10.0) -> Any:
@@ -58,15 +72,12 @@ def query(coll: Collection, vector: np.ndarray) -> np.ndarray:
 
 def test_writes_searches_and_gets_do_not_wait_for_add_items(tmp_path: Path, minilm: Any,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    coll = Collection(CollectionConfig("t", 384), tmp_path)
     base = minilm.base
-    upsert(coll, [RawItem(i, base[i]) for i in range(600)])
+    coll = loaded(tmp_path, base, 600)
     while coll.drain(1000, chunk=1000):
         pass
     upsert(coll, [RawItem(i, base[i]) for i in range(600, 900)])
-    held = HeldInsert(monkeypatch)
-    thread, _ = start_drain(coll, max_items=300, chunk=300)
-    assert held.inside.wait(30)
+    held, thread = held_drain(coll, monkeypatch, max_items=300, chunk=300)
     # the 300 vectors are in hnswlib's graph but not published: they must not block anything
     run_with_timeout(lambda: upsert(coll, [RawItem(i, base[i]) for i in range(900, 950)]))
     hits = run_with_timeout(lambda: coll.search(query(coll, base[700]), 10))
@@ -81,12 +92,9 @@ def test_writes_searches_and_gets_do_not_wait_for_add_items(tmp_path: Path, mini
 
 def test_labels_retired_during_add_items_are_deleted_from_the_graph_on_publish(
         tmp_path: Path, minilm: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    coll = Collection(CollectionConfig("t", 384), tmp_path)
     base = minilm.base
-    upsert(coll, [RawItem(i, base[i]) for i in range(400)])
-    held = HeldInsert(monkeypatch)
-    thread, _ = start_drain(coll, max_items=400, chunk=400)
-    assert held.inside.wait(30)
+    coll = loaded(tmp_path, base, 400)
+    held, thread = held_drain(coll, monkeypatch, max_items=400, chunk=400)
     run_with_timeout(lambda: coll.apply_delete([str(i) for i in range(0, 400, 2)]))  # half of them
     run_with_timeout(lambda: upsert(coll, [RawItem(1, base[4000])]))  # an overwrite of an inserted label
     held.release.set()
@@ -109,12 +117,9 @@ def test_labels_retired_during_add_items_are_deleted_from_the_graph_on_publish(
 
 def test_snapshot_waits_for_the_drain_and_restores_exactly(tmp_path: Path, minilm: Any,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    coll = Collection(CollectionConfig("t", 384), tmp_path)
     base = minilm.base
-    upsert(coll, [RawItem(i, base[i]) for i in range(300)])
-    held = HeldInsert(monkeypatch)
-    thread, _ = start_drain(coll, max_items=300, chunk=100)
-    assert held.inside.wait(30)
+    coll = loaded(tmp_path, base, 300)
+    held, thread = held_drain(coll, monkeypatch, max_items=300, chunk=100)
     snaps: list[Any] = []
     snapper = threading.Thread(target=lambda: snaps.append(coll.snapshot()), daemon=True)
     snapper.start()
@@ -132,15 +137,12 @@ def test_snapshot_waits_for_the_drain_and_restores_exactly(tmp_path: Path, minil
 
 def test_compaction_during_a_drain_loses_nothing(tmp_path: Path, minilm: Any,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    coll = Collection(CollectionConfig("t", 384), tmp_path)
     base = minilm.base
-    upsert(coll, [RawItem(i, base[i]) for i in range(200)])
+    coll = loaded(tmp_path, base, 200)
     while coll.drain():
         pass
     upsert(coll, [RawItem(i, base[i + 200]) for i in range(200)])  # overwrite all: 200 tombstones
-    held = HeldInsert(monkeypatch)
-    thread, _ = start_drain(coll, max_items=200, chunk=50)
-    assert held.inside.wait(30)
+    held, thread = held_drain(coll, monkeypatch, max_items=200, chunk=50)
     monkeypatch.undo()  # the compaction's own private drain runs normally
     assert run_with_timeout(lambda: coll.compact(min_ratio=0.1), 60)
     held.release.set()
