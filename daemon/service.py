@@ -20,7 +20,7 @@ from typing import Final
 
 from aiohttp import web
 
-from s5vec.ops.memory import limit_malloc_arenas
+from s5vec.ops.memory import tune_malloc
 
 from . import logs, ws
 from .app import create_app
@@ -115,7 +115,7 @@ async def serve(config: Config, reload: Callable[[], Config], notifier: Notifier
 
 def run(config: Config, reload: Callable[[], Config]) -> None:
     """Run :func:`serve` on a fresh (uv)loop with the notifier of ``$NOTIFY_SOCKET``."""
-    limit_malloc_arenas()  # before any thread pool exists
+    tune_malloc()  # before any thread pool exists
     try:
         import uvloop
         loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
