@@ -387,18 +387,16 @@ class Collection:
             if (r.next != r.hnsw_upto or r.parked or r.hnsw_live <= 0
                     or (options.get("historical", True) and any(s.live for s in self.segments))):
                 return None
-            started = time.perf_counter()
+            report = options.get("report")
+            started = time.perf_counter() if report is not None else 0.0
             try:
                 labels, dists = r.hnsw.knn_query(query, k=min(k, r.hnsw_live), num_threads=options.get("num_threads", 1))
             except RuntimeError:  # too many deletions for k live results: search_batch falls back to exact
                 return None
-            seconds = time.perf_counter() - started
-            hits = self._recent_hits(labels[0], dists[0], threshold, include_metadata, include_vector)
-        report = options.get("report")
-        if report is not None:
-            report["partial"] = False
-            report["seconds"] = {"recent": seconds}
-        return hits
+            if report is not None:
+                report["partial"] = False
+                report["seconds"] = {"recent": time.perf_counter() - started}
+            return self._recent_hits(labels[0], dists[0], threshold, include_metadata, include_vector)
 
     def _recent_hits(self, labels: np.ndarray, dists: np.ndarray, threshold: float | None,
                      include_metadata: bool, include_vector: bool) -> list[Hit]:
