@@ -308,7 +308,7 @@ def validate(config: Config) -> None:
     engine = config.engine
     if engine.search_batches < 0:
         raise ConfigError("engine.search_batches: must be 0 (no coalescing) or more")
-    for name in ("checkpoint_interval_s", "checkpoint_wal_bytes", "max_pending", "drain_batch",
+    for name in ("checkpoint_interval_s", "checkpoint_wal_bytes", "max_pending", "drain_batch", "graph_chunk",
                  "index_threads", "search_threads", "wal_segment_bytes", "keep_manifests",
                  "migrate_interval_s", "migrate_max_records", "storage_probe_s", "checkpoint_retry_max_s"):
         if getattr(engine, name) <= 0:

@@ -41,10 +41,12 @@ from .records import Batch, CollectionConfig
 from .rwlock import RWLock
 
 _INITIAL_CAPACITY: Final = 1024
-GRAPH_CHUNK: Final = 32
-"""Vectors per ``add_items`` call of a drain. The graph lock is held for one call, so this
-bounds how long a search or a delete of a graph record waits behind graph construction:
-32 x ~0.9 ms of CPU over 2 threads is ~15 ms (a whole 256-vector drain was ~120 ms)."""
+GRAPH_CHUNK: Final = 8
+"""Vectors per ``add_items`` call of a drain. hnswlib cannot search while it inserts, so
+the graph lock is held for one call and a search arriving meanwhile waits for the rest of
+it: 8 x ~0.9 ms of CPU (384-d, ef_construction 200) over 2 threads is ~4 ms, more on a busy
+host. With 32 a 30-minute soak's searches waited a median 30 ms. The per-call overhead
+(hnswlib starts its threads per call) is ~0.1 ms."""
 FILTER_EXTRA: Final = 0.5
 """A filtered graph search fetches ``ef * (1 / selectivity + FILTER_EXTRA)`` candidates: as
 deep as hnswlib's in-walk filter walks at the same ef (it keeps ``ef`` matching candidates)

@@ -32,6 +32,7 @@ from s5vec.index import (
     RawItem, RecordNotFound, check_same_definition, prepare_batch,
 )
 from s5vec.index import scoring
+from s5vec.index.recent import GRAPH_CHUNK
 from s5vec.index.records import MAX_METADATA_BYTES, check_metadata_depth
 from s5vec.index.scoring import ScoringSpec
 from s5vec.index.schema import SCHEMAS
@@ -79,6 +80,7 @@ class EngineConfig:
     checkpoint_retry_max_s: float = 60.0   # longest wait between retries of a failed checkpoint
     background_nice: int = 10              # CPU niceness of graph building and migration threads
     index_linger_s: float = 0.02           # how long a few pending vectors wait to be indexed together
+    graph_chunk: int = GRAPH_CHUNK         # vectors per hnswlib add_items call (a search waits for one)
 
 
 def _lower_priority(nice: int) -> None:
@@ -730,7 +732,7 @@ class Database:
                     break
                 for coll in busy:
                     await self._run(self._index_pool, coll.drain, self.config.drain_batch,
-                                    self.config.index_threads)
+                                    self.config.index_threads, None, self.config.graph_chunk)
                     self._drained.set()
             self._drained.set()
 

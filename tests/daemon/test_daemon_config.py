@@ -35,6 +35,7 @@ def test_toml_file_then_environment_then_overrides(tmp_path: Path) -> None:
     ({"S5VEC_HTTP__COLOUR": "red"}, "http.colour"),
     ({"S5VEC_LOG_LEVEL": "loud"}, "log_level"),
     ({"S5VEC_ENGINE__MAX_PENDING": "-1"}, "engine.max_pending"),
+    ({"S5VEC_ENGINE__GRAPH_CHUNK": "0"}, "engine.graph_chunk"),
     ({"S5VEC_API_KEYS": "short:read"}, "auth.keys[0].key"),
     ({"S5VEC_API_KEYS": f"{SECRET}:root"}, "auth.keys[0].scopes"),
     ({"S5VEC_HOST": "0.0.0.0"}, "http.host"),

@@ -171,3 +171,24 @@ async def test_graph_building_runs_at_lower_cpu_priority_and_lingers_for_a_batch
     await db.wait_indexed(10)
     assert coll.pending == 0
     await db.close()
+
+
+async def test_the_indexer_inserts_in_graph_chunks_of_the_configured_size(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from s5vec.index.recent import RecentTier
+
+    sizes: list[int] = []
+    real = RecentTier.insert
+
+    def insert(tier: RecentTier, plan: object, num_threads: int, chunk: int | None = None) -> None:
+        sizes.append(len(plan.fresh))  # type: ignore[attr-defined]
+        real(tier, plan, num_threads, chunk)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(RecentTier, "insert", insert)
+    db = await Database.open(tmp_path, EngineConfig(checkpoint_interval_s=3600, graph_chunk=5, index_linger_s=0))
+    await db.create_collection(CollectionConfig("c", DIM))
+    await db.upsert("c", items(0, 23))
+    await db.wait_indexed(10)
+    assert sum(sizes) == 23 and max(sizes) == 5  # 5 + 5 + 5 + 5 + 3, each published before the next
+    assert db.collection("c").stats()["indexed"] == 23
+    await db.close()
