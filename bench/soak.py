@@ -355,8 +355,8 @@ def _preload(daemon: Daemon, ids: int) -> None:
 class SoakDaemon(Daemon):
     """The benchmark daemon with the soak's config file."""
 
-    def __init__(self, data_dir: Path, log_path: Path, config: Path) -> None:
-        super().__init__(data_dir, log_path)
+    def __init__(self, data_dir: Path, log_path: Path, config: Path, settings: dict[str, str] | None = None) -> None:
+        super().__init__(data_dir, log_path, settings=settings)
         self.config = config
 
     def command(self) -> list[str]:
@@ -365,14 +365,14 @@ class SoakDaemon(Daemon):
 
 def run_soak(seconds: float, interval: float = 5.0, warmup: float = 0.3, writers: int = 2, readers: int = 2,
              subscribers: int = 2, sse: int = 1, ids: int = 10_000, workdir: Path | None = None,
-             progress: bool = True) -> dict[str, Any]:
+             progress: bool = True, settings: dict[str, str] | None = None) -> dict[str, Any]:
     """Run the soak; returns the report (see module docstring). Raises DaemonError if the
     daemon cannot be started or the collection cannot be preloaded."""
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     with tempfile.TemporaryDirectory(prefix="s5vec-soak-", dir=workdir) as tmp:
         config = Path(tmp) / "soak.toml"
         config.write_text(SOAK_CONFIG)
-        daemon = SoakDaemon(Path(tmp) / "data", Path(tmp) / "daemon.log", config)
+        daemon = SoakDaemon(Path(tmp) / "data", Path(tmp) / "daemon.log", config, settings)
         daemon.start()
         try:
             daemon.wait_status("/ready", 200, timeout=120)
@@ -555,14 +555,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subscribers", type=int, default=2, help="WebSocket subscriber processes")
     parser.add_argument("--sse", type=int, default=1, help="SSE reader processes")
     parser.add_argument("--ids", type=int, default=10_000, help="the fixed id space the writers overwrite")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="a daemon setting, e.g. engine.background_nice=0 (repeatable), for A/B runs")
     args = parser.parse_args(argv)
+    bad = [item for item in args.set if "=" not in item or "." not in item.split("=", 1)[0]]
+    if bad:
+        parser.error(f"--set: expected SECTION.KEY=VALUE, got {bad[0]!r}")
+    settings = dict(item.split("=", 1) for item in args.set)
     command = "python -m s5vec.bench.soak " + " ".join(argv if argv is not None else sys.argv[1:])
     began = time.perf_counter()
     report = run_soak(args.minutes * 60, args.interval, args.warmup, args.writers, args.readers, args.subscribers,
-                      args.sse, args.ids)
+                      args.sse, args.ids, settings=settings)
     result = {"name": "soak", "command": command.strip(), "started": report.pop("started"),
               "seconds": round(time.perf_counter() - began, 1), "ok": report.pop("ok"),
-              "machine": machine_info(), **report}
+              "machine": machine_info(), "daemon_settings": settings, **report}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     s = result["summary"]
