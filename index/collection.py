@@ -27,7 +27,7 @@ import numpy as np
 from .errors import RecordNotFound
 from .filters import compile_filter
 from .ivf import list_skew
-from .recent import GRAPH_CHUNK, RecentTier, decode_many
+from .recent import GRAPH_CHUNK, RecentTier, decode_many, min_chunk
 from .records import Batch, CollectionConfig, Hit
 from .rwlock import RWLock
 from .scoring import merge as merge_hits
@@ -195,7 +195,7 @@ class Collection:
                 plan = tier.plan_drain(max_items, cutoff)
             if plan is None:
                 return 0
-            for part in plan.chunks(chunk):
+            for part in plan.chunks(max(chunk, min_chunk(num_threads))):
                 tier.insert(part, num_threads)
                 with self._lock.write():
                     if self.recent is not tier:

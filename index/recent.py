@@ -41,12 +41,13 @@ from .records import Batch, CollectionConfig
 from .rwlock import RWLock
 
 _INITIAL_CAPACITY: Final = 1024
-GRAPH_CHUNK: Final = 8
+GRAPH_CHUNK: Final = 16
 """Vectors per ``add_items`` call of a drain. hnswlib cannot search while it inserts, so
 the graph lock is held for one call and a search arriving meanwhile waits for the rest of
-it: 8 x ~0.9 ms of CPU (384-d, ef_construction 200) over 2 threads is ~4 ms, more on a busy
-host. With 32 a 30-minute soak's searches waited a median 30 ms. The per-call overhead
-(hnswlib starts its threads per call) is ~0.1 ms."""
+it: 16 x ~0.9 ms of CPU (384-d, ef_construction 200) over 2 threads is ~8 ms, more on a
+busy host (with 32 the 30-minute soak's searches waited a median 30 ms). hnswlib runs a
+call of at most 4 x threads rows on one thread, so :meth:`RecentTier.insert` never goes
+below 4 x threads + 1 (a chunk of 8 built the 100k MiniLM graph at half speed)."""
 FILTER_EXTRA: Final = 0.5
 """A filtered graph search fetches ``ef * (1 / selectivity + FILTER_EXTRA)`` candidates: as
 deep as hnswlib's in-walk filter walks at the same ef (it keeps ``ef`` matching candidates)
@@ -158,6 +159,11 @@ class MetaColumn:
 
     def nbytes(self) -> int:
         return int(self._buf.nbytes + self._start.nbytes + self._size.nbytes)
+
+
+def min_chunk(num_threads: int) -> int:
+    """Fewest rows for which hnswlib's ``add_items`` uses ``num_threads`` threads."""
+    return 4 * max(1, num_threads) + 1
 
 
 @dataclass(slots=True)
@@ -347,7 +353,7 @@ class RecentTier:
         ``chunk``, one ``add_items`` call per ``chunk`` vectors, the graph lock held for each."""
         if not len(plan.fresh):
             return
-        size = chunk or len(plan.fresh)
+        size = max(chunk, min_chunk(num_threads)) if chunk else len(plan.fresh)
         for lo in range(0, len(plan.fresh), size):
             with self.graph_lock.write():
                 self.hnsw.add_items(plan.vectors[lo:lo + size], plan.fresh[lo:lo + size], num_threads=num_threads)
