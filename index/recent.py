@@ -46,8 +46,8 @@ GRAPH_CHUNK: Final = 16
 the graph lock is held for one call and a search arriving meanwhile waits for the rest of
 it: 16 x ~0.9 ms of CPU (384-d, ef_construction 200) over 2 threads is ~8 ms, more on a
 busy host (with 32 the 30-minute soak's searches waited a median 30 ms). hnswlib runs a
-call of at most 4 x threads rows on one thread, so :meth:`RecentTier.insert` never goes
-below 4 x threads + 1 (a chunk of 8 built the 100k MiniLM graph at half speed)."""
+call of at most 4 x threads rows on one thread, so a drain's chunks never go below
+4 x threads + 1 (:func:`min_chunk`) (a chunk of 8 built the 100k MiniLM graph at half speed)."""
 FILTER_EXTRA: Final = 0.5
 """A filtered graph search fetches ``ef * (1 / selectivity + FILTER_EXTRA)`` candidates: as
 deep as hnswlib's in-walk filter walks at the same ef (it keeps ``ef`` matching candidates)
@@ -348,15 +348,12 @@ class RecentTier:
         fresh = span[live & ~old]
         return DrainPlan(start, end, fresh, self.vectors[fresh], span[old])
 
-    def insert(self, plan: DrainPlan, num_threads: int, chunk: int | None = None) -> None:
-        """Add the plan's fresh vectors to the graph (no collection lock needed). With
-        ``chunk``, one ``add_items`` call per ``chunk`` vectors, the graph lock held for each."""
-        if not len(plan.fresh):
-            return
-        size = max(chunk, min_chunk(num_threads)) if chunk else len(plan.fresh)
-        for lo in range(0, len(plan.fresh), size):
+    def insert(self, plan: DrainPlan, num_threads: int) -> None:
+        """Add the plan's fresh vectors to the graph in one ``add_items`` call, holding only
+        the graph lock (callers split a plan with :meth:`DrainPlan.chunks` to bound it)."""
+        if len(plan.fresh):
             with self.graph_lock.write():
-                self.hnsw.add_items(plan.vectors[lo:lo + size], plan.fresh[lo:lo + size], num_threads=num_threads)
+                self.hnsw.add_items(plan.vectors, plan.fresh, num_threads=num_threads)
 
     def publish(self, plan: DrainPlan) -> None:
         """Make an inserted plan (or chunk, in label order) visible to searches (collection

@@ -27,8 +27,8 @@ class HeldInsert:
         self.release = threading.Event()
         real = RecentTier.insert
 
-        def insert(tier: RecentTier, plan: Any, num_threads: int, chunk: int | None = None) -> None:
-            real(tier, plan, num_threads, chunk)  # really in the graph, not yet published
+        def insert(tier: RecentTier, plan: Any, num_threads: int) -> None:
+            real(tier, plan, num_threads)  # really in the graph, not yet published
             self.inside.set()
             assert self.release.wait(30), "test never released the drain"
 

@@ -180,9 +180,9 @@ async def test_the_indexer_inserts_in_graph_chunks_of_the_configured_size(tmp_pa
     sizes: list[int] = []
     real = RecentTier.insert
 
-    def insert(tier: RecentTier, plan: object, num_threads: int, chunk: int | None = None) -> None:
+    def insert(tier: RecentTier, plan: object, num_threads: int) -> None:
         sizes.append(len(plan.fresh))  # type: ignore[attr-defined]
-        real(tier, plan, num_threads, chunk)  # type: ignore[arg-type]
+        real(tier, plan, num_threads)  # type: ignore[arg-type]
 
     monkeypatch.setattr(RecentTier, "insert", insert)
     db = await Database.open(tmp_path, EngineConfig(checkpoint_interval_s=3600, graph_chunk=5, index_linger_s=0,
