@@ -27,7 +27,7 @@ import math
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -41,6 +41,7 @@ from .records import Batch, CollectionConfig
 from .rwlock import RWLock
 
 _INITIAL_CAPACITY: Final = 1024
+_UNGUARDED: Final = nullcontext()
 GRAPH_CHUNK: Final = 16
 """Vectors per ``add_items`` call of a drain. hnswlib cannot search while it inserts, so
 the graph lock is held for one call and a search arriving meanwhile waits for the rest of
@@ -211,15 +212,12 @@ class RecentTier:
         self.payload = PayloadIndex(config.payload_fields, self.capacity)
         self.graph_lock = RWLock()
 
-    @contextmanager
-    def _graph(self, write: bool = False) -> Iterator[None]:
+    def _graph(self, write: bool = False) -> AbstractContextManager[None]:
         """Guard a graph call against an insert running outside the collection lock. Free
         when nothing is pending: no insert can then be in flight (see module docstring)."""
         if self.next == self.hnsw_upto:
-            yield
-            return
-        with self.graph_lock.write() if write else self.graph_lock.read():
-            yield
+            return _UNGUARDED
+        return self.graph_lock.write() if write else self.graph_lock.read()
 
     def _new_hnsw(self, capacity: int) -> hnswlib.Index:
         index = hnswlib.Index(space=self.space, dim=self.dim)
