@@ -27,6 +27,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def parse_settings(items: list[str]) -> dict[str, str]:
+    """``--set SECTION.KEY=VALUE`` arguments as the :class:`Daemon` ``settings`` mapping;
+    ValueError naming the first malformed one."""
+    for item in items:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise ValueError(f"--set: expected SECTION.KEY=VALUE, got {item!r}")
+    return dict(item.split("=", 1) for item in items)
+
+
 def daemon_env() -> dict[str, str]:
     """The current environment minus ``S5VEC_*`` settings, so results do not depend on them;
     the query cache is off because the benchmark cycles through a fixed query set."""

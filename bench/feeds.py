@@ -38,7 +38,7 @@ import aiohttp
 import msgspec
 import numpy as np
 
-from .daemon_proc import Daemon
+from .daemon_proc import Daemon, parse_settings
 from .report import finish, mib, table
 from .stats import cpu_seconds, machine_info, rss_bytes
 
@@ -247,7 +247,7 @@ def run(args: argparse.Namespace, workdir: Path, log: Any) -> dict[str, Any]:
                                               "connections": args.connections,
                                               "writer_connections": WRITER_CONNECTIONS}}
     results["machine"]["loadavg_start"] = list(os.getloadavg())
-    settings = dict(item.split("=", 1) for item in args.set)
+    settings = parse_settings(args.set)
     results["parameters"]["daemon_settings"] = settings
     daemon = Daemon(workdir / "data", workdir / "daemon.log", settings=settings)
     daemon.start()

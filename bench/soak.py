@@ -50,7 +50,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from .daemon_proc import Daemon, DaemonError
+from .daemon_proc import Daemon, DaemonError, parse_settings
 from .stats import cpu_seconds, machine_info, rss_bytes
 
 COLLECTION: Final = "soak"
@@ -558,10 +558,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="a daemon setting, e.g. engine.background_nice=0 (repeatable), for A/B runs")
     args = parser.parse_args(argv)
-    bad = [item for item in args.set if "=" not in item or "." not in item.split("=", 1)[0]]
-    if bad:
-        parser.error(f"--set: expected SECTION.KEY=VALUE, got {bad[0]!r}")
-    settings = dict(item.split("=", 1) for item in args.set)
+    try:
+        settings = parse_settings(args.set)
+    except ValueError as exc:
+        parser.error(str(exc))
     command = "python -m s5vec.bench.soak " + " ".join(argv if argv is not None else sys.argv[1:])
     began = time.perf_counter()
     report = run_soak(args.minutes * 60, args.interval, args.warmup, args.writers, args.readers, args.subscribers,
