@@ -13,6 +13,7 @@ RSS at each phase plus the segments' own accounting.  Prints tables, writes ``--
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import os
 import shutil
@@ -63,8 +64,9 @@ PAYLOAD: Final = (("genre", "keyword"), ("type", "keyword"), ("mintDateTime", "d
 Log = Callable[[str], None]
 
 
-def bench_config() -> CollectionConfig:
-    return CollectionConfig(name="bench", dimension=384, metric="cosine", schema=None, payload=PAYLOAD)
+def bench_config(segment_records: int | None = None) -> CollectionConfig:
+    config = CollectionConfig(name="bench", dimension=384, metric="cosine", schema=None, payload=PAYLOAD)
+    return config if segment_records is None else dataclasses.replace(config, segment_records=segment_records)
 
 
 # ---------------------------------------------------------------------------- data
@@ -414,6 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--round", type=int, default=None,
                         help="ingest and migrate this many records at a time, compacting the recent tier between "
                              f"rounds (default: all at once up to {AUTO_ROUNDS_ABOVE}, {AUTO_ROUND} above)")
+    parser.add_argument("--segment-records", type=int, default=None,
+                        help="most records per historical segment (default: the collection default, "
+                             f"{CollectionConfig.segment_records}; 100000 gives the layout before 2026-12-07)")
     parser.add_argument("--daemon-order", action="store_true",
                         help="also time drain-first-then-migrate on a second collection (slow at large scale)")
     parser.add_argument("--out", type=Path, default=Path("bench-hybrid.json"), help="JSON results (default: %(default)s)")
@@ -449,7 +454,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, scale: int, workdir: Path, log: Log) -> dict[str, Any]:
-    config = bench_config()
+    config = bench_config(args.segment_records)
+    config.validate()
     results: dict[str, Any] = {"machine": machine_info(), "source": source_state(), "out": str(args.out),
                                "notes": []}
     results["machine"]["loadavg_start"] = list(os.getloadavg())

@@ -79,7 +79,7 @@ class CollectionIn(Struct, forbid_unknown_fields=True):
     ivf: IvfIn = msgspec.field(default_factory=IvfIn)
     recent_threshold_s: Annotated[float, Meta(gt=0)] = 7 * 86_400.0
     window_s: Annotated[float, Meta(ge=60)] = 86_400.0
-    segment_records: Annotated[int, Meta(ge=1, le=10_000_000)] = 100_000
+    segment_records: Annotated[int, Meta(ge=1, le=10_000_000)] = 1_000_000
     payload_indexes: dict[str, Literal["keyword", "number", "datetime", "bool"]] = msgspec.field(default_factory=dict)
     embedding_model: Annotated[str, Meta(min_length=1, max_length=1024)] | None = None
 

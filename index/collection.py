@@ -38,6 +38,17 @@ _MASK_CACHE_SIZE: Final = 8
 _SPEC_KEY: Final = msgspec.json.Encoder().encode
 _VERSIONS: Final = itertools.count(time.time_ns())
 Candidates = tuple[np.ndarray, np.ndarray]  # (positions or labels, raw distances)
+FILTERED_PROBE_MAX: Final = 4
+
+
+def filtered_nprobe(nprobe: int, selectivity: float) -> int:
+    """Lists to probe in a segment for a filtered search where ``selectivity`` of its rows
+    match: ``nprobe * ceil(1 / sqrt(selectivity))``, at most x4.  Fewer matching rows per
+    list leave fewer good candidates for the re-rank: on a 900k-row segment (63 lists,
+    nprobe 16) 10 % filters lost recall to 0.940-0.955 against 0.96 unfiltered."""
+    if selectivity >= 1.0:
+        return nprobe
+    return nprobe * min(FILTERED_PROBE_MAX, math.ceil(1.0 / math.sqrt(max(selectivity, 1e-9))))
 
 
 @dataclass(slots=True)
@@ -351,10 +362,11 @@ class Collection:
             pos, dist = segment.ivf.search(queries, k, nprobe, None, deleted)
         else:
             mask = self._segment_mask(segment, spec)
-            if int(mask.sum()) <= EXACT_FILTER_LIMIT:
+            matching = int(mask.sum())
+            if matching <= EXACT_FILTER_LIMIT:
                 pos, dist = segment.ivf.exact(queries, k, np.flatnonzero(mask))
             else:
-                pos, dist = segment.ivf.search(queries, k, nprobe, mask, None)
+                pos, dist = segment.ivf.search(queries, k, filtered_nprobe(nprobe, matching / segment.n), mask, None)
         out = []
         for row in range(len(queries)):
             keep = pos[row] >= 0

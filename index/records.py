@@ -56,7 +56,7 @@ class CollectionConfig:
     ivf_nprobe: int = 16
     ivf_rerank: int = 4
     payload: tuple[tuple[str, str], ...] = ()
-    segment_records: int = 100_000
+    segment_records: int = 1_000_000
     embedding_model: str | None = None  # sentence-transformers model for search by text (index/embed.py)
 
     def validate(self) -> None:
