@@ -674,32 +674,31 @@ def _chroma_set_ef(url: str, ef: int) -> None:
 
 async def _load(endpoint: str, bodies: list[bytes], parse: Callable[[bytes], list[int]], clients: int,
                 min_time: float) -> dict[str, Any]:
-    import aiohttp
-    headers = {"Content-Type": "application/json"}
+    """``clients`` coroutines, each on its own keep-alive connection (:mod:`.rawhttp`, the same
+    client for every server), one request at a time."""
+    from .rawhttp import KeepAlive, prepare_post
+    requests = [prepare_post(endpoint, body) for body in bodies]
+    connections = [KeepAlive(endpoint) for _ in range(clients)]
     nq = len(bodies)
     first: list[bytes | None] = [None] * nq
     lat: list[float] = []
     errors: list[str] = []
     counter = 0
     clock = time.perf_counter
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients),
-                                     timeout=aiohttp.ClientTimeout(total=60)) as session:
-        async def one(body: bytes) -> tuple[int, bytes]:
-            async with session.post(endpoint, data=body, headers=headers) as resp:
-                return resp.status, await resp.read()
-        for body in bodies[: min(100, nq)]:  # warm-up
-            await one(body)
+    try:
+        for i, request in enumerate(requests[: min(100, nq)]):  # warm-up
+            await connections[i % clients].send(request)
         start = clock()
         deadline = start + min_time
         last = start
 
-        async def client() -> None:
+        async def client(conn: KeepAlive) -> None:
             nonlocal counter, last
             while counter < nq or clock() < deadline:
                 i = counter
                 counter += 1
                 t = clock()
-                status, payload = await one(bodies[i % nq])
+                status, payload = await conn.send(requests[i % nq])
                 last = clock()
                 lat.append(last - t)
                 if status != 200:
@@ -707,7 +706,10 @@ async def _load(endpoint: str, bodies: list[bytes], parse: Callable[[bytes], lis
                         errors.append(f"HTTP {status}: {payload[:200]!r}")
                 elif i < nq:
                     first[i] = payload
-        await asyncio.gather(*(client() for _ in range(clients)))
+        await asyncio.gather(*(client(conn) for conn in connections))
+    finally:
+        for conn in connections:
+            await conn.close()
     ids = [parse(p) if p is not None else [] for p in first]
     return {"ids": ids, "errors": errors, **latency_summary(lat, last - start)}
 

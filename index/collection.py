@@ -379,36 +379,41 @@ class Collection:
         """Top-``k`` live records nearest to one query (validated, normalised), best first.
         Options as :meth:`search_batch`; thread safe (read lock)."""
         if filter is None and options.get("recent", True) and options.get("merge", "take_best") == "take_best":
-            hits = self._search_graph(query, k, ef, score_threshold, include_metadata, include_vector, options)
-            if hits is not None:
-                return hits
+            self._use_ef(ef, k)
+            found = self._search_graph(query, k, score_threshold, include_metadata, include_vector,
+                                        options.get("historical", True), options.get("num_threads", 1),
+                                        options.get("report"))
+            if found is not None:
+                return found[0]
         return self.search_batch(query[None, :], k, ef, filter, score_threshold, include_metadata,
                                  include_vector, **options)[0]
 
-    def _search_graph(self, query: np.ndarray, k: int, ef: int | None, threshold: float | None,
-                      include_metadata: bool, include_vector: bool, options: Mapping[str, Any]) -> list[Hit] | None:
+    def _search_graph(self, queries: np.ndarray, k: int, threshold: float | None, include_metadata: bool,
+                      include_vector: bool, historical: bool, num_threads: int,
+                      report: dict[str, Any] | None) -> list[list[Hit]] | None:
         """The common query on a short path: unfiltered, and every live record searched is in
-        the graph (nothing pending or parked, no live segment). With 50-d vectors a graph
-        search takes ~0.1 ms, so search_batch's fixed cost (per-tier candidate lists, merge
-        arrays, a dedupe set) doubled the latency. None when the case does not apply."""
+        the graph (nothing pending or parked, no live segment), for one query (1-d) or a
+        batch. With 50-d vectors a graph search takes ~0.1 ms, and the general path's fixed
+        cost (per-tier candidate lists, merge arrays, a dedupe set) doubled the latency; for
+        a coalesced batch of 4 MiniLM queries it added 71 us per query. None when the case
+        does not apply."""
         if k <= 0:
             return None
-        self._use_ef(ef, k)
         with self._lock.read():
             r = self.recent
             if (r.next != r.hnsw_upto or r.parked or r.hnsw_live <= 0
-                    or (options.get("historical", True) and any(s.live for s in self.segments))):
+                    or (historical and any(s.live for s in self.segments))):
                 return None
-            report = options.get("report")
             started = time.perf_counter() if report is not None else 0.0
             try:
-                labels, dists = r.hnsw.knn_query(query, k=min(k, r.hnsw_live), num_threads=options.get("num_threads", 1))
+                labels, dists = r.hnsw.knn_query(queries, k=min(k, r.hnsw_live), num_threads=num_threads)
             except RuntimeError:  # too many deletions for k live results: search_batch falls back to exact
                 return None
             if report is not None:
                 report["partial"] = False
                 report["seconds"] = {"recent": time.perf_counter() - started}
-            return self._recent_hits(labels[0], dists[0], threshold, include_metadata, include_vector)
+            return [self._recent_hits(labels[row], dists[row], threshold, include_metadata, include_vector)
+                    for row in range(len(labels))]
 
     def _recent_hits(self, labels: np.ndarray, dists: np.ndarray, threshold: float | None,
                      include_metadata: bool, include_vector: bool) -> list[Hit]:
@@ -452,6 +457,11 @@ class Collection:
         and ``report["seconds"]`` holds the wall time of each tier searched (recent, historical).
         """
         self._use_ef(ef, k)
+        if filter is None and recent and merge == "take_best" and len(queries):
+            found = self._search_graph(queries, k, score_threshold, include_metadata, include_vector, historical,
+                                       num_threads, report)
+            if found is not None:
+                return found
         with self._lock.read():
             parts: list[tuple[int, list[Candidates]]] = []
             jobs: list[tuple[int, Callable[[], list[Candidates]]]] = []

@@ -109,19 +109,36 @@ def _as_tuples(hits: list[Any]) -> list[tuple[Any, ...]]:
 
 
 @pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
-def test_single_query_search_equals_the_batch_search_it_shortcuts(tmp_path: Path, metric: str) -> None:
+def test_graph_only_searches_equal_the_general_path_they_shortcut(
+        tmp_path: Path, metric: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # search (one query) and search_batch (a coalesced batch) both take the graph-only
+    # path here; the general path (per-tier candidates, merge, dedupe) is the reference.
     rng = np.random.default_rng(8)
     config = CollectionConfig("s", 8, metric)
-    coll = build(tmp_path, config, [RawItem(i, rng.normal(size=8), {"i": i}, 1_700_000_000 + i) for i in range(300)])
+    coll = build(tmp_path, config, [RawItem(i, rng.normal(size=8), {"i": i}, time.time() - i) for i in range(300)])
     coll.apply_delete([str(i) for i in range(0, 300, 3)])
+    taken: list[int] = []
+    shortcut = coll._search_graph
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        found = shortcut(*args, **kwargs)
+        taken.append(found is not None)
+        return found
+
     for _ in range(20):
-        q = prepare_vectors(config, rng.normal(size=(1, 8)).astype(np.float32))[0]
+        qs = prepare_vectors(config, rng.normal(size=(3, 8)).astype(np.float32))
         for options in ({}, {"score_threshold": 0.5}, {"include_metadata": False, "include_vector": True},
                         {"ef": 16}, {"historical": False}):
+            monkeypatch.setattr(coll, "_search_graph", lambda *a, **k: None)
+            general = [_as_tuples(hits) for hits in coll.search_batch(qs, 7, **options)]  # type: ignore[arg-type]
+            monkeypatch.setattr(coll, "_search_graph", counted)
             report: dict[str, Any] = {}
-            single = coll.search(q, 7, report=report, **options)  # type: ignore[arg-type]
-            assert _as_tuples(single) == _as_tuples(coll.search_batch(q[None], 7, **options)[0])  # type: ignore[arg-type]
+            single = coll.search(qs[0], 7, report=report, **options)  # type: ignore[arg-type]
+            assert _as_tuples(single) == general[0]
             assert report["partial"] is False and set(report["seconds"]) == {"recent"}
+            batch = coll.search_batch(qs, 7, **options)  # type: ignore[arg-type]
+            assert [_as_tuples(hits) for hits in batch] == general
+    assert taken and all(taken)
 
 
 def test_single_query_search_sees_records_not_yet_in_the_graph(tmp_path: Path) -> None:
