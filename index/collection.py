@@ -73,16 +73,33 @@ class MigrationPlan:
 
 
 @dataclass(slots=True)
-class SegmentRebuild:
-    """The live rows of one sealed segment, copied for an off-lock rebuild."""
+class RebuildSource:
+    """One old segment of a rebuild: which of its rows were copied, and its overlay then."""
 
     segment: SealedSegment
     positions: np.ndarray          # live positions in the old segment, ascending
     overlay: dict[int, bytes]      # its metadata overlay when planned (edits after it are replayed)
+
+
+@dataclass(slots=True)
+class SegmentRebuild:
+    """The live rows of one sealed segment, or of several consecutive ones being merged,
+    copied for an off-lock rebuild (rows in source order)."""
+
+    sources: list[RebuildSource]
     vectors: np.ndarray
     ids: list[str]
     timestamps: np.ndarray
     raw_metadata: list[bytes]
+
+    @property
+    def segment(self) -> SealedSegment:
+        """The first (or only) old segment: the new one takes its window and place."""
+        return self.sources[0].segment
+
+    @property
+    def rows(self) -> int:
+        return sum(len(source.positions) for source in self.sources)
 
 
 class Collection:
@@ -753,23 +770,53 @@ class Collection:
                 out.append(entry)
             return out
 
-    def plan_rebuild(self, seq: int) -> SegmentRebuild | None:
-        """Copy the live rows of segment ``seq`` for :meth:`build_rebuild` (read lock);
-        None if no such segment."""
+    def plan_rebuild(self, seq: int | Sequence[int]) -> SegmentRebuild | None:
+        """Copy the live rows of segment ``seq`` (or of the segments ``seq``, merged into one,
+        in the order given) for :meth:`build_rebuild` (read lock); None if a segment is gone."""
+        seqs = [seq] if isinstance(seq, int) else list(seq)
         with self._lock.read():
-            segment = next((s for s in self.segments if s.seq == seq), None)
-            if segment is None:
+            by_seq = {s.seq: s for s in self.segments}
+            if not seqs or any(n not in by_seq for n in seqs) or len(set(seqs)) != len(seqs):
                 return None
-            positions = np.flatnonzero(~segment.deleted)
-            raw = [segment.overlay.get(pos) or segment.metadata[pos] for pos in positions.tolist()]
-            return SegmentRebuild(segment, positions, dict(segment.overlay), segment.ivf.vectors(positions),
-                                  [segment.id_of(pos) for pos in positions.tolist()],
-                                  segment.timestamps[positions].copy(), raw)
+            sources: list[RebuildSource] = []
+            vectors, ids, stamps, raw = [], [], [], []
+            for n in seqs:
+                segment = by_seq[n]
+                positions = np.flatnonzero(~segment.deleted)
+                sources.append(RebuildSource(segment, positions, dict(segment.overlay)))
+                vectors.append(segment.ivf.vectors(positions))
+                ids.extend(segment.id_of(pos) for pos in positions.tolist())
+                stamps.append(segment.timestamps[positions])
+                raw.extend(segment.overlay.get(pos) or segment.metadata[pos] for pos in positions.tolist())
+            return SegmentRebuild(sources, np.concatenate(vectors), ids, np.concatenate(stamps), raw)
+
+    def merge_candidates(self, small: float = 0.25) -> list[list[int]]:
+        """Runs of consecutive segments (in the collection's order) whose live rows are each under ``small`` x
+        ``segment_records``, grouped while their sum stays within ``segment_records``; only
+        runs of two or more. Incremental migrations (one per interval) leave one small
+        segment each, and every segment costs a search its own fixed overhead."""
+        limit = self.config.segment_records
+        with self._lock.read():
+            groups: list[list[int]] = []
+            run: list[int] = []
+            total = 0
+            for segment in self.segments:
+                if segment.live >= small * limit or total + segment.live > limit:
+                    if len(run) > 1:
+                        groups.append(run)
+                    run, total = [], 0
+                    if segment.live >= small * limit:
+                        continue
+                run.append(segment.seq)
+                total += segment.live
+            if len(run) > 1:
+                groups.append(run)
+            return groups
 
     def build_rebuild(self, plan: SegmentRebuild, directory: Path) -> SealedSegment | None:
         """Train a replacement segment over the planned live rows (CPU heavy, no lock held);
-        None when the segment had no live rows (it is simply removed)."""
-        if not len(plan.positions):
+        None when the segments had no live rows (they are simply removed)."""
+        if not plan.rows:
             return None
         with self._seq_lock:
             seq, self._next_seq = self._next_seq, self._next_seq + 1
@@ -778,25 +825,35 @@ class Collection:
                                    decode_many(plan.raw_metadata), path, plan.raw_metadata)
 
     def commit_rebuild(self, plan: SegmentRebuild, built: SealedSegment | None) -> bool:
-        """Swap ``built`` in for the planned segment (write lock), replaying deletes and
-        metadata edits made since planning. False if the segment is gone (then nothing
-        changed and the caller closes ``built``); the old segment is the caller's to close."""
+        """Swap ``built`` in for the planned segments (write lock), replaying deletes and
+        metadata edits made since planning; it takes the first one's place. False if any of
+        them is gone (then nothing changed and the caller closes ``built``); the old
+        segments are the caller's to close."""
         with self._lock.write():
-            old = plan.segment
-            index = next((n for n, s in enumerate(self.segments) if s is old), None)
-            if index is None:
+            places = [next((n for n, s in enumerate(self.segments) if s is source.segment), None)
+                      for source in plan.sources]
+            if any(place is None for place in places):
                 return False
-            if built is None:
-                del self.segments[index]  # no live rows then, and a segment never gains rows
+            offset = 0
+            for source in plan.sources:
+                old = source.segment
+                if built is not None:
+                    for new_pos in np.flatnonzero(old.deleted[source.positions]).tolist():
+                        built.delete(offset + new_pos)
+                    for pos, raw in old.overlay.items():
+                        if source.overlay.get(pos) is not raw:  # metadata edited since planning
+                            new_pos = int(np.searchsorted(source.positions, pos))
+                            if new_pos < len(source.positions) and source.positions[new_pos] == pos:
+                                built.set_metadata(offset + new_pos, old.meta(pos))
+                offset += len(source.positions)
+            gone = {id(source.segment) for source in plan.sources}
+            first = min(p for p in places if p is not None)
+            kept = [s for n, s in enumerate(self.segments) if id(s) not in gone or n == first]
+            if built is None:  # no live rows then, and a segment never gains rows
+                kept = [s for s in kept if id(s) not in gone]
             else:
-                for new_pos in np.flatnonzero(old.deleted[plan.positions]).tolist():
-                    built.delete(new_pos)
-                for pos, raw in old.overlay.items():
-                    if plan.overlay.get(pos) is not raw:  # metadata edited since planning
-                        new_pos = int(np.searchsorted(plan.positions, pos))
-                        if new_pos < len(plan.positions) and plan.positions[new_pos] == pos:
-                            built.set_metadata(new_pos, old.meta(pos))
-                self.segments[index] = built
+                kept = [built if id(s) in gone else s for s in kept]
+            self.segments = kept
             self.version = next(_VERSIONS)
         return True
 

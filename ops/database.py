@@ -944,37 +944,43 @@ class Database:
                 await self._run(self._migrate_pool, release_free_memory)
         return compacted
 
-    async def rebuild_segments(self, choose: Callable[[Collection], list[int]],
+    async def rebuild_segments(self, choose: Callable[[Collection], Sequence[int | Sequence[int]]],
                                stop: Callable[[], bool] | None = None) -> dict[str, Any]:
-        """Re-train the sealed segments ``choose`` picks (by seq; called on a worker thread
-        per collection) from their live rows: built with no lock held, swapped in under the
-        collection's write lock while no checkpoint is storing. ``stop`` is asked between
-        segments. Returns how many segments were rebuilt and removed (no live rows left)."""
-        rebuilt = removed = 0
+        """Re-train the sealed segments ``choose`` picks (by seq, or a list of seqs to merge
+        into one; called on a worker thread per collection) from their live rows: built
+        with no lock held, swapped in under the collection's write lock while no checkpoint
+        is storing. ``stop`` is asked between segments. Returns how many segments were
+        rebuilt, merged away and removed (no live rows left)."""
+        rebuilt = removed = merged = 0
         started = time.time()
         async with self._migrate_lock:
             for name, coll in list(self.collections.items()):
-                for seq in await self._run(self._read_pool, choose, coll):
+                for pick in await self._run(self._read_pool, choose, coll):
                     if (stop is not None and stop()) or self.collections.get(name) is not coll:
                         break
-                    plan = await self._run(self._read_pool, coll.plan_rebuild, seq)
+                    seqs = [pick] if isinstance(pick, int) else list(pick)
+                    plan = await self._run(self._read_pool, coll.plan_rebuild, seqs)
                     if plan is None:
                         continue
                     built = await self._run(self._migrate_pool, coll.build_rebuild, plan, self._segment_dir)
-                    async with self._checkpoint_lock:  # no checkpoint reads the old segment now
+                    async with self._checkpoint_lock:  # no checkpoint reads the old segments now
                         swapped = (self.collections.get(name) is coll
                                    and await self._run(self._io, coll.commit_rebuild, plan, built))
-                    gone = plan.segment if swapped else built
-                    if gone is not None:
-                        # on the migrate thread: after any tune() still reading the old segment
-                        await self._run(self._migrate_pool, gone.close)
-                        (self._segment_dir / f"{name}-{gone.seq:08d}.f32").unlink(missing_ok=True)
+                    gone = [source.segment for source in plan.sources] if swapped else [built]
+                    for segment in gone:
+                        if segment is not None:
+                            # on the migrate thread: after any tune() still reading the old segment
+                            await self._run(self._migrate_pool, segment.close)
+                            (self._segment_dir / f"{name}-{segment.seq:08d}.f32").unlink(missing_ok=True)
                     if swapped:
-                        self._segment_refs.frozen.pop((name, seq), None)
-                        for key in [k for k in self._segment_refs.mutable if k[:2] == (name, seq)]:
-                            del self._segment_refs.mutable[key]
+                        for seq in seqs:
+                            self._segment_refs.frozen.pop((name, seq), None)
+                            for key in [k for k in self._segment_refs.mutable if k[:2] == (name, seq)]:
+                                del self._segment_refs.mutable[key]
                         rebuilt += built is not None
                         removed += built is None
+                        merged += len(seqs) - 1 if built is not None else 0
         if rebuilt or removed:
-            log.info("rebuilt %d segments, removed %d empty ones in %.2fs", rebuilt, removed, time.time() - started)
-        return {"rebuilt": rebuilt, "removed": removed, "seconds": round(time.time() - started, 3)}
+            log.info("rebuilt %d segments (%d merged into others), removed %d empty ones in %.2fs",
+                     rebuilt, merged, removed, time.time() - started)
+        return {"rebuilt": rebuilt, "merged": merged, "removed": removed, "seconds": round(time.time() - started, 3)}

@@ -456,8 +456,13 @@ class Jobs:
     async def _rebalance(self, run: JobRun) -> dict[str, Any]:
         threshold = self.config.rebalance_skew
 
-        def choose(coll: Collection) -> list[int]:
-            return [e["seq"] for e in coll.segment_report() if needs_retrain(e, threshold)]
+        def choose(coll: Collection) -> list[int | list[int]]:
+            # Runs of small segments (one per incremental migration) merge into one; the
+            # skewed segments left over are re-trained on their own.
+            groups = coll.merge_candidates()
+            merging = {seq for group in groups for seq in group}
+            skewed = [e["seq"] for e in coll.segment_report() if needs_retrain(e, threshold) and e["seq"] not in merging]
+            return [*groups, *skewed]
 
         return await self.db.rebuild_segments(choose, run.stop)
 

@@ -46,7 +46,7 @@ def test_a_rebuild_keeps_deletes_and_edits_made_while_it_trained(tmp_path: Path)
     coll.apply_delete([f"r{i}" for i in range(0, 1500, 3)])  # before planning the rebuild
     (segment,) = coll.segments
     rebuild = coll.plan_rebuild(segment.seq)
-    assert rebuild is not None and len(rebuild.positions) == 1000
+    assert rebuild is not None and rebuild.rows == 1000
     coll.apply_delete(["r1", "r2"])  # while it trains
     coll.apply_metadata("r4", {"edited": True})
     built = coll.build_rebuild(rebuild, tmp_path)
@@ -82,3 +82,53 @@ def test_compaction_honours_a_tombstone_ratio(tmp_path: Path) -> None:
     assert not coll.compact(min_ratio=0.5) and not coll.compact()  # default rule: > 1024 tombstones
     assert coll.compact(min_ratio=0.25)
     assert coll.tombstone_ratio == 0.0 and len(coll) == 70 and coll.get("r99").metadata == {"i": 99}
+
+
+def migrated_in_steps(tmp_path: Path, steps: int, per_step: int) -> Collection:
+    """One migration per step, as the daemon's schedule makes them: a small segment each."""
+    coll = Collection(CollectionConfig("c", DIM, segment_records=1000), tmp_path)
+    rng = np.random.default_rng(2)
+    for step in range(steps):
+        items = [RawItem(f"s{step}-{i}", rng.normal(size=DIM).astype(np.float32), {"step": step, "i": i},
+                         OLD + step * 3600 + i) for i in range(per_step)]
+        batch, errors = prepare_batch(coll.config, items)
+        assert not errors
+        coll.apply_upsert(batch)
+        plan = coll.plan_migration()
+        assert plan is not None
+        coll.commit_migration(plan, coll.build_migration(plan, tmp_path))
+    return coll
+
+
+def test_runs_of_small_segments_are_merge_candidates_up_to_segment_records(tmp_path: Path) -> None:
+    coll = migrated_in_steps(tmp_path, 7, 200)
+    seqs = [s.seq for s in coll.segments]
+    assert len(seqs) == 7 and coll.config.segment_records == 1000
+    # each 200 < 0.25 * 1000 is small; a run closes before it would pass 1000 rows
+    assert coll.merge_candidates() == [seqs[:5], seqs[5:]]
+    coll.apply_delete([f"s6-{i}" for i in range(200)])
+    assert coll.merge_candidates(small=0.1) == []  # 200 >= 100 rows is not small; the emptied s6 alone is no run
+
+
+def test_a_merge_replaces_its_segments_with_one_and_replays_deletes_and_edits(tmp_path: Path) -> None:
+    coll = migrated_in_steps(tmp_path, 4, 200)
+    old = list(coll.segments)
+    probe = {key: coll.get(key).vector for key in ("s0-5", "s2-7", "s3-199")}
+    coll.apply_delete(["s0-0", "s1-0"])  # before planning
+    (group,) = coll.merge_candidates()
+    plan = coll.plan_rebuild(group)
+    assert plan is not None and plan.rows == 798 and len(plan.sources) == 4
+    coll.apply_delete(["s1-1", "s3-3"])  # while it trains
+    coll.apply_metadata("s2-2", {"edited": True})
+    built = coll.build_rebuild(plan, tmp_path)
+    assert built is not None and coll.commit_rebuild(plan, built)
+    assert coll.segments == [built] and built.n == 798 and built.live == 796 and len(coll) == 796
+    for gone in ("s0-0", "s1-0", "s1-1", "s3-3"):
+        assert not coll.contains(gone)
+    assert coll.get("s2-2").metadata == {"edited": True} and coll.get("s2-3").metadata == {"step": 2, "i": 3}
+    for key, vector in probe.items():
+        assert coll.search(vector, k=1)[0].id == key
+    assert not coll.commit_rebuild(plan, built)  # its segments are gone: nothing to swap
+    assert coll.plan_rebuild([old[0].seq, 999]) is None
+    for segment in old:
+        segment.close()

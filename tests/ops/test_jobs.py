@@ -284,6 +284,38 @@ async def test_rebalance_retrains_a_segment_whose_lists_deletes_made_lopsided(db
     await jobs.stop()
 
 
+async def test_rebalance_merges_the_small_segments_incremental_migrations_leave(tmp_path: Path) -> None:
+    db = await Database.open(tmp_path / "data", ENGINE, scheduled=True)
+    await db.create_collection(CollectionConfig("c", DIM, segment_records=2000))
+    jobs = await started(db)
+    for step in range(4):  # one migration per interval: one small segment each
+        await db.upsert("c", items(step * 100, 100, OLD + step))
+        await jobs.run("migrate")
+    coll = db.collection("c")
+    assert [s.n for s in coll.segments] == [100] * 4
+    await db.delete("c", ["r5", "r205"])
+    await db.checkpoint()
+    before = {f"r{i}": coll.get(f"r{i}") for i in range(400) if coll.contains(f"r{i}")}
+    result = await jobs.run("rebalance")
+    assert result["rebuilt"] == 1 and result["merged"] == 3
+    assert [(s.n, s.live) for s in coll.segments] == [(398, 398)]
+    assert (await jobs.run("rebalance"))["rebuilt"] == 0  # one segment: nothing left to merge
+    await jobs.stop()
+    await db.close()
+    db = await Database.open(tmp_path / "data", ENGINE)
+    try:
+        coll = db.collection("c")
+        assert [(s.n, s.live) for s in coll.segments] == [(398, 398)] and len(coll) == 398
+        await db.get("c", "r0")  # on a worker: the segment loads lazily from the blob store
+        for rid, hit in before.items():
+            got = coll.get(rid)
+            assert got.metadata == hit.metadata and np.array_equal(got.vector, hit.vector)
+        assert not coll.contains("r5") and not coll.contains("r205")
+        assert coll.search(before["r333"].vector, k=1)[0].id == "r333"
+    finally:
+        await db.close()
+
+
 async def test_garbage_collection_waits_out_the_grace_period(tmp_path: Path) -> None:
     db = await Database.open(tmp_path, dataclasses.replace(ENGINE, keep_manifests=1), scheduled=True)
     jobs = await started(db, JobsConfig(gc_grace_s=3600))
