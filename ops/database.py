@@ -372,8 +372,13 @@ class Database:
                     groups: dict[tuple[Any, ...], list[Any]] = {}
                     for item in waiting:
                         groups.setdefault(item[0], []).append(item)
+                    # A group is split over the free slots: one batch of 8 on one thread took
+                    # 3.4 ms (MiniLM 100k, ef 64) while the other core idled, and every
+                    # client waited for the whole batch.
+                    share = max(1, (limit - len(inflight)) // len(groups))
                     for key, items in groups.items():
-                        inflight.add(asyncio.create_task(self._search_group(key, items)))
+                        for part in _split(items, share):
+                            inflight.add(asyncio.create_task(self._search_group(key, part)))
         except asyncio.CancelledError:
             for task in inflight:
                 task.cancel()
@@ -984,3 +989,15 @@ class Database:
             log.info("rebuilt %d segments (%d merged into others), removed %d empty ones in %.2fs",
                      rebuilt, merged, removed, time.time() - started)
         return {"rebuilt": rebuilt, "merged": merged, "removed": removed, "seconds": round(time.time() - started, 3)}
+
+
+def _split(items: list[Any], parts: int) -> list[list[Any]]:
+    """``items`` in at most ``parts`` consecutive runs of near-equal size."""
+    parts = max(1, min(parts, len(items)))
+    size, extra = divmod(len(items), parts)
+    out, at = [], 0
+    for n in range(parts):
+        step = size + (n < extra)
+        out.append(items[at:at + step])
+        at += step
+    return out

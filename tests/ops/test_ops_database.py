@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 
 from s5vec.index import CollectionConfig, CollectionNotFound, RawItem, prepare_vectors
 from s5vec.ops import Database, DataDirLocked, EngineConfig, Query
+from s5vec.ops.database import _split
 from s5vec.storage import BlobCorrupt, BlobId
 
 DIM = 16
@@ -202,3 +204,34 @@ async def test_the_indexer_inserts_in_graph_chunks_of_the_configured_size(tmp_pa
     assert sizes == [9, 9, 5]
     assert db.collection("c").stats()["indexed"] == 23 and db.collection("d").stats()["indexed"] == 23
     await db.close()
+
+
+async def test_concurrent_searches_are_spread_over_the_free_batch_slots(tmp_path: Path) -> None:
+    # Eight searches queued at once used to become one batch on one thread while the
+    # other slot idled; now they are split over the search_batches slots (default 2).
+    db = await Database.open(tmp_path, CONFIG)
+    await db.create_collection(CollectionConfig("c", DIM))
+    await db.upsert("c", items(0, 300))
+    await db.wait_indexed()
+    coll = db.collection("c")
+    batches: list[tuple[int, str]] = []
+    search_batch = coll.search_batch
+
+    def recorded(queries: np.ndarray, *args: object, **kwargs: object) -> object:
+        batches.append((len(queries), threading.current_thread().name))
+        return search_batch(queries, *args, **kwargs)
+
+    coll.search_batch = recorded  # type: ignore[method-assign]
+    queries = prepare_vectors(coll.config, np.random.default_rng(4).normal(size=(8, DIM)).astype(np.float32))
+    query = Query(k=5, include_metadata=False)
+    results = await asyncio.gather(*(db.search("c", q, query) for q in queries))
+    assert sorted(size for size, _ in batches) == [4, 4]
+    for q, (hits, partial) in zip(queries, results):
+        assert not partial
+        assert [h.id for h in hits] == [h.id for h in search_batch(q[None], 5, include_metadata=False)[0]]
+    await db.close(checkpoint=False)
+
+
+def test_split_keeps_order_and_sizes_within_one() -> None:
+    assert _split(list(range(7)), 3) == [[0, 1, 2], [3, 4], [5, 6]]
+    assert _split([1, 2], 5) == [[1], [2]] and _split([1, 2, 3], 1) == [[1, 2, 3]] and _split([9], 0) == [[9]]
