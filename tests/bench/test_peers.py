@@ -105,3 +105,22 @@ def test_an_engine_that_is_not_installed_is_reported_not_hidden(monkeypatch: pyt
     monkeypatch.setattr(peers, "available", lambda engine: "not installed (test)")
     assert peers.run_engine("chroma", tmp_path, quick=True, min_time=0.0) == {
         "engine": "chroma", "not_run": "not installed (test)"}
+
+
+def test_each_http_point_reports_the_median_of_its_repeated_runs(monkeypatch: pytest.MonkeyPatch,
+                                                                  tmp_path: Path) -> None:
+    qps = iter([900.0, 1500.0, 1200.0, 50.0, 70.0, 60.0])
+    calls: list[list[str]] = []
+
+    def fake(args: list[str], timeout: float) -> tuple[int, str, float]:
+        calls.append(args)
+        out = Path(args[args.index("--out") + 1])
+        out.write_text(json.dumps({"qps": next(qps), "recall@10": 0.9, "p50_ms": 1.0, "p99_ms": 2.0, "errors": []}))
+        return 0, "", 0.1
+
+    monkeypatch.setattr(peers, "_subprocess", fake)
+    knobs: list[int] = []
+    rows = peers._http_sweep("s5vec", "http://127.0.0.1:9/x", tmp_path, [16, 64], 8, 1.0, None, set_ef=knobs.append)
+    assert knobs == [16, 64] and len(calls) == 6
+    assert [(r["knob"], r["qps"], r["qps_runs"]) for r in rows] == [
+        ("16", 1200.0, [900.0, 1500.0, 1200.0]), ("64", 60.0, [50.0, 70.0, 60.0])]
