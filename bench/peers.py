@@ -59,7 +59,7 @@ HTTP_ENGINES: Final = ("s5vec-http", "chroma-http")
 WORKER_TIMEOUT_S: Final = 3600
 INGEST_BATCH: Final = 1000
 FILTER_QUERIES: Final = 200
-QDRANT_INGEST_BUDGET_S: Final = 300.0
+QDRANT_INGEST_BUDGET_S: Final = 600.0
 SLOW_FILTER_QUERIES: Final = 20  # Qdrant local mode evaluates the filter per point in Python
 
 Log = Callable[[str], None]
