@@ -791,9 +791,9 @@ class Collection:
             return SegmentRebuild(sources, np.concatenate(vectors), ids, np.concatenate(stamps), raw)
 
     def merge_candidates(self, small: float = 0.25) -> list[list[int]]:
-        """Runs of consecutive segments (in the collection's order) whose live rows are each under ``small`` x
-        ``segment_records``, grouped while their sum stays within ``segment_records``; only
-        runs of two or more. Incremental migrations (one per interval) leave one small
+        """Runs of consecutive segments (in the collection's order) whose live rows are each
+        under ``small`` x ``segment_records``, grouped while their sum stays within
+        ``segment_records``; only runs of two or more. Incremental migrations (one per interval) leave one small
         segment each, and every segment costs a search its own fixed overhead."""
         limit = self.config.segment_records
         with self._lock.read():
@@ -846,14 +846,13 @@ class Collection:
                             if new_pos < len(source.positions) and source.positions[new_pos] == pos:
                                 built.set_metadata(offset + new_pos, old.meta(pos))
                 offset += len(source.positions)
-            gone = {id(source.segment) for source in plan.sources}
-            first = min(p for p in places if p is not None)
-            kept = [s for n, s in enumerate(self.segments) if id(s) not in gone or n == first]
+            drop = {p for p in places if p is not None}
+            first = min(drop)
             if built is None:  # no live rows then, and a segment never gains rows
-                kept = [s for s in kept if id(s) not in gone]
+                self.segments = [s for n, s in enumerate(self.segments) if n not in drop]
             else:
-                kept = [built if id(s) in gone else s for s in kept]
-            self.segments = kept
+                self.segments = [built if n == first else s for n, s in enumerate(self.segments)
+                                 if n == first or n not in drop]
             self.version = next(_VERSIONS)
         return True
 
