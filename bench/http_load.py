@@ -36,7 +36,7 @@ import msgspec
 import numpy as np
 
 from .dataset import load_arrays, recall_at_k
-from .rawhttp import KeepAlive, prepare_post
+from .rawhttp import LoadPool
 from .stats import cpu_seconds, latency_summary
 
 _JSON_HEADERS = {"Content-Type": "application/json"}
@@ -121,59 +121,18 @@ async def _ingest(url: str, collection: str, bodies: list[tuple[int, bytes]], co
 
 async def _search_run(endpoint: str, bodies: list[bytes], clients: int,
                       min_time: float, warmup: int, daemon_pid: int | None) -> dict[str, Any]:
-    clock = time.perf_counter
-    nq = len(bodies)
-    first: list[bytes | None] = [None] * nq
-    errors: list[str] = []
-    requests = [prepare_post(endpoint, body) for body in bodies]
-    connections = [KeepAlive(endpoint) for _ in range(clients)]
-
-    # Warm-up: the same concurrency, not measured.
-    warm = iter(range(warmup))
-
-    async def warm_client(conn: KeepAlive) -> None:
-        for i in warm:
-            await conn.send(requests[i % nq])
-
-    await asyncio.gather(*(warm_client(conn) for conn in connections))
-
-    latencies: list[float] = []
-    issued = failures = 0
-    last_done = 0.0
-    start = 0.0
-
-    async def client(conn: KeepAlive) -> None:
-        nonlocal issued, last_done, failures
-        while True:
-            if issued >= nq and clock() - start >= min_time:
-                return
-            index = issued
-            issued += 1
-            t = clock()
-            status, payload = await conn.send(requests[index % nq])
-            done = clock()
-            latencies.append(done - t)
-            last_done = done
-            if status != 200:
-                failures += 1
-                if len(errors) < 10:
-                    errors.append(f"HTTP {status}: {payload[:300].decode(errors='replace')}")
-            elif index < nq:
-                first[index] = payload
-
-    d_cpu0 = cpu_seconds(daemon_pid) if daemon_pid else None
-    c_cpu0 = cpu_seconds()
-    start = clock()
-    await asyncio.gather(*(client(conn) for conn in connections))
-    elapsed = last_done - start
-    c_cpu1 = cpu_seconds()
-    for conn in connections:
-        await conn.close()
-    d_cpu1 = cpu_seconds(daemon_pid) if daemon_pid else None
+    async with LoadPool(endpoint, bodies, clients) as pool:
+        await pool.warm(warmup)
+        d_cpu0 = cpu_seconds(daemon_pid) if daemon_pid else None
+        c_cpu0 = cpu_seconds()
+        run = await pool.run(min_time)
+        c_cpu1 = cpu_seconds()
+        d_cpu1 = cpu_seconds(daemon_pid) if daemon_pid else None
+    elapsed = run.elapsed
 
     ids: list[list[int]] = []
     server_ms: list[float] = []
-    for payload in first:
+    for payload in run.first:
         if payload is None:
             ids.append([])
             continue
@@ -181,9 +140,9 @@ async def _search_run(endpoint: str, bodies: list[bytes], clients: int,
         ids.append([int(r["id"]) for r in reply["results"]])
         if "search_time_ms" in reply:
             server_ms.append(float(reply["search_time_ms"]))
-    summary = latency_summary(latencies, elapsed)
+    summary = latency_summary(run.latencies, elapsed)
     return {
-        "clients": clients, "errors": failures, "error_samples": errors,
+        "clients": clients, "errors": run.failures, "error_samples": run.errors,
         **summary, "ids": ids,
         "server_search_time_ms_p50": float(np.percentile(server_ms, 50)) if server_ms else None,
         "server_search_time_ms_mean": float(np.mean(server_ms)) if server_ms else None,

@@ -674,44 +674,14 @@ def _chroma_set_ef(url: str, ef: int) -> None:
 
 async def _load(endpoint: str, bodies: list[bytes], parse: Callable[[bytes], list[int]], clients: int,
                 min_time: float) -> dict[str, Any]:
-    """``clients`` coroutines, each on its own keep-alive connection (:mod:`.rawhttp`, the same
-    client for every server), one request at a time."""
-    from .rawhttp import KeepAlive, prepare_post
-    requests = [prepare_post(endpoint, body) for body in bodies]
-    connections = [KeepAlive(endpoint) for _ in range(clients)]
-    nq = len(bodies)
-    first: list[bytes | None] = [None] * nq
-    lat: list[float] = []
-    errors: list[str] = []
-    counter = 0
-    clock = time.perf_counter
-    try:
-        for i, request in enumerate(requests[: min(100, nq)]):  # warm-up
-            await connections[i % clients].send(request)
-        start = clock()
-        deadline = start + min_time
-        last = start
-
-        async def client(conn: KeepAlive) -> None:
-            nonlocal counter, last
-            while counter < nq or clock() < deadline:
-                i = counter
-                counter += 1
-                t = clock()
-                status, payload = await conn.send(requests[i % nq])
-                last = clock()
-                lat.append(last - t)
-                if status != 200:
-                    if len(errors) < 5:
-                        errors.append(f"HTTP {status}: {payload[:200]!r}")
-                elif i < nq:
-                    first[i] = payload
-        await asyncio.gather(*(client(conn) for conn in connections))
-    finally:
-        for conn in connections:
-            await conn.close()
-    ids = [parse(p) if p is not None else [] for p in first]
-    return {"ids": ids, "errors": errors, **latency_summary(lat, last - start)}
+    """``clients`` keep-alive connections, one request at a time each (:class:`.rawhttp.LoadPool`,
+    the same client for every server)."""
+    from .rawhttp import LoadPool
+    async with LoadPool(endpoint, bodies, clients) as pool:
+        await pool.warm(min(100, len(bodies)))
+        run = await pool.run(min_time)
+    ids = [parse(p) if p is not None else [] for p in run.first]
+    return {"ids": ids, "errors": run.errors[:5], **latency_summary(run.latencies, run.elapsed)}
 
 
 def run_load(args: argparse.Namespace) -> int:

@@ -15,6 +15,8 @@ by reconnecting.
 from __future__ import annotations
 
 import asyncio
+import time
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 MAX_HEADER_BYTES = 64 * 1024
@@ -80,6 +82,73 @@ class KeepAlive:
                 await writer.wait_closed()
             except (ConnectionError, OSError):
                 pass
+
+
+@dataclass
+class LoadResult:
+    """One timed run of :class:`LoadPool`."""
+
+    first: list[bytes | None]  # each body's answer on the first pass (None where it failed)
+    latencies: list[float] = field(default_factory=list)  # seconds, request written -> body read
+    failures: int = 0  # answers other than 200
+    errors: list[str] = field(default_factory=list)  # the first 10 of them
+    elapsed: float = 0.0  # start -> last answer
+
+
+class LoadPool:
+    """``clients`` keep-alive connections, each sending one request at a time, cycling over
+    ``bodies`` POSTed to ``endpoint``; the one load loop of the benchmarks' generators."""
+
+    def __init__(self, endpoint: str, bodies: list[bytes], clients: int) -> None:
+        if not bodies or clients < 1:
+            raise ValueError("bodies: need at least one body and one client")
+        self._requests = [prepare_post(endpoint, body) for body in bodies]
+        self._connections = [KeepAlive(endpoint) for _ in range(clients)]
+
+    async def __aenter__(self) -> LoadPool:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for conn in self._connections:
+            await conn.close()
+
+    async def warm(self, count: int) -> None:
+        """``count`` requests at the same concurrency, not measured."""
+        requests, turns = self._requests, iter(range(count))
+
+        async def client(conn: KeepAlive) -> None:
+            for i in turns:
+                await conn.send(requests[i % len(requests)])
+
+        await asyncio.gather(*(client(conn) for conn in self._connections))
+
+    async def run(self, min_time: float) -> LoadResult:
+        """Until every body was sent once and ``min_time`` seconds have passed."""
+        requests, clock = self._requests, time.perf_counter
+        nq = len(requests)
+        result = LoadResult([None] * nq)
+        issued = 0
+        start = last = clock()
+
+        async def client(conn: KeepAlive) -> None:
+            nonlocal issued, last
+            while issued < nq or clock() - start < min_time:
+                index = issued
+                issued += 1
+                t = clock()
+                status, payload = await conn.send(requests[index % nq])
+                last = clock()
+                result.latencies.append(last - t)
+                if status != 200:
+                    result.failures += 1
+                    if len(result.errors) < 10:
+                        result.errors.append(f"HTTP {status}: {payload[:300].decode(errors='replace')}")
+                elif index < nq:
+                    result.first[index] = payload
+
+        await asyncio.gather(*(client(conn) for conn in self._connections))
+        result.elapsed = last - start
+        return result
 
 
 def _parse_head(head: bytes) -> tuple[int, int | None, bool, bool]:

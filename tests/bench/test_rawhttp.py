@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from s5vec.bench.rawhttp import HttpError, KeepAlive, prepare_post
+from s5vec.bench.rawhttp import HttpError, KeepAlive, LoadPool, prepare_post
 
 
 async def echo(request: web.Request) -> web.Response:
@@ -35,6 +35,11 @@ async def missing(request: web.Request) -> web.Response:
     raise web.HTTPNotFound(text="no such thing")
 
 
+async def odd(request: web.Request) -> web.Response:
+    body = await request.read()
+    return web.Response(body=body, status=200 if int(body) % 2 else 503)
+
+
 @pytest.fixture
 async def server(aiohttp_server: Any) -> Any:
     app = web.Application()
@@ -42,6 +47,7 @@ async def server(aiohttp_server: Any) -> Any:
     app.router.add_post("/chunked", chunked)
     app.router.add_post("/closing", closing)
     app.router.add_post("/missing", missing)
+    app.router.add_post("/odd", odd)
     return await aiohttp_server(app)
 
 
@@ -97,3 +103,15 @@ def test_only_plain_http_urls_are_accepted() -> None:
     request = prepare_post("http://127.0.0.1:9/a/b?c=1", b"{}")
     assert request.startswith(b"POST /a/b?c=1 HTTP/1.1\r\nHost: 127.0.0.1:9\r\n")
     assert request.endswith(b"Content-Length: 2\r\nConnection: keep-alive\r\n\r\n{}")
+
+
+async def test_a_load_pool_sends_every_body_and_keeps_each_first_answer(server: Any) -> None:
+    bodies = [str(i).encode() for i in range(25)]
+    async with LoadPool(str(server.make_url("/odd")), bodies, clients=4) as pool:
+        await pool.warm(10)
+        run = await pool.run(min_time=0.2)
+    assert len(run.latencies) >= 25 and run.elapsed >= 0.2
+    assert run.first == [body if int(body) % 2 else None for body in bodies]  # 503s leave no answer
+    assert run.failures >= 13 and run.errors[0].startswith("HTTP 503") and len(run.errors) <= 10
+    with pytest.raises(ValueError, match="at least one body"):
+        LoadPool(str(server.make_url("/odd")), [], clients=1)
