@@ -963,10 +963,10 @@ class Database:
                 for pick in await self._run(self._read_pool, choose, coll):
                     if (stop is not None and stop()) or self.collections.get(name) is not coll:
                         break
-                    seqs = [pick] if isinstance(pick, int) else list(pick)
-                    plan = await self._run(self._read_pool, coll.plan_rebuild, seqs)
+                    plan = await self._run(self._read_pool, coll.plan_rebuild, pick)
                     if plan is None:
                         continue
+                    seqs = [source.segment.seq for source in plan.sources]
                     built = await self._run(self._migrate_pool, coll.build_rebuild, plan, self._segment_dir)
                     async with self._checkpoint_lock:  # no checkpoint reads the old segments now
                         swapped = (self.collections.get(name) is coll
