@@ -395,11 +395,18 @@ class Collection:
                include_metadata: bool = True, include_vector: bool = False, **options: Any) -> list[Hit]:
         """Top-``k`` live records nearest to one query (validated, normalised), best first.
         Options as :meth:`search_batch`; thread safe (read lock)."""
-        if filter is None and options.get("recent", True) and options.get("merge", "take_best") == "take_best":
-            self._use_ef(ef, k)
-            found = self._search_graph(query, k, score_threshold, include_metadata, include_vector,
-                                        options.get("historical", True), options.get("num_threads", 1),
-                                        options.get("report"))
+        if filter is None:
+            if not options:  # the plain query: every option at its default
+                if ef is None or ef < k or ef != self.recent.ef:
+                    self._use_ef(ef, k)
+                found = self._search_graph(query, k, score_threshold, include_metadata, include_vector, True, 1, None)
+            elif options.get("recent", True) and options.get("merge", "take_best") == "take_best":
+                self._use_ef(ef, k)
+                found = self._search_graph(query, k, score_threshold, include_metadata, include_vector,
+                                           options.get("historical", True), options.get("num_threads", 1),
+                                           options.get("report"))
+            else:
+                found = None
             if found is not None:
                 return found[0]
         return self.search_batch(query[None, :], k, ef, filter, score_threshold, include_metadata,
@@ -419,7 +426,7 @@ class Collection:
         with self._lock.read():
             r = self.recent
             if (r.next != r.hnsw_upto or r.parked or r.hnsw_live <= 0
-                    or (historical and any(s.live for s in self.segments))):
+                    or (historical and self.segments and any(s.live for s in self.segments))):
                 return None
             started = time.perf_counter() if report is not None else 0.0
             try:
@@ -437,8 +444,11 @@ class Collection:
         """Hits for distinct recent-tier labels already sorted by distance (as :meth:`_hit`)."""
         r = self.recent
         ids, metric = r.ids, self.config.metric
+        metadata = r.metadata if include_metadata else None
         out: list[Hit] = []
-        for label, raw, stamp in zip(labels.tolist(), dists.tolist(), r.timestamps[labels].tolist()):
+        append = out.append
+        # take, not fancy indexing: ~0.5 us less for ten uint64 labels
+        for label, raw, stamp in zip(labels.tolist(), dists.tolist(), r.timestamps.take(labels).tolist()):
             record_id = ids[label]
             if record_id is None:
                 continue
@@ -454,8 +464,8 @@ class Collection:
                 score = 1.0 / (1.0 + distance)
             if threshold is not None and score < threshold:
                 continue
-            out.append(Hit(record_id, distance, score, r.metadata[label] if include_metadata else None,
-                           r.vectors[label].copy() if include_vector else None, stamp))
+            append(Hit(record_id, distance, score, metadata[label] if metadata is not None else None,
+                       r.vectors[label].copy() if include_vector else None, stamp))
         return out
 
     def search_batch(self, queries: np.ndarray, k: int = 10, ef: int | None = None,

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
 import numpy as np
+from msgspec.structs import replace
 
 from .errors import InvalidRecord
 from .filters import parse_datetime, resolve

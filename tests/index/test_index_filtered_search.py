@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+import msgspec.structs
 import time
 from pathlib import Path
 from typing import Any
@@ -102,7 +102,7 @@ def test_graph_filtered_returns_none_when_the_graph_cannot_answer(tmp_path: Path
 def _as_tuples(hits: list[Any]) -> list[tuple[Any, ...]]:
     out = []
     for hit in hits:
-        row = dataclasses.asdict(hit)
+        row = msgspec.structs.asdict(hit)
         vector = row.pop("vector")
         out.append((*row.values(), None if vector is None else vector.tolist()))
     return out
