@@ -436,19 +436,22 @@ class Collection:
             if report is not None:
                 report["partial"] = False
                 report["seconds"] = {"recent": time.perf_counter() - started}
-            return [self._recent_hits(labels[row], dists[row], threshold, include_metadata, include_vector)
-                    for row in range(len(labels))]
+            # Whole batch to lists at once (no per-row views); take, not fancy indexing:
+            # ~0.5 us less for ten uint64 labels.
+            stamps = r.timestamps.take(labels).tolist()
+            return [self._recent_hits(row_labels, row_dists, row_stamps, threshold, include_metadata, include_vector)
+                    for row_labels, row_dists, row_stamps in zip(labels.tolist(), dists.tolist(), stamps)]
 
-    def _recent_hits(self, labels: np.ndarray, dists: np.ndarray, threshold: float | None,
+    def _recent_hits(self, labels: list[int], dists: list[float], stamps: list[float], threshold: float | None,
                      include_metadata: bool, include_vector: bool) -> list[Hit]:
-        """Hits for distinct recent-tier labels already sorted by distance (as :meth:`_hit`)."""
+        """Hits for distinct recent-tier labels already sorted by distance (as :meth:`_hit`),
+        with their distances and timestamps."""
         r = self.recent
         ids, metric = r.ids, self.config.metric
         metadata = r.metadata if include_metadata else None
         out: list[Hit] = []
         append = out.append
-        # take, not fancy indexing: ~0.5 us less for ten uint64 labels
-        for label, raw, stamp in zip(labels.tolist(), dists.tolist(), r.timestamps.take(labels).tolist()):
+        for label, raw, stamp in zip(labels, dists, stamps):
             record_id = ids[label]
             if record_id is None:
                 continue

@@ -43,3 +43,106 @@ def test_a_writer_waits_for_the_last_reader_and_then_runs_alone() -> None:
     assert log[-1] == "writer in" and sorted(log[:2]) == ["r0 out", "r1 out"]
     late_reader.join(5)
     assert late == ["late in"]
+
+
+def test_readers_and_writers_never_overlap_under_constant_thread_switching() -> None:
+    """Readers register without the mutex (GIL-atomic list append plus a re-check of the
+    writer flags): switching threads every microsecond must still never let a reader in
+    beside a writer, nor two writers in together, nor leave anyone waiting forever."""
+    import sys
+
+    lock = RWLock()
+    book = threading.Lock()
+    state = {"readers": 0, "writer": False, "reads": 0, "writes": 0}
+    errors: list[str] = []
+    stop = time.monotonic() + 1.0
+
+    def reader() -> None:
+        while time.monotonic() < stop:
+            with lock.read():
+                with book:
+                    if state["writer"]:
+                        errors.append("reader inside beside a writer")
+                    state["readers"] += 1
+                    state["reads"] += 1
+                time.sleep(0)  # let other threads run while inside
+                with book:
+                    state["readers"] -= 1
+
+    def writer() -> None:
+        while time.monotonic() < stop:
+            with lock.write():
+                with book:
+                    if state["writer"] or state["readers"]:
+                        errors.append(f"writer entered with writer={state['writer']} readers={state['readers']}")
+                    state["writer"] = True
+                    state["writes"] += 1
+                time.sleep(0)
+                with book:
+                    state["writer"] = False
+            time.sleep(0.0005)  # writers prefer themselves: leave the readers room between writes
+
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=reader) for _ in range(4)] + [threading.Thread(target=writer) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+    finally:
+        sys.setswitchinterval(before)
+    assert not any(t.is_alive() for t in threads), "a thread never got the lock"
+    assert errors == []
+    assert state["reads"] > 100 and state["writes"] > 10  # both sides made progress
+    assert lock._active == [] and not lock._writer and lock._writers_waiting == 0
+
+
+def test_a_reader_that_registers_after_a_writer_got_in_steps_back() -> None:
+    """The race the lock-free read path must win, forced deterministically: a reader has
+    seen no writer and is about to register when a writer checks, finds no reader, and
+    goes in. The reader must notice the writer after registering, step back and wait."""
+    import inspect
+    import sys
+
+    from s5vec.index import rwlock
+
+    lock = RWLock()
+    source, first = inspect.getsourcelines(rwlock._ReadSide.__enter__)
+    append_line = first + next(i for i, line in enumerate(source) if "active.append(None)" in line)
+    at_append = threading.Event()
+    writer_inside = threading.Event()
+    writer_done = threading.Event()
+    seen: list[str] = []
+
+    def pause_before_registering(frame, event, arg):  # type: ignore[no-untyped-def]
+        if event == "call":
+            return pause_before_registering if frame.f_code is rwlock._ReadSide.__enter__.__code__ else None
+        if event == "line" and frame.f_lineno == append_line and not at_append.is_set():
+            at_append.set()
+            writer_inside.wait(5)
+        return pause_before_registering
+
+    def reader() -> None:
+        sys.settrace(pause_before_registering)
+        try:
+            with lock.read():
+                seen.append("reader in after the writer left" if writer_done.is_set() else "reader in beside the writer")
+        finally:
+            sys.settrace(None)
+
+    def writer() -> None:
+        at_append.wait(5)
+        with lock.write():
+            writer_inside.set()
+            time.sleep(0.2)  # the reader resumes meanwhile: it must not get in
+            writer_done.set()
+
+    threads = [threading.Thread(target=reader), threading.Thread(target=writer)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert at_append.is_set() and writer_inside.is_set()
+    assert seen == ["reader in after the writer left"]
+    assert lock._active == [] and not lock._writer and lock._writers_waiting == 0
