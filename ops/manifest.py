@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from s5vec.index import CollectionConfig, CollectionSnapshot, SealedSegment
 from s5vec.index.ivf import IvfSegment
-from s5vec.storage import BlobCorrupt, BlobId, BlobStore, decode_blob, encode_blob
+from s5vec.storage import BlobCorrupt, BlobId, BlobStore, decode_blob, decode_bytes_blob, encode_blob
 
 FORMAT: Final = "s5vec-manifest"
 VERSION: Final = 2
@@ -43,10 +43,12 @@ async def put_bytes(store: BlobStore, data: bytes) -> list[bytes]:
 
 
 async def get_bytes(store: BlobStore, refs: list[bytes]) -> bytes:
+    """The byte string :func:`put_bytes` stored: chunks fetched and decompressed
+    concurrently (zstd releases the GIL), then joined. Raises BlobCorrupt when a chunk is
+    not a byte string."""
     blobs = await asyncio.gather(*(store.get(BlobId.from_bytes(ref)) for ref in refs))
-    parts = [await _cpu(decode_blob, blob) for blob in blobs]
-    if not all(isinstance(p, bytes) for p in parts):
-        raise BlobCorrupt("array chunk is not a byte string")
+    parts = await asyncio.gather(*(_cpu(decode_bytes_blob, blob) for blob in blobs))
+    del blobs
     return b"".join(parts)
 
 

@@ -2,7 +2,7 @@
 
 from .blobid import BlobId, blake3_digest, multibase_decode
 from .blobstore import BlobStore, LocalBlobStore, fsync_dir, write_atomic
-from .codec import decode_blob, encode_blob
+from .codec import decode_blob, decode_bytes_blob, encode_blob
 from .errors import (
     BackendUnavailable, BlobCorrupt, BlobNotFound, RootConflict, StorageError, StorageFull, WalCorrupt, WalFailed,
 )
@@ -13,5 +13,5 @@ __all__ = [
     "BackendUnavailable", "BlobCorrupt", "BlobId", "BlobNotFound", "BlobStore", "LocalBlobStore",
     "RemoteStore", "RootConflict", "RootMirror", "StorageError", "StorageFull", "WalCorrupt", "WalFailed",
     "WriteAheadLog",
-    "blake3_digest", "decode_blob", "encode_blob", "fsync_dir", "multibase_decode", "write_atomic",
+    "blake3_digest", "decode_blob", "decode_bytes_blob", "encode_blob", "fsync_dir", "multibase_decode", "write_atomic",
 ]

@@ -29,3 +29,43 @@ def decode_blob(data: bytes) -> Any:
         return cbor2.loads(raw)
     except (zstandard.ZstdError, cbor2.CBORDecodeError, ValueError, TypeError, MemoryError) as exc:
         raise BlobCorrupt(f"blob is not valid zstd-compressed CBOR: {exc}") from None
+
+
+def decode_bytes_blob(data: bytes) -> bytes | memoryview:
+    """:func:`decode_blob` for a blob that must hold one CBOR byte string (an array
+    chunk): the payload is returned as a view of the decompressed buffer, not copied out
+    by the CBOR decoder (~0.1 s less per 150 MB restored). Raises BlobCorrupt when the blob
+    holds anything else."""
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(data, max_output_size=1 << 31)
+    except (zstandard.ZstdError, ValueError, MemoryError) as exc:
+        raise BlobCorrupt(f"blob is not valid zstd-compressed CBOR: {exc}") from None
+    start = _bytestring_start(raw)
+    if start is not None:
+        return memoryview(raw)[start:]
+    try:  # anything unusual (another type, a trailing byte, an indefinite length): the real decoder
+        value = cbor2.loads(raw)
+    except (cbor2.CBORDecodeError, ValueError, TypeError, MemoryError) as exc:
+        raise BlobCorrupt(f"blob is not valid zstd-compressed CBOR: {exc}") from None
+    if not isinstance(value, bytes):
+        raise BlobCorrupt(f"blob holds a {type(value).__name__}, not a byte string")
+    return value
+
+
+def _bytestring_start(raw: bytes) -> int | None:
+    """Offset of the payload when ``raw`` is exactly one definite-length CBOR byte string
+    (major type 2), else None."""
+    if not raw or raw[0] >> 5 != 2:
+        return None
+    info = raw[0] & 0x1F
+    if info < 24:
+        start, length = 1, info
+    elif 24 <= info <= 27:
+        width = 1 << (info - 24)
+        if len(raw) < 1 + width:
+            return None
+        start, length = 1 + width, int.from_bytes(raw[1:1 + width], "big")
+    else:  # 28-30 reserved, 31 indefinite length
+        return None
+    return start if start + length == len(raw) else None
+

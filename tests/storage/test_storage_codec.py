@@ -10,7 +10,7 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from s5vec.storage import BlobCorrupt, decode_blob, encode_blob
+from s5vec.storage import BlobCorrupt, decode_blob, decode_bytes_blob, encode_blob
 
 SCALARS = (
     st.none()
@@ -121,3 +121,31 @@ def test_decode_blob_raises_blob_corrupt_for_hostile_cbor(raw):
 def test_decode_blob_raises_blob_corrupt_for_bytes_that_are_not_zstd(data):
     with pytest.raises(BlobCorrupt):
         decode_blob(data)
+
+
+@pytest.mark.parametrize("size", [0, 1, 23, 24, 255, 256, 65535, 65536, 70_000])
+def test_a_byte_string_blob_decodes_to_the_same_bytes_without_the_cbor_decoder(size: int) -> None:
+    # every CBOR length width (inline, 1, 2 and 4 bytes) of the fast path
+    data = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+    got = decode_bytes_blob(encode_blob(data))
+    assert bytes(got) == data == decode_blob(encode_blob(data))
+
+
+def test_a_byte_string_blob_in_another_cbor_form_still_decodes() -> None:
+    indefinite = b"\x5f\x43abc\x42de\xff"  # an indefinite-length byte string: the real decoder's job
+    assert bytes(decode_bytes_blob(zstandard.ZstdCompressor().compress(indefinite))) == b"abcde"
+
+
+@pytest.mark.parametrize("raw, problem", [
+    (cbor2.dumps([1, 2]), "holds a list, not a byte string"),
+    (cbor2.dumps("text"), "holds a str, not a byte string"),
+    (cbor2.dumps(b"abc")[:-1], "not valid zstd-compressed CBOR"),  # payload cut short
+])
+def test_a_chunk_blob_that_is_not_one_byte_string_is_refused(raw: bytes, problem: str) -> None:
+    with pytest.raises(BlobCorrupt, match=problem):
+        decode_bytes_blob(zstandard.ZstdCompressor().compress(raw))
+
+
+def test_a_chunk_blob_that_is_not_zstd_is_refused() -> None:
+    with pytest.raises(BlobCorrupt, match="not valid zstd"):
+        decode_bytes_blob(b"not zstd at all")
