@@ -19,6 +19,7 @@ daemon. So without API keys a request whose ``Host`` is not a loopback name is r
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Awaitable, Callable
 from typing import Final
@@ -36,6 +37,7 @@ EXPOSE_HEADERS: Final = "Mcp-Session-Id, Retry-After"
 _LOOPBACK_NAMES: Final = ("localhost",)
 
 
+@functools.lru_cache(maxsize=64)  # asked on every keyless request; parsing an address costs ~3 us
 def _is_loopback(host: str) -> bool:
     host = host.strip("[]").lower()
     if host in _LOOPBACK_NAMES or host.endswith(".localhost"):

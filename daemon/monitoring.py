@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -39,6 +39,14 @@ def route_of(request: web.Request) -> str:
 
 def make_metrics_middleware(metrics: Metrics) -> Middleware:
     histogram, in_flight = metrics.http_requests, metrics.http_in_flight
+    children: dict[tuple[str, str, int], Any] = {}  # labelled histograms: labels() takes a lock per call
+
+    def observe(request: web.Request, status: int, seconds: float) -> None:
+        key = (route_of(request), request.method, status)
+        child = children.get(key)
+        if child is None:
+            child = children[key] = histogram.labels(key[0], key[1], str(status))
+        child.observe(seconds)
 
     @web.middleware
     async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -47,14 +55,12 @@ def make_metrics_middleware(metrics: Metrics) -> Middleware:
         try:
             response = await handler(request)
         except web.HTTPException as exc:  # only non-error statuses get past error_middleware
-            histogram.labels(route_of(request), request.method, str(exc.status)).observe(
-                time.perf_counter() - started)
+            observe(request, exc.status, time.perf_counter() - started)
             raise
         finally:
             in_flight.dec()
         if isinstance(response, web.Response):
-            histogram.labels(route_of(request), request.method, str(response.status)).observe(
-                time.perf_counter() - started)
+            observe(request, response.status, time.perf_counter() - started)
         return response
 
     return metrics_middleware

@@ -89,6 +89,15 @@ def record_out(hit: Hit) -> RecordOut:
     return RecordOut(hit.id, hit.metadata or {}, hit.timestamp or 0.0, vector)
 
 
+# ------------------------------------------------------------------ search (first)
+# aiohttp matches the routes under one static prefix ("/api/v1/collections") in the order
+# they were added: registered first, a search is matched at once instead of after nine
+# other patterns (~10 us of regex matching per request).
+@routes.post("/api/v1/collections/{c}/search")
+async def post_search(request: web.Request) -> web.Response:
+    return await search(request, request.match_info["c"])
+
+
 # ------------------------------------------------------------------ health
 @routes.get("/health")
 async def health(request: web.Request) -> web.Response:
@@ -349,11 +358,6 @@ async def get_vector(request: web.Request) -> web.Response:
 @routes.delete("/api/v1/collections/{c}/vectors/{id}")
 async def delete_vector(request: web.Request) -> web.Response:
     return await delete_one(request, request.match_info["c"])
-
-
-@routes.post("/api/v1/collections/{c}/search")
-async def post_search(request: web.Request) -> web.Response:
-    return await search(request, request.match_info["c"])
 
 
 # ------------------------------------------------- seed-compatible routes (default)
