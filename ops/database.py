@@ -53,6 +53,9 @@ from .walrecord import decode_record
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 _GROUP_MAX_OPS: Final = 256
+TRIM_AFTER_INDEXED: Final = 20_000
+"""The indexer gives freed heap memory back (malloc_trim) when it goes idle after this many
+labels: often enough after an ingest burst, rare enough to cost nothing (~10 ms a time)."""
 _RETRY_FIRST_S: Final = 1.0
 
 
@@ -723,6 +726,7 @@ class Database:
 
     async def _indexer(self) -> None:
         linger = self.config.index_linger_s
+        since_trim = 0  # labels drained since free heap memory was last given back
         while True:
             await self._pending_changed.wait()
             self._pending_changed.clear()
@@ -736,10 +740,16 @@ class Database:
                 if not busy:
                     break
                 for coll in busy:
-                    await self._run(self._index_pool, coll.drain, self.config.drain_batch,
-                                    self.config.index_threads, None, self.config.graph_chunk)
+                    since_trim += await self._run(self._index_pool, coll.drain, self.config.drain_batch,
+                                                  self.config.index_threads, None, self.config.graph_chunk)
                     self._drained.set()
             self._drained.set()
+            if since_trim >= TRIM_AFTER_INDEXED:
+                # An ingest burst leaves the request bodies' freed floats and lists in
+                # glibc's arenas: give them back once the backlog is gone (100k MiniLM
+                # over HTTP: 480 -> 461 MiB RSS after indexing).
+                since_trim = 0
+                await self._run(self._index_pool, release_free_memory)
 
     async def wait_indexed(self, timeout: float = 600.0) -> None:
         """Wait until every acknowledged vector is in its HNSW graph."""

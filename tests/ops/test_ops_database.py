@@ -235,3 +235,30 @@ async def test_concurrent_searches_are_spread_over_the_free_batch_slots(tmp_path
 def test_split_keeps_order_and_sizes_within_one() -> None:
     assert _split(list(range(7)), 3) == [[0, 1, 2], [3, 4], [5, 6]]
     assert _split([1, 2], 5) == [[1], [2]] and _split([1, 2, 3], 1) == [[1, 2, 3]] and _split([9], 0) == [[9]]
+
+
+async def test_the_indexer_gives_freed_memory_back_once_a_burst_is_indexed(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import s5vec.ops.database as database_module
+
+    trims: list[int] = []
+    monkeypatch.setattr(database_module, "release_free_memory", lambda: trims.append(1) or True)
+    monkeypatch.setattr(database_module, "TRIM_AFTER_INDEXED", 300)
+    db = await Database.open(tmp_path, CONFIG)
+    await db.create_collection(CollectionConfig("c", DIM))
+    await db.upsert("c", items(0, 200))
+    await db.wait_indexed()
+    await asyncio.sleep(0.1)
+    assert trims == []  # 200 indexed: below the threshold
+    await db.upsert("c", items(200, 200))
+    await db.wait_indexed()
+    for _ in range(100):  # the trim follows the drain on the index pool
+        if trims:
+            break
+        await asyncio.sleep(0.01)
+    assert trims == [1]  # 400 indexed since start: one trim, and the count starts again
+    await db.upsert("c", items(400, 100))
+    await db.wait_indexed()
+    await asyncio.sleep(0.1)
+    assert trims == [1]
+    await db.close(checkpoint=False)
