@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 import importlib.util
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -151,5 +152,6 @@ def glove_dataset(cache: Path, queries: int = GLOVE_QUERIES) -> Path:
     np.save(tmp / "base.f16.npy", base16)
     np.save(tmp / "queries.f16.npy", query16)
     np.save(tmp / "gt.i32.npy", gt)
+    shutil.rmtree(path, ignore_errors=True)  # an incomplete directory (no ground truth) from elsewhere
     tmp.rename(path)
     return path
