@@ -430,7 +430,8 @@ class Collection:
                 return None
             started = time.perf_counter() if report is not None else 0.0
             try:
-                labels, dists = r.hnsw.knn_query(queries, k=min(k, r.hnsw_live), num_threads=num_threads)
+                # positional: pybind11 matches keyword arguments by name (~0.45 us a call)
+                labels, dists = r.hnsw.knn_query(queries, min(k, r.hnsw_live), num_threads)
             except RuntimeError:  # too many deletions for k live results: search_batch falls back to exact
                 return None
             if report is not None:
