@@ -24,11 +24,7 @@ def encode_blob(obj: Any) -> bytes:
 
 def decode_blob(data: bytes) -> Any:
     """Inverse of :func:`encode_blob`. Raises BlobCorrupt on any malformed input."""
-    try:
-        raw = zstandard.ZstdDecompressor().decompress(data, max_output_size=1 << 31)
-        return cbor2.loads(raw)
-    except (zstandard.ZstdError, cbor2.CBORDecodeError, ValueError, TypeError, MemoryError) as exc:
-        raise BlobCorrupt(f"blob is not valid zstd-compressed CBOR: {exc}") from None
+    return _cbor(_decompress(data))
 
 
 def decode_bytes_blob(data: bytes) -> bytes | memoryview:
@@ -36,20 +32,28 @@ def decode_bytes_blob(data: bytes) -> bytes | memoryview:
     chunk): the payload is returned as a view of the decompressed buffer, not copied out
     by the CBOR decoder (~0.1 s less per 150 MB restored). Raises BlobCorrupt when the blob
     holds anything else."""
-    try:
-        raw = zstandard.ZstdDecompressor().decompress(data, max_output_size=1 << 31)
-    except (zstandard.ZstdError, ValueError, MemoryError) as exc:
-        raise BlobCorrupt(f"blob is not valid zstd-compressed CBOR: {exc}") from None
+    raw = _decompress(data)
     start = _bytestring_start(raw)
     if start is not None:
         return memoryview(raw)[start:]
-    try:  # anything unusual (another type, a trailing byte, an indefinite length): the real decoder
-        value = cbor2.loads(raw)
-    except (cbor2.CBORDecodeError, ValueError, TypeError, MemoryError) as exc:
-        raise BlobCorrupt(f"blob is not valid zstd-compressed CBOR: {exc}") from None
+    value = _cbor(raw)  # anything unusual (another type, an indefinite length): the real decoder
     if not isinstance(value, bytes):
         raise BlobCorrupt(f"blob holds a {type(value).__name__}, not a byte string")
     return value
+
+
+def _decompress(data: bytes) -> bytes:
+    try:
+        return zstandard.ZstdDecompressor().decompress(data, max_output_size=1 << 31)
+    except (zstandard.ZstdError, ValueError, TypeError, MemoryError) as exc:
+        raise BlobCorrupt(f"blob is not valid zstd-compressed CBOR: {exc}") from None
+
+
+def _cbor(raw: bytes) -> Any:
+    try:
+        return cbor2.loads(raw)
+    except (cbor2.CBORDecodeError, ValueError, TypeError, MemoryError) as exc:
+        raise BlobCorrupt(f"blob is not valid zstd-compressed CBOR: {exc}") from None
 
 
 def _bytestring_start(raw: bytes) -> int | None:
