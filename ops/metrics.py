@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder
 from prometheus_client.process_collector import ProcessCollector
@@ -56,6 +56,9 @@ class Metrics:
     """The daemon's metrics and their registry. Thread safe (prometheus-client locks)."""
 
     def __init__(self, process: bool = True) -> None:
+        # no *_created series: they double the families and no dashboard or alert reads them
+        # (a process-wide switch of prometheus-client, read when a metric or child is made)
+        disable_created_metrics()
         self.registry = CollectorRegistry(auto_describe=True)
         reg = self.registry
         self.http_requests = Histogram(

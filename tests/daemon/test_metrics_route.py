@@ -148,6 +148,19 @@ async def test_live_scrape_passes_promtool(client: Any) -> None:
     promtool_check(text.encode())
 
 
+async def test_metrics_export_no_created_timestamps(client: Any) -> None:
+    await client.post(f"{API}/collections", json={"name": "c", "dimension": 3})
+    await client.post(f"{API}/collections/c/vectors", json={"id": "a", "vector": [1, 2, 3]})
+    await client.post(f"{API}/collections/c/search", json={"vector": [1, 2, 3]})
+    await client.post(f"{API}/admin/checkpoint")
+    text, samples = await scrape(client)
+    assert samples, text
+    assert not [line for line in text.splitlines() if "_created" in line]
+    resp = await client.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert resp.headers["Content-Type"].startswith("application/openmetrics-text")
+    assert "_created" not in await resp.text()
+
+
 def test_dashboard_is_importable_grafana_json() -> None:
     dashboard = json.loads(Path(DASHBOARD).read_text())
     assert dashboard["uid"] and dashboard["title"] == "s5vec"

@@ -147,7 +147,7 @@ async def test_exported_names_follow_prometheus_conventions(tmp_path: Path) -> N
     for family in families:
         assert re.fullmatch(r"s5vec_[a-z][a-z0-9_]*", family.name), family.name
         if family.type == "counter":
-            assert all(s.name.endswith(("_total", "_created")) for s in family.samples), family.name
+            assert all(s.name.endswith("_total") for s in family.samples), family.name
         else:
             assert not family.name.endswith("_total"), family.name
         for word in UNIT_WORDS:  # a unit is the last word (before _total)
