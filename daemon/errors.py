@@ -86,9 +86,9 @@ def describe(exc: BaseException) -> tuple[int, str, str, str | None, dict[str, s
     if isinstance(exc, msgspec.ValidationError):
         text = str(exc)
         field = text.rsplit("at `$.", 1)[1].rstrip("`") if "at `$." in text else None
-        return 400, "invalid_request", text, field, None
+        return 400, "invalid_request", text, getattr(exc, "field", field), None
     if isinstance(exc, msgspec.DecodeError):
-        return 400, "invalid_request", f"malformed JSON body: {exc}", None, None
+        return 400, "invalid_request", f"malformed JSON body: {exc}", getattr(exc, "field", None), None
     if isinstance(exc, web.HTTPException):
         if exc.status == 413:
             return 413, "payload_too_large", "request body is larger than http.max_body_bytes", None, None

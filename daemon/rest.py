@@ -40,7 +40,7 @@ def reply(obj: Any, status: int = 200) -> web.Response:
 async def decode(request: web.Request, kind: type[Any]) -> Any:
     body = await request.read()
     if not body:
-        raise RequestInvalid("request body is empty; send a JSON object")
+        raise RequestInvalid("request body is empty; send a JSON object", "body")
     return DECODERS[kind].decode(body)
 
 

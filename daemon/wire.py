@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
+import re
+import types
+import typing
 from typing import Annotated, Any, Final, Generic, Literal, TypeVar
 
 import msgspec
@@ -253,19 +257,135 @@ class WsEnvelope(Struct):
 
 class JsonDecoder(Generic[T]):
     """A msgspec JSON decoder for which input nested too deeply is malformed JSON like any
-    other (msgspec raises RecursionError for it, which would surface as a 500)."""
+class FieldValidationError(msgspec.ValidationError):
+    """A ValidationError that knows the dotted ``field`` it is about (``None``: the whole body)."""
 
-    __slots__ = ("_decoder",)
+    def __init__(self, message: str, field: str | None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class FieldDecodeError(msgspec.DecodeError):
+    """Malformed JSON: about the whole body."""
+
+    field: Final = "body"
+
+
+# Names callers reach for out of habit (other vector databases' APIs) → the field meant,
+# as a dotted path from the object in which the unknown name appeared. difflib catches typos.
+ALIASES: Final[dict[tuple[str, str], str]] = {
+    ("SearchIn", "top_k"): "k", ("SearchIn", "topk"): "k", ("SearchIn", "limit"): "k",
+    ("SearchIn", "filters"): "filter", ("SearchIn", "where"): "filter",
+    ("SearchIn", "ef"): "options.hnsw_ef", ("SearchIn", "ef_search"): "options.hnsw_ef",
+    ("SearchIn", "hnsw_ef"): "options.hnsw_ef", ("SearchIn", "nprobe"): "options.ivf_nprobe",
+    ("SearchIn", "include_vector"): "options.include_vector",
+    ("SearchIn", "include_metadata"): "options.include_metadata",
+    ("SearchIn", "score_threshold"): "options.score_threshold", ("SearchIn", "query"): "vector",
+    ("SearchOptions", "ef"): "hnsw_ef", ("SearchOptions", "ef_search"): "hnsw_ef",
+    ("SearchOptions", "nprobe"): "ivf_nprobe",
+    ("DeleteIn", "filters"): "filter", ("DeleteIn", "where"): "filter",
+    ("VectorIn", "values"): "vector", ("VectorIn", "embedding"): "vector", ("VectorIn", "meta"): "metadata",
+    ("VectorIn", "payload"): "metadata",
+    ("BatchIn", "records"): "vectors", ("BatchIn", "items"): "vectors",
+    ("CollectionIn", "dim"): "dimension", ("CollectionIn", "dimensions"): "dimension",
+    ("CollectionIn", "size"): "dimension", ("CollectionIn", "distance"): "metric",
+}
+_AT: Final = re.compile(r"^(?P<text>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_STEP: Final = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+_UNKNOWN: Final = re.compile(r"^Object contains unknown field `(?P<name>.*)`$", re.S)
+_MISSING: Final = re.compile(r"^Object missing required field `(?P<name>.*)`$", re.S)
+
+
+def _struct_at(kind: Any, path: str) -> Any:
+    """The type found at msgspec error ``path`` (``.options``, ``.vectors[0]``) under ``kind``,
+    or None where it cannot be told (a union of several structs, a dict)."""
+    for name, _ in _STEP.findall(path):
+        kind = _unwrap(kind)
+        if name:
+            if not (isinstance(kind, type) and issubclass(kind, Struct)):
+                return None
+            kind = typing.get_type_hints(kind, include_extras=True).get(name)
+        else:
+            args = typing.get_args(kind)
+            if typing.get_origin(kind) is not list or not args:
+                return None
+            kind = args[0]
+    return _unwrap(kind)
+
+
+def _unwrap(kind: Any) -> Any:
+    """``kind`` without Annotated metadata and without ``| None``."""
+    while typing.get_origin(kind) is Annotated:
+        kind = typing.get_args(kind)[0]
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    if typing.get_origin(kind) in (typing.Union, types.UnionType) and len(args) == 1:
+        return _unwrap(args[0])
+    return kind
+
+
+def _suggest(kind: Any, name: str) -> str | None:
+    """The field meant by unknown ``name`` in struct ``kind``: the alias table, else the
+    closest field name (difflib)."""
+    if not (isinstance(kind, type) and issubclass(kind, Struct)):
+        return None
+    for base in kind.__mro__:
+        alias = ALIASES.get((base.__name__, name))
+        if alias is not None:
+            return alias
+    fields = kind.__struct_fields__
+    same = [f for f in fields if f.lower() == name.lower()]
+    close = same or difflib.get_close_matches(name, fields, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def field_error(kind: Any, exc: msgspec.ValidationError) -> FieldValidationError:
+    """``exc`` as a FieldValidationError naming its dotted field: an unknown field says which
+    one was probably meant, a bare array where an object of one list was expected says how
+    to wrap it; an error about the body as a whole names ``body``."""
+    match = _AT.match(str(exc))
+    assert match is not None  # the pattern matches any text
+    text, path = match["text"], match["path"] or ""
+    prefix = path.lstrip(".") + "." if path else ""
+    unknown, missing = _UNKNOWN.match(text), _MISSING.match(text)
+    if unknown:
+        name = unknown["name"]
+        struct = _struct_at(kind, path)
+        meant = _suggest(struct, name)
+        hint = f"; did you mean '{prefix}{meant}'?" if meant else ""
+        if not meant and isinstance(struct, type) and issubclass(struct, Struct):
+            hint = "; known fields: " + ", ".join(prefix + f for f in struct.__struct_fields__)
+        return FieldValidationError(f"unknown field '{prefix}{name}'{hint}", prefix + name)
+    if missing:
+        return FieldValidationError(f"missing required field '{prefix}{missing['name']}'", prefix + missing["name"])
+    if path:
+        return FieldValidationError(str(exc), path.lstrip("."))
+    fields = kind.__struct_fields__ if isinstance(kind, type) and issubclass(kind, Struct) else ()
+    if text == "Expected `object`, got `array`" and len(fields) == 1 \
+            and typing.get_origin(typing.get_type_hints(kind)[fields[0]]) is list:
+        return FieldValidationError(f"the body must be a JSON object {{\"{fields[0]}\": [...]}}, not a bare "
+                                    "array; wrap the array in it", fields[0])
+    return FieldValidationError(f"body: {text}", "body")
+
+
+    other (msgspec raises RecursionError for it, which would surface as a 500), and whose
+    validation errors name their field (:func:`field_error`)."""
+
+    __slots__ = ("_decoder", "_kind")
 
     def __init__(self, kind: type[T] | Any) -> None:
         self._decoder: msgspec.json.Decoder[T] = msgspec.json.Decoder(kind)
 
     def decode(self, data: bytes | str | msgspec.Raw) -> T:
-        """Raises msgspec.DecodeError or msgspec.ValidationError, naming the problem."""
+        self._kind = kind
+        """Raises msgspec.DecodeError or msgspec.ValidationError (with ``field``), naming the problem."""
         try:
             return self._decoder.decode(data)
         except RecursionError:
-            raise msgspec.DecodeError("JSON is malformed: arrays and objects nest too deeply") from None
+            raise FieldDecodeError("JSON is malformed: arrays and objects nest too deeply") from None
+        except msgspec.ValidationError as exc:
+            raise field_error(self._kind, exc) from None
+        except msgspec.DecodeError as exc:
+            raise FieldDecodeError(str(exc)) from None
 
 
 def decode_json(data: bytes | str) -> Any:
