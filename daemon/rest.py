@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from typing import Any, Final
@@ -17,7 +18,7 @@ from s5vec.ops import Database, Query
 
 from .cache import QueryCache
 from .config import Config
-from .errors import RequestInvalid
+from .errors import ApiError, RequestInvalid
 from .upserts import UPSERTS
 from .wire import (
     DECODERS, ENCODER, MAX_BATCH, BatchIn, BatchOut, CollectionIn, DeleteIn, ItemErrorOut, MetadataIn, RecordOut, TuneIn,
@@ -273,6 +274,12 @@ async def execute_search(db: Database, name: str, body: SearchIn) -> tuple[list[
               options.timeout_ms, options.merge_strategy,
               tuple(options.tier_weights) if options.tier_weights else None, options.scoring)
     hits, partial = await db.search(name, query, q)
+    if not all(math.isfinite(h.distance) and math.isfinite(h.score) for h in hits):
+        # JSON has no inf/NaN (msgspec would write null): an explicit error instead. Only a
+        # vector stored before lengths were bounded (index/records.py MAX_NORM) gets here.
+        bad = next(h.id for h in hits if not (math.isfinite(h.distance) and math.isfinite(h.score)))
+        raise ApiError(500, "non_finite_result", f"the distance to record {bad!r} overflows float32; "
+                       "re-upsert it scaled down (at most MAX_NORM long) or delete it")
     return [SearchResult(h.id, h.distance, h.score, h.metadata if options.include_metadata else None,
                          h.vector.tolist() if h.vector is not None else None) for h in hits], partial
 

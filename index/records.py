@@ -28,6 +28,12 @@ at 400, so a deeper record would be acknowledged and then make the data dir unre
 MAX_K: Final = 1000
 _JSON = msgspec.json.Encoder()
 _F32_MAX: Final = float(np.finfo(np.float32).max)
+MAX_NORM: Final = float(2 ** 62)
+"""Longest vector an l2 or ip collection takes (cosine ones are scaled to unit length): the
+graph and IVF compute distances in float32 as sums of squares and products, each at most
+(2 * MAX_NORM)**2 = 2**126 < float32 max (~2**128), so no distance can overflow to inf."""
+_OVERFLOW: Final = (f"is longer than {MAX_NORM:.4g} (its Euclidean norm): distances to it would overflow "
+                    "float32; scale it down")
 
 
 PAYLOAD_TYPES: Final = ("keyword", "number", "datetime", "bool")
@@ -194,11 +200,13 @@ def prepare_vectors(config: CollectionConfig, rows: np.ndarray) -> np.ndarray:
         raise DimensionMismatch(f"vector has {got} dimensions, collection {config.name!r} has {config.dimension}")
     if not np.isfinite(rows).all():
         raise InvalidRecord("vector", "contains NaN or infinite values (or values beyond float32 range)")
+    norms = np.linalg.norm(rows.astype(np.float64), axis=1)
     if config.metric == "cosine":
-        norms = np.linalg.norm(rows, axis=1)
         if (norms == 0).any():
             raise InvalidRecord("vector", "has zero length; cosine similarity is undefined")
         rows = rows / norms[:, None]
+    elif (norms > MAX_NORM).any():
+        raise InvalidRecord("vector", _OVERFLOW)
     return np.ascontiguousarray(rows, dtype=np.float32)
 
 
@@ -218,11 +226,13 @@ def _checked_row(config: CollectionConfig, row: np.ndarray) -> np.ndarray:
     length for cosine. Raises InvalidRecord naming ``vector``."""
     if not float(np.abs(row).max()) <= _F32_MAX:  # also catches NaN
         raise InvalidRecord("vector", "contains NaN or infinite values (or values beyond float32 range)")
+    squares = float(np.dot(row, row))
     if config.metric == "cosine":
-        squares = float(np.dot(row, row))
         if squares == 0.0:
             raise InvalidRecord("vector", "has zero length; cosine similarity is undefined")
         row *= 1.0 / math.sqrt(squares)
+    elif squares > MAX_NORM * MAX_NORM:
+        raise InvalidRecord("vector", _OVERFLOW)
     return row
 
 
@@ -325,16 +335,18 @@ def prepare_batch(config: CollectionConfig, items: Sequence[RawItem]) -> tuple[B
     matrix = np.stack(rows)
     keep = np.abs(matrix).max(axis=1) <= _F32_MAX  # False for NaN too
     reason = "contains NaN or infinite values (or values beyond float32 range)"
+    squares = np.einsum("ij,ij->i", np.where(keep[:, None], matrix, 0.0), np.where(keep[:, None], matrix, 0.0))
     if config.metric == "cosine":
-        squares = np.einsum("ij,ij->i", np.where(keep[:, None], matrix, 0.0), np.where(keep[:, None], matrix, 0.0))
         zero = keep & (squares == 0.0)
         if zero.any():
             keep &= ~zero
         matrix = matrix / np.sqrt(np.where(squares > 0, squares, 1.0))[:, None]
+    else:
+        keep &= squares <= MAX_NORM * MAX_NORM
     if not keep.all():
         for n in np.flatnonzero(~keep).tolist():
             message = reason if not np.isfinite(rows[n]).all() or np.abs(rows[n]).max() > _F32_MAX \
-                else "has zero length; cosine similarity is undefined"
+                else _OVERFLOW if config.metric != "cosine" else "has zero length; cosine similarity is undefined"
             errors.append(ItemError(positions[n], ids[n], "invalid_request", f"vector: {message}"))
         good = np.flatnonzero(keep).tolist()
         ids, metas, stamps = [ids[n] for n in good], [metas[n] for n in good], [stamps[n] for n in good]
