@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Final
@@ -67,6 +68,9 @@ STATUS: Final[tuple[tuple[type[Exception], int, str], ...]] = (
 _HTTP_CODES: Final = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                       405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
 _ENCODER: Final = msgspec.json.Encoder()
+# nginx's "client closed request": the status the metrics give a request whose client left
+# before the answer; never sent, and not a 5xx, so error-rate alerts do not fire on it
+CLIENT_CLOSED_REQUEST: Final = 499
 
 
 def error_response(status: int, code: str, message: str, field: str | None = None,
@@ -113,6 +117,33 @@ def translate(exc: BaseException) -> web.Response:
     return error_response(status, code, message, field, headers)
 
 
+def client_gone(request: web.BaseRequest, exc: BaseException) -> bool:
+    """Whether ``exc`` only says that the client went away (reset or closed its connection):
+    not a server error."""
+    if not isinstance(exc, (ConnectionError, asyncio.CancelledError)):
+        return False
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def response_started(request: web.BaseRequest) -> bool:
+    """Whether a status line already went out (a streamed response, an SSE stream or a
+    WebSocket handshake was prepared): no other response can follow on this connection."""
+    return request.writer is not None and request.writer.output_size > 0
+
+
+def abort(request: web.Request, exc: BaseException) -> web.Response:
+    """A failure after the response started: close the connection without the final chunk,
+    so the client sees a broken stream, never a second response inside the body. Returns
+    the response the metrics count; it is never sent."""
+    status, code, message, _, _ = describe(exc)  # logs a server error
+    log.warning("%s %s failed after its response started (%d %s: %s): connection closed",
+                request.method, request.path, status, code, message)
+    if request.transport is not None:
+        request.transport.close()
+    return web.Response(status=status)
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -120,6 +151,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return translate(exc)
+        return abort(request, exc) if response_started(request) else translate(exc)
     except Exception as exc:  # the one translation point
-        return translate(exc)
+        if client_gone(request, exc):
+            log.debug("%s %s: the client went away (%r)", request.method, request.path, exc)
+            return web.Response(status=CLIENT_CLOSED_REQUEST)  # counted by the metrics, never sent
+        return abort(request, exc) if response_started(request) else translate(exc)

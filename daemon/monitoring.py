@@ -4,7 +4,10 @@ The middleware is the outermost one, so it sees the status the client gets (afte
 error translation and authentication); the route label is the matched route's
 canonical path (``/api/v1/collections/{c}/search``), never the raw URL, so the label
 set stays bounded. Streaming responses (WebSocket, SSE) are counted by the
-``s5vec_feed_connections`` gauge instead of the latency histogram.
+``s5vec_feed_connections`` gauge instead of the latency histogram. A request whose client
+went away before the answer (an aborted WebSocket handshake, say) is counted with status
+499, nginx's "client closed request", which Prometheus users know from ingress-nginx: it
+is neither a server error (no 5xx alert fires) nor dropped from the request count.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from aiohttp.typedefs import Middleware
 from s5vec.ops import HealthMonitor, Metrics
 
 from . import sse, ws
-from .errors import Handler
+from .errors import CLIENT_CLOSED_REQUEST, Handler, client_gone
 from .feeds import FEEDS, Feeds
 from .rest import CONFIG, DB, reply
 
@@ -56,6 +59,10 @@ def make_metrics_middleware(metrics: Metrics) -> Middleware:
             response = await handler(request)
         except web.HTTPException as exc:  # only non-error statuses get past error_middleware
             observe(request, exc.status, time.perf_counter() - started)
+            raise
+        except asyncio.CancelledError:  # the handler was cancelled because its client left
+            if client_gone(request, asyncio.CancelledError()):
+                observe(request, CLIENT_CLOSED_REQUEST, time.perf_counter() - started)
             raise
         finally:
             in_flight.dec()
