@@ -13,6 +13,7 @@ from typing import Any
 from s5vec.client import cli as client_cli
 
 log = logging.getLogger("s5vec")
+EX_DATAERR = 65  # the write-ahead log is damaged: restarting cannot help (s5vec wal inspect|salvage)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -38,7 +39,7 @@ def _serve(args: argparse.Namespace) -> int:
     logs.configure(config.log_level, config.log_format)
     log.info("%s", config.summary())
 
-    from s5vec.storage import StorageError
+    from s5vec.storage import StorageError, WalCorrupt
 
     from .service import run
 
@@ -47,6 +48,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         run(config, reload)
+    except WalCorrupt as exc:
+        log.critical("cannot start: %s", exc)
+        return EX_DATAERR
     except StorageError as exc:
         log.error("cannot open the data directory: %s", exc)
         return 1
@@ -78,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         return _bench(argv[1:])
     if client_cli.is_client_command(argv):  # fast path: the client commands never load the engine
         return client_cli.main(argv)
-    from . import backup_commands, keys, mcp_stdio
+    from . import backup_commands, keys, mcp_stdio, wal_commands
 
     parser = argparse.ArgumentParser(prog="s5vec", description="Vector database daemon on S5-style storage")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -91,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("bench", help="benchmark on the shared data set (see s5vec bench --help)")
     keys.add_commands(sub)
     backup_commands.add_commands(sub)
+    wal_commands.add_commands(sub)
     mcp_stdio.add_commands(sub)
     client_cli.add_commands(sub)  # collections, upsert, import, export, search, get, delete, storage
     sub.add_parser("version", help="print the version")
@@ -101,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         return keys.run(args)
     if args.command == "backup":
         return backup_commands.run(args)
+    if args.command == "wal":
+        return wal_commands.run(args)
     if args.command == "mcp":
         return mcp_stdio.run(args)
     if args.command in client_cli.COMMANDS:

@@ -31,7 +31,7 @@ from .recent import GRAPH_CHUNK, RecentTier, decode_many, min_chunk
 from .records import Batch, CollectionConfig, Hit
 from .rwlock import RWLock
 from .scoring import merge as merge_hits
-from .segment import SealedSegment, hash_ids
+from .segment import SealedSegment, hash_ids, segment_file
 
 EXACT_FILTER_LIMIT: Final = 20_000
 _MASK_CACHE_SIZE: Final = 8
@@ -674,7 +674,7 @@ class Collection:
         for window, part in sorted(plan.windows.items()):
             with self._seq_lock:
                 seq, self._next_seq = self._next_seq, self._next_seq + 1
-            path = Path(directory) / f"{self.config.name}-{seq:08d}.f32"
+            path = segment_file(directory, self.config.name, seq)
             built.append(SealedSegment.build(seq, window, self.config, part["vectors"], part["ids"],
                                              part["timestamps"], None, path, part["raw_metadata"], part["payload"]))
         return built
@@ -834,7 +834,7 @@ class Collection:
             return None
         with self._seq_lock:
             seq, self._next_seq = self._next_seq, self._next_seq + 1
-        path = Path(directory) / f"{self.config.name}-{seq:08d}.f32"
+        path = segment_file(directory, self.config.name, seq)
         return SealedSegment.build(seq, plan.segment.window, self.config, plan.vectors, plan.ids, plan.timestamps,
                                    decode_many(plan.raw_metadata), path, plan.raw_metadata)
 

@@ -26,6 +26,15 @@ _ENCODE: Final = msgspec.json.Encoder().encode
 _DECODE: Final = msgspec.json.Decoder(dict[str, Any]).decode
 
 
+def segment_file(directory: Path, collection: str, seq: int) -> Path:
+    """Where sealed segment ``seq`` of ``collection`` keeps its vectors: one folder per
+    collection under ``directory`` (created here), so removing one collection's files can
+    never touch another's, whatever their names share."""
+    folder = Path(directory) / collection
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{seq:08d}.f32"
+
+
 def ivf_params(config: CollectionConfig) -> IvfParams:
     return IvfParams(quantizer=config.ivf_quantizer, nlist=config.ivf_nlist or None,
                      nprobe=config.ivf_nprobe, rerank=config.ivf_rerank)

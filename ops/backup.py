@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import fcntl
 import io
 import logging
 import os
@@ -52,6 +51,7 @@ from s5vec.storage import (
 )
 from s5vec.storage.wal import SEGMENT_SUFFIX, parse_frames
 
+from .datadir import lock_directory, unlock_directory  # noqa: F401  (re-exported for the backup commands)
 from .manifest import new_manifest, read_manifest, referenced_blobs
 
 if TYPE_CHECKING:
@@ -574,23 +574,3 @@ def _decode_header(header: bytes) -> dict[str, Any]:
     if not isinstance(entry, dict) or not isinstance(doc.get("blobs"), list):
         raise BlobCorrupt("export header lacks the backup or its blobs")
     return doc
-
-
-# ----------------------------------------------------------------------- lock
-def lock_directory(data_dir: Path) -> int:
-    """Take the data directory's lock (the one a running daemon holds); returns the file
-    descriptor to pass to :func:`unlock_directory`. Raises DataDirLocked."""
-    from .database import DataDirLocked
-
-    Path(data_dir).mkdir(parents=True, exist_ok=True)
-    fd = os.open(Path(data_dir) / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise DataDirLocked(f"data directory {data_dir} is in use by another s5vec process") from None
-    return fd
-
-
-def unlock_directory(fd: int) -> None:
-    os.close(fd)

@@ -10,7 +10,6 @@ segments the manifest covers.  Restart = load the manifest + replay the WAL.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import functools
 import logging
 import os
@@ -35,6 +34,7 @@ from s5vec.index import scoring
 from s5vec.index.recent import GRAPH_CHUNK
 from s5vec.index.records import MAX_METADATA_BYTES, check_metadata_depth
 from s5vec.index.scoring import ScoringSpec
+from s5vec.index.segment import segment_file
 from s5vec.index.schema import SCHEMAS
 from s5vec.storage import (
     BlobId, BlobNotFound, BlobStore, LocalBlobStore, RootConflict, StorageError, WalCorrupt, WriteAheadLog,
@@ -45,6 +45,7 @@ from .events import Change, EventBus, deleted, metadata_replaced, upserted
 from .health import Probe, StorageHealth
 from .memory import release_free_memory
 from .backup import BackupCatalog
+from .datadir import DataDirLocked, lock_directory, unlock_directory
 from .embedding import Embedder
 from .manifest import SegmentRefs, new_manifest, read_collection, read_manifest, referenced_blobs, write_snapshot
 from .metrics import Metrics
@@ -57,10 +58,6 @@ TRIM_AFTER_INDEXED: Final = 20_000
 """The indexer gives freed heap memory back (malloc_trim) when it goes idle after this many
 labels: often enough after an ingest burst, rare enough to cost nothing (~10 ms a time)."""
 _RETRY_FIRST_S: Final = 1.0
-
-
-class DataDirLocked(StorageError):
-    """Another process holds the data directory."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,11 +206,7 @@ class Database:
         return db
 
     async def _open(self) -> None:
-        self._lock_fd = os.open(self.data_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise DataDirLocked(f"data directory {self.data_dir} is in use by another s5vec process") from None
+        self._lock_fd = lock_directory(self.data_dir)
         if isinstance(self.store, LocalBlobStore):  # left by a crash between write and rename
             await self._run(self._io, self.store.remove_stale_temporaries_sync)
         shutil.rmtree(self._scratch, ignore_errors=True)
@@ -311,7 +304,7 @@ class Database:
                      self._tier_pool):
             pool.shutdown(wait=True)
         if self._lock_fd is not None:
-            os.close(self._lock_fd)
+            unlock_directory(self._lock_fd)
             self._lock_fd = None
 
     @staticmethod
@@ -680,6 +673,9 @@ class Database:
                       lsn: int = 0) -> Any:
         """Apply one WAL record; with ``changes``, append what it changed (for events)."""
         kind, name = record["op"], record["c"]
+        if kind == "lost":  # an unreadable record that `s5vec wal salvage` set aside
+            log.warning("WAL record %d was lost to damage; its bytes are kept in %s", lsn, record.get("aside"))
+            return None
         if kind == "create":
             config = op.config if op and op.config else CollectionConfig.from_dict(record["config"])
             if name not in self.collections:
@@ -690,8 +686,7 @@ class Database:
             return CollectionNotFound(f"collection {name!r} does not exist")
         if kind == "drop":
             self.collections.pop(name).close()
-            for path in self._segment_dir.glob(f"{name}-[0-9]*"):
-                path.unlink(missing_ok=True)
+            shutil.rmtree(self._segment_dir / name, ignore_errors=True)
             return None
         if kind == "meta":
             try:
@@ -986,7 +981,7 @@ class Database:
                         if segment is not None:
                             # on the migrate thread: after any tune() still reading the old segment
                             await self._run(self._migrate_pool, segment.close)
-                            (self._segment_dir / f"{name}-{segment.seq:08d}.f32").unlink(missing_ok=True)
+                            segment_file(self._segment_dir, name, segment.seq).unlink(missing_ok=True)
                     if swapped:
                         for seq in seqs:
                             self._segment_refs.frozen.pop((name, seq), None)

@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from s5vec.index import CollectionConfig, CollectionSnapshot, SealedSegment
 from s5vec.index.ivf import IvfSegment
+from s5vec.index.segment import segment_file
 from s5vec.storage import BlobCorrupt, BlobId, BlobStore, decode_blob, decode_bytes_blob, encode_blob
 
 FORMAT: Final = "s5vec-manifest"
@@ -124,7 +125,7 @@ async def _read_collection(store: BlobStore, entry: dict[str, Any], segment_dir:
     for item in entry.get("segments", []):
         frozen = await get_doc(store, item["frozen"])
         mutable = await get_doc(store, item["mutable"])
-        path = segment_dir / f"{config.name}-{int(frozen['seq']):08d}.f32"
+        path = segment_file(segment_dir, config.name, int(frozen["seq"]))
         refs = frozen["blobs"]
         eager = [name for name in refs if not (lazy and name in _LAZY_BLOBS)]
         frozen["blobs"] = {name: await get_bytes(store, refs[name]) for name in eager}

@@ -7,13 +7,17 @@ never with a ``KeyError`` from deep inside an apply, and never by skipping the r
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any, Final
 
 import cbor2
 
 from s5vec.storage import WalCorrupt
+from s5vec.storage.wal import Damage
 
-OPS: Final = ("create", "drop", "meta", "upsert", "delete")
+OPS: Final = ("create", "drop", "meta", "upsert", "delete", "lost")
+"""``lost`` marks an LSN whose record was unreadable and set aside by ``s5vec wal salvage``."""
 _FLOAT32: Final = 4
 _FLOAT64: Final = 8
 
@@ -75,3 +79,10 @@ def decode_record(lsn: int, payload: bytes) -> dict[str, Any]:
         if len(vectors) % _FLOAT32 or (ids and len(vectors) % (_FLOAT32 * len(ids))) or (not ids and vectors):
             raise _fail(lsn, f"field 'v' holds {len(vectors)} bytes: not {len(ids)} float32 vectors")
     return record
+
+
+def lost_record(lsn: int, damage: Damage, saved: Path) -> bytes:
+    """The payload ``s5vec wal salvage`` writes in place of the unreadable record ``lsn``:
+    replay applies nothing and logs where the damaged bytes were kept."""
+    return cbor2.dumps({"op": "lost", "c": "", "aside": str(saved), "segment": damage.segment.name,
+                        "start": damage.start, "end": damage.end, "salvaged_at": time.time()})

@@ -7,11 +7,11 @@ from .errors import (
     BackendUnavailable, BlobCorrupt, BlobNotFound, RootConflict, StorageError, StorageFull, WalCorrupt, WalFailed,
 )
 from .mirror import RemoteStore, RootMirror
-from .wal import WriteAheadLog
+from .wal import WalDamaged, WriteAheadLog
 
 __all__ = [
     "BackendUnavailable", "BlobCorrupt", "BlobId", "BlobNotFound", "BlobStore", "LocalBlobStore",
-    "RemoteStore", "RootConflict", "RootMirror", "StorageError", "StorageFull", "WalCorrupt", "WalFailed",
-    "WriteAheadLog",
+    "RemoteStore", "RootConflict", "RootMirror", "StorageError", "StorageFull", "WalCorrupt", "WalDamaged",
+    "WalFailed", "WriteAheadLog",
     "blake3_digest", "decode_blob", "decode_bytes_blob", "encode_blob", "fsync_dir", "multibase_decode", "write_atomic",
 ]

@@ -18,14 +18,17 @@ once its directory entry is synced; failing that, the current segment goes on.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import crc32c
+import numpy as np
 
 from .blobstore import fsync_dir, os_failure
 from .errors import StorageError, WalCorrupt, WalFailed
@@ -69,6 +72,281 @@ def parse_frames(data: bytes | memoryview, first_lsn: int | None = None) -> tupl
     return records, offset
 
 
+_SCAN_CHUNK: Final = 1 << 22
+_LSN_WINDOW: Final = 1 << 32
+"""How far past the last good LSN a frame found after damage may be numbered (random bytes
+rarely pass the LSN window, and then never the CRC)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Damage:
+    """A damaged stretch of the log with valid records after it.
+
+    ``segment`` bytes ``[start, end)`` hold no readable record; the records after the last
+    good LSN ``after_lsn`` resume at LSN ``resume_lsn`` (in ``resume_segment`` at byte
+    ``resume_offset``), so LSNs ``after_lsn + 1 .. resume_lsn - 1`` are unreadable."""
+
+    segment: Path
+    start: int
+    end: int
+    after_lsn: int
+    resume_lsn: int
+    resume_segment: Path
+    resume_offset: int
+
+    @property
+    def lost(self) -> range:
+        """The LSNs the damage makes unreadable."""
+        return range(self.after_lsn + 1, self.resume_lsn)
+
+    def describe(self) -> str:
+        lost = (f"LSN {self.lost.start}" if len(self.lost) == 1
+                else f"LSNs {self.lost.start}..{self.lost.stop - 1}")
+        where = (f"bytes {self.start}..{self.end} of {self.segment} cannot be read ({lost} unreadable)"
+                 if self.end > self.start else f"{lost} missing at byte {self.start} of {self.segment}")
+        return (f"{where}; valid records resume at LSN {self.resume_lsn} in {self.resume_segment.name} "
+                f"at byte {self.resume_offset}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"segment": str(self.segment), "start": self.start, "end": self.end,
+                "after_lsn": self.after_lsn, "resume_lsn": self.resume_lsn,
+                "resume_segment": str(self.resume_segment), "resume_offset": self.resume_offset,
+                "lost_lsns": [self.lost.start, self.lost.stop - 1]}
+
+
+class WalDamaged(WalCorrupt):
+    """A frame in the middle of the log is damaged and valid records follow it: replaying
+    past it would skip acknowledged records, cutting it would delete them. Nothing on disk
+    was changed; ``s5vec wal inspect`` shows the damage, ``s5vec wal salvage`` sets it aside."""
+
+    def __init__(self, damage: Damage, directory: Path) -> None:
+        self.damage = damage
+        super().__init__(f"write-ahead log damaged in the middle: {damage.describe()}. Nothing was changed on "
+                         f"disk. Inspect with `s5vec wal inspect --data-dir {directory.parent}`; "
+                         f"`s5vec wal salvage --data-dir {directory.parent}` keeps the damaged bytes aside and "
+                         "replays every record after them")
+
+
+def _valid_frame_at(data: memoryview, offset: int) -> tuple[int, int] | None:
+    """``(lsn, end)`` of an intact frame starting at ``offset``, else None."""
+    if offset + HEADER.size > len(data):
+        return None
+    length, crc, lsn = HEADER.unpack_from(data, offset)
+    end = offset + HEADER.size + length
+    if length > MAX_RECORD or end > len(data):
+        return None
+    if crc32c.crc32c(data[offset + HEADER.size:end], crc32c.crc32c(_CRC_FIELDS.pack(length, lsn))) != crc:
+        return None
+    return lsn, end
+
+
+def find_frame(data: bytes | memoryview, start: int, after_lsn: int) -> tuple[int, int] | None:
+    """The first intact frame at or after byte ``start`` whose LSN is above ``after_lsn``:
+    ``(offset, lsn)``, or None. Vectorised over every byte offset (numpy), for recovery's
+    question "is this a torn tail or damage with records after it?"."""
+    view = memoryview(data)
+    raw = np.frombuffer(view, dtype=np.uint8)
+    last = len(raw) - HEADER.size  # last offset a header fits at
+    low, high = np.uint64(after_lsn), np.uint64(after_lsn + _LSN_WINDOW)
+    for base in range(start, last + 1, _SCAN_CHUNK):
+        stop = min(base + _SCAN_CHUNK, last + 1)
+        lsn = np.zeros(stop - base, dtype=np.uint64)
+        for byte in range(8):  # the little-endian u64 at offset + 8 of every candidate offset
+            lsn |= raw[base + 8 + byte:stop + 8 + byte].astype(np.uint64) << np.uint64(8 * byte)
+        for hit in np.flatnonzero((lsn > low) & (lsn <= high)):
+            found = _valid_frame_at(view, base + int(hit))
+            if found is not None:
+                return base + int(hit), found[0]
+    return None
+
+
+def _damage_after(segments: list[tuple[int, Path]], position: int, data: bytes, good: int,
+                  last_lsn: int) -> Damage | None:
+    """The damage starting at byte ``good`` of segment ``position`` if any valid record with
+    a higher LSN follows (in this segment or a later one); None for a torn tail."""
+    path = segments[position][1]
+    found = find_frame(data, good, last_lsn)
+    if found is not None:
+        return Damage(path, good, found[0], last_lsn, found[1], path, found[0])
+    later = _first_record(segments[position + 1:], last_lsn)
+    if later is not None:
+        return Damage(path, good, len(data), last_lsn, later[2], later[0], later[1])
+    return None
+
+
+def _gap_damage(segments: list[tuple[int, Path]], position: int, chain: int) -> Damage | None:
+    """Segment ``position`` does not start where the previous one ended: damage if a valid
+    record follows anywhere from there on; None when those segments hold no record."""
+    later = _first_record(segments[position:], chain - 1)
+    if later is None:
+        return None
+    previous = segments[position - 1][1]
+    size = previous.stat().st_size
+    return Damage(previous, size, size, chain - 1, later[2], later[0], later[1])
+
+
+def _first_record(segments: list[tuple[int, Path]], after_lsn: int) -> tuple[Path, int, int] | None:
+    """``(segment, offset, lsn)`` of the first intact frame above ``after_lsn`` in ``segments``."""
+    for _, path in segments:
+        found = find_frame(path.read_bytes(), 0, after_lsn)
+        if found is not None:
+            return path, found[0], found[1]
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentReport:
+    """What one segment file holds: its records' LSN range and where readable data ends."""
+
+    path: Path
+    first: int
+    size: int
+    records: int
+    last_lsn: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class WalReport:
+    """The result of :func:`scan`: every segment, every damage, and a torn tail if any."""
+
+    segments: list[SegmentReport]
+    damages: list[Damage]
+    torn_tail: tuple[Path, int, int] | None  # (segment, first bad byte, size)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"segments": [{"file": str(s.path), "first_lsn": s.first, "bytes": s.size, "records": s.records,
+                              "last_lsn": s.last_lsn} for s in self.segments],
+                "damages": [d.as_dict() for d in self.damages],
+                "torn_tail": None if self.torn_tail is None else
+                {"file": str(self.torn_tail[0]), "offset": self.torn_tail[1], "bytes": self.torn_tail[2]}}
+
+
+def _segment_files(directory: Path) -> list[tuple[int, Path]]:
+    found = []
+    for path in Path(directory).glob(f"*{SEGMENT_SUFFIX}"):
+        # only names the log writes: int() would also take "-3", " 7" or "1_0", and a
+        # stray file sorting first would cut the real segments after it
+        if path.stem.isascii() and path.stem.isdigit():
+            found.append((int(path.stem), path))
+    return sorted(found)
+
+
+def scan(directory: Path) -> WalReport:
+    """Read every segment of the log in ``directory`` (read only) and report its records,
+    each damaged stretch with valid records after it, and a torn tail."""
+    segments = _segment_files(directory)
+    reports: list[SegmentReport] = []
+    damages: list[Damage] = []
+    torn: tuple[Path, int, int] | None = None
+    last: int | None = None  # last readable LSN so far
+    resume: tuple[Path, int, int] | None = None  # where reading goes on after a damage across segments
+    for position, (first, path) in enumerate(segments):
+        data = path.read_bytes()
+        view = memoryview(data)
+        if resume is not None and resume[0] != path:  # wholly inside a damaged stretch
+            reports.append(SegmentReport(path, first, len(data), 0, None))
+            continue
+        offset, expected = 0, first
+        if resume is not None:
+            offset, expected, resume = resume[1], resume[2], None
+        elif last is not None and first != last + 1:
+            gap = _gap_damage(segments, position, last + 1)
+            if gap is not None:
+                damages.append(gap)
+                if gap.resume_segment != path:
+                    resume = (gap.resume_segment, gap.resume_offset, gap.resume_lsn)
+                    reports.append(SegmentReport(path, first, len(data), 0, None))
+                    continue
+                offset, expected = gap.resume_offset, gap.resume_lsn
+        count, seg_last = 0, None
+        while offset < len(data):
+            records, good = parse_frames(view[offset:], expected)
+            count += len(records)
+            if records:
+                seg_last = records[-1][0]
+                expected = seg_last + 1
+            offset += good
+            if offset >= len(data):
+                break
+            found = find_frame(view, offset, expected - 1)
+            if found is not None:
+                damages.append(Damage(path, offset, found[0], expected - 1, found[1], path, found[0]))
+                offset, expected = found
+                continue
+            later = _first_record(segments[position + 1:], expected - 1)
+            if later is None:
+                torn = (path, offset, len(data))
+            else:
+                damages.append(Damage(path, offset, len(data), expected - 1, later[2], later[0], later[1]))
+                resume = later
+            break
+        if seg_last is not None:
+            last = seg_last
+        elif last is None:
+            last = first - 1
+        reports.append(SegmentReport(path, first, len(data), count, seg_last))
+    return WalReport(reports, damages, torn)
+
+
+def salvage(directory: Path, filler: Callable[[int, Damage, Path], bytes], aside: Path) -> list[Damage]:
+    """Make a damaged log replayable without losing the records after the damage.
+
+    For every damage :func:`scan` finds, in order: the damaged bytes are copied into
+    ``aside`` (fsynced, with a JSON description), and the segment is rewritten (temporary
+    file, fsync, rename, fsync of the directory) as its records before the damage, one
+    frame per unreadable LSN whose payload ``filler(lsn, damage, saved_file)`` gives (a
+    marker the engine replays as "lost"), then its bytes from the next valid record on.
+    Segments wholly inside a damaged stretch move into ``aside``. Must not run while a
+    daemon has the log open. Returns the damages handled."""
+    directory = Path(directory)
+    handled: list[Damage] = []
+    while True:
+        damages = scan(directory).damages
+        if not damages:
+            return handled
+        damage = damages[0]
+        if handled and damage == handled[-1]:
+            raise WalCorrupt(f"salvage could not repair {damage.describe()}")
+        aside.mkdir(parents=True, exist_ok=True)
+        data = damage.segment.read_bytes()
+        saved = aside / f"{damage.segment.stem}.{damage.start}-{damage.end}.bin"
+        write_synced(saved, data[damage.start:damage.end])
+        write_synced(saved.with_suffix(".json"), json.dumps(damage.as_dict(), indent=2).encode())
+        fill = b"".join(frame(lsn, filler(lsn, damage, saved)) for lsn in damage.lost)
+        if damage.resume_segment == damage.segment:
+            write_replace(damage.segment, data[:damage.start] + fill + data[damage.resume_offset:], directory)
+        else:  # the log resumes in a later segment, which must be named after its first record
+            later = damage.resume_segment.read_bytes()
+            if damage.resume_offset:
+                write_synced(aside / f"{damage.resume_segment.stem}.0-{damage.resume_offset}.bin",
+                             later[:damage.resume_offset])
+            for _, path in _segment_files(directory):
+                if damage.segment.name < path.name < damage.resume_segment.name:
+                    os.replace(path, aside / path.name)
+            resumed = directory / f"{damage.resume_lsn:020d}{SEGMENT_SUFFIX}"
+            write_replace(resumed, later[damage.resume_offset:], directory)
+            if resumed != damage.resume_segment:
+                damage.resume_segment.unlink()
+            write_replace(damage.segment, data[:damage.start] + fill, directory)
+        fsync_dir(aside)
+        handled.append(damage)
+
+
+def write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def write_replace(path: Path, data: bytes, directory: Path) -> None:
+    """Replace ``path`` by ``data`` atomically and durably."""
+    temporary = path.with_name(path.name + ".salvage")
+    write_synced(temporary, data)
+    os.replace(temporary, path)
+    fsync_dir(directory)
+
+
 class WriteAheadLog:
     """Append-only log of opaque payloads; a record is durable once append returns."""
 
@@ -85,13 +363,7 @@ class WriteAheadLog:
         self.write_errors = 0  # appends that failed (each one refused, nothing acknowledged)
 
     def _segments(self) -> list[tuple[int, Path]]:
-        found = []
-        for path in self._dir.glob(f"*{SEGMENT_SUFFIX}"):
-            # only names this class writes: int() would also take "-3", " 7" or "1_0", and a
-            # stray file sorting first would cut the real segments after it
-            if path.stem.isascii() and path.stem.isdigit():
-                found.append((int(path.stem), path))
-        return sorted(found)
+        return _segment_files(self._dir)
 
     @property
     def size_bytes(self) -> int:
@@ -101,8 +373,10 @@ class WriteAheadLog:
     def recover(self, after_lsn: int) -> Iterator[tuple[int, bytes]]:
         """Yield every intact record with LSN > ``after_lsn``, in order.
 
-        Cuts the log at the first torn or corrupt frame (later segments are removed)
-        so new appends follow the last good record.
+        Cuts a torn tail (a partial or garbled last frame with no valid frame after it) so
+        new appends follow the last good record. Raises WalDamaged, changing nothing on
+        disk, when a damaged frame has valid records after it (see :func:`scan`); records
+        already yielded are then from before the damage.
         """
         segments = self._segments()
         chain = None  # first LSN the next segment must start with
@@ -112,8 +386,11 @@ class WriteAheadLog:
                 raise WalCorrupt(f"WAL starts at LSN {first} but the checkpoint ends at {after_lsn}: "
                                  "records in between are missing")
             if chain is not None and first != chain:
-                log.error("WAL segment %s starts at LSN %d, expected %d; dropping it and later ones",
-                          path.name, first, chain)
+                damage = _gap_damage(segments, position, chain)
+                if damage is not None:
+                    raise WalDamaged(damage, self._dir)
+                log.warning("WAL segment %s starts at LSN %d, expected %d, and holds no record; removing it",
+                            path.name, first, chain)
                 self._drop(segments[position:])
                 break
             records, good = parse_frames(data, first)
@@ -122,8 +399,11 @@ class WriteAheadLog:
                     yield lsn, payload
             chain = records[-1][0] + 1 if records else first
             if good < len(data):
-                log.warning("WAL segment %s: torn or corrupt record at byte %d of %d; truncating",
-                            path.name, good, len(data))
+                damage = _damage_after(segments, position, data, good, chain - 1)
+                if damage is not None:
+                    raise WalDamaged(damage, self._dir)
+                log.warning("WAL segment %s: torn last record at byte %d of %d (no valid record after it); "
+                            "truncating", path.name, good, len(data))
                 with open(path, "r+b") as fh:
                     fh.truncate(good)
                     os.fsync(fh.fileno())

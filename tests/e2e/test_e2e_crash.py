@@ -107,3 +107,20 @@ def test_second_daemon_on_the_same_data_dir_refuses_to_start(daemon: Daemon, tmp
     with pytest.raises(AssertionError, match="in use by another s5vec process"):
         other.start(timeout=20)
     assert other.proc is not None and other.proc.wait(10) == 1
+
+
+def test_a_second_daemon_is_refused_on_a_data_directory_in_use_even_after_files_are_deleted(tmp_path: Path) -> None:
+    first = Daemon(tmp_path / "data").start()
+    second = Daemon(tmp_path / "data")
+    try:
+        for stray in first.data_dir.iterdir():  # an old-style LOCK file, or anything an operator deletes
+            if stray.is_file():
+                stray.unlink()
+        with pytest.raises(AssertionError, match="daemon exited early"):
+            second.start(timeout=30)
+        assert second.proc is not None and second.proc.wait(10) != 0
+        assert "in use by another s5vec process" in second.log.read_text()
+        with Client(first.url) as client:
+            client.create_collection("still-mine", 4)
+    finally:
+        assert first.stop() == 0

@@ -262,3 +262,38 @@ async def test_the_indexer_gives_freed_memory_back_once_a_burst_is_indexed(tmp_p
     await asyncio.sleep(0.1)
     assert trims == [1]
     await db.close(checkpoint=False)
+
+
+async def test_only_one_process_may_open_a_data_directory_even_after_a_lock_file_is_deleted(tmp_path: Path) -> None:
+    db = await Database.open(tmp_path, CONFIG)
+    try:
+        for stray in tmp_path.iterdir():  # whatever an operator may delete: no file holds the lock
+            if stray.is_file():
+                stray.unlink()
+        with pytest.raises(DataDirLocked):
+            await Database.open(tmp_path, CONFIG)
+    finally:
+        await db.close()
+
+
+async def test_dropping_a_collection_keeps_the_segment_files_of_one_whose_name_extends_it(tmp_path: Path) -> None:
+    old = 1_000_000.0  # long before the recent tier's age threshold
+    db = await Database.open(tmp_path, EngineConfig(checkpoint_interval_s=3600, migrate_interval_s=3600))
+    try:
+        for name in ("a", "a-1", "a-10"):
+            await db.create_collection(CollectionConfig(name, DIM))
+            await db.upsert(name, [RawItem(i.id, i.vector, i.metadata, old) for i in items(0, 60)])
+        await db.migrate()
+        files = {name: sorted(p for p in (tmp_path / "segments").rglob("*.f32") if name in p.parts)
+                 for name in ("a", "a-1", "a-10")}
+        assert all(files.values()), files
+        await db.drop_collection("a")
+        assert not any(p.exists() for p in files["a"])
+        assert all(p.exists() for p in files["a-1"] + files["a-10"])
+        query = items(0, 60)[5].vector
+        for name in ("a-1", "a-10"):
+            hits, _ = await db.search(name, prepare_vectors(db.collection(name).config, query[None, :])[0],
+                                      Query(k=1, recent=False))
+            assert [h.id for h in hits] == ["r5"]
+    finally:
+        await db.close()

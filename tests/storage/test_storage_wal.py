@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from s5vec.storage import StorageError, WalCorrupt, WriteAheadLog
-from s5vec.storage.wal import HEADER, frame, parse_frames
+from s5vec.storage import StorageError, WalCorrupt, WalDamaged, WriteAheadLog
+from s5vec.storage.wal import HEADER, frame, parse_frames, salvage, scan
 
 BIG_SEGMENT = 64 << 20
 FRAME_OVERHEAD = 16
@@ -130,8 +130,8 @@ def test_wal_recovery_stops_at_a_torn_last_frame_and_truncates_it(tmp_path, cut)
 @pytest.mark.parametrize(
     "garbage",
     [b"\x00", b"\xff" * 7, b"\x00" * FRAME_OVERHEAD, random.Random(7).randbytes(40), struct.pack("<IIQ", 3, 0, 6) + b"abc",
-     frame(99, b"intact frame with an out-of-sequence lsn"), frame(5, b"replayed lsn")],
-    ids=["one-zero", "short-ff", "zero-header", "random", "bad-crc-frame", "lsn-gap", "lsn-repeat"],
+     frame(5, b"replayed lsn")],
+    ids=["one-zero", "short-ff", "zero-header", "random", "bad-crc-frame", "lsn-repeat"],
 )
 def test_wal_recovery_ignores_garbage_after_the_last_frame_and_truncates_it(tmp_path, garbage):
     write_log(tmp_path, [PAYLOADS])
@@ -146,21 +146,120 @@ def test_wal_recovery_ignores_garbage_after_the_last_frame_and_truncates_it(tmp_
     assert recovered(tmp_path) == numbered(PAYLOADS + [b"new"])
 
 
+def test_wal_recovery_refuses_an_intact_frame_after_a_gap_in_lsns_and_changes_nothing(tmp_path):
+    write_log(tmp_path, [PAYLOADS])
+    ((_, path),) = segments(tmp_path)
+    with open(path, "ab") as fh:
+        fh.write(frame(99, b"intact frame with an out-of-sequence lsn"))
+    before = path.read_bytes()
+    with pytest.raises(WalDamaged, match=r"LSNs 6\.\.98 missing") as caught:
+        recovered(tmp_path)
+    assert caught.value.damage.resume_lsn == 99
+    assert path.read_bytes() == before
+
+
+def flip(path: Path, offset: int) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[offset] ^= 0x01
+    path.write_bytes(bytes(raw))
+
+
 @pytest.mark.parametrize("field", ["length", "crc", "lsn", "payload"])
-def test_wal_recovery_stops_before_a_record_with_a_flipped_byte(tmp_path, field):
+def test_wal_recovery_refuses_a_flipped_byte_with_records_after_it_and_keeps_every_byte(tmp_path, field):
     write_log(tmp_path, [[p] for p in PAYLOADS])
     ((_, path),) = segments(tmp_path)
     middle = 2
     start = sum(FRAME_OVERHEAD + len(p) for p in PAYLOADS[:middle])
-    offset = start + {"length": 0, "crc": 4, "lsn": 8, "payload": FRAME_OVERHEAD + 3}[field]
-    raw = bytearray(path.read_bytes())
-    raw[offset] ^= 0x01
-    path.write_bytes(bytes(raw))
-    with opened(tmp_path) as (wal, records):
-        assert records == numbered(PAYLOADS[:middle])
-        assert path.stat().st_size == start
-        assert wal.append([b"replacement"]) == middle + 1
-    assert recovered(tmp_path) == numbered(PAYLOADS[:middle] + [b"replacement"])
+    flip(path, start + {"length": 0, "crc": 4, "lsn": 8, "payload": FRAME_OVERHEAD + 3}[field])
+    damaged = path.read_bytes()
+    with pytest.raises(WalDamaged) as caught:
+        recovered(tmp_path)
+    damage = caught.value.damage
+    assert (damage.segment, damage.start) == (path, start)
+    assert list(damage.lost) == [middle + 1]
+    assert damage.resume_lsn == middle + 2
+    assert str(path) in str(caught.value) and f"bytes {start}.." in str(caught.value)
+    assert path.read_bytes() == damaged  # nothing cut, nothing deleted
+    assert "wal salvage" in str(caught.value)
+
+
+def test_wal_recovery_still_cuts_a_flipped_byte_in_the_last_frame(tmp_path):
+    write_log(tmp_path, [[p] for p in PAYLOADS])
+    ((_, path),) = segments(tmp_path)
+    start = sum(FRAME_OVERHEAD + len(p) for p in PAYLOADS[:-1])
+    flip(path, start + FRAME_OVERHEAD + 2)
+    assert recovered(tmp_path) == numbered(PAYLOADS[:-1])
+    assert path.stat().st_size == start
+
+
+def test_wal_recovery_refuses_damage_at_a_segment_end_when_a_later_segment_holds_records(tmp_path):
+    with opened(tmp_path) as (wal, _):
+        wal.append([b"1", b"2", b"3"])
+        wal.rotate()
+        wal.append([b"4", b"5"])
+    (_, first), (_, second) = segments(tmp_path)
+    flip(first, first.stat().st_size - 1)  # the payload of LSN 3, the first segment's last record
+    with pytest.raises(WalDamaged) as caught:
+        recovered(tmp_path)
+    assert list(caught.value.damage.lost) == [3]
+    assert caught.value.damage.resume_segment == second
+    assert [p for _, p in segments(tmp_path)] == [first, second]
+
+
+def test_wal_recovery_refuses_a_missing_segment_in_the_middle(tmp_path):
+    with opened(tmp_path) as (wal, _):
+        for group in ([b"1", b"2"], [b"3", b"4"], [b"5"]):
+            wal.append(group)
+            wal.rotate()
+    (_, _), (_, middle), (_, last) = segments(tmp_path)[:3]
+    middle.unlink()
+    with pytest.raises(WalDamaged, match=r"LSNs 3\.\.4 missing") as caught:
+        recovered(tmp_path)
+    assert caught.value.damage.resume_segment == last
+    assert last.exists()
+
+
+def test_scan_reports_each_damage_and_the_torn_tail_without_changing_the_log(tmp_path):
+    write_log(tmp_path, [[p] for p in PAYLOADS * 3])
+    ((_, path),) = segments(tmp_path)
+    sizes = [FRAME_OVERHEAD + len(p) for p in PAYLOADS * 3]
+    flip(path, sum(sizes[:2]) + 4)
+    flip(path, sum(sizes[:9]) + 4)
+    with open(path, "ab") as fh:
+        fh.write(b"\x07" * 9)
+    before = path.read_bytes()
+    report = scan(tmp_path)
+    assert [list(d.lost) for d in report.damages] == [[3], [10]]
+    assert report.torn_tail == (path, len(before) - 9, len(before))
+    assert report.segments[0].records == len(sizes) - 2
+    assert path.read_bytes() == before
+
+
+def test_salvage_keeps_the_damaged_bytes_aside_and_replays_every_record_after_them(tmp_path):
+    wal_dir, aside = tmp_path / "wal", tmp_path / "aside"
+    payloads = [bytes([i]) * (10 + i) for i in range(12)]
+    with opened(wal_dir) as (wal, _):
+        for payload in payloads[:6]:
+            wal.append([payload])
+        wal.rotate()
+        wal.append(payloads[6:])
+    first_segment = segments(wal_dir)[0][1]
+    flip(first_segment, FRAME_OVERHEAD + 10 + FRAME_OVERHEAD + 5)  # inside LSN 2's payload
+    group_segment = dict(segments(wal_dir))[7]  # the six-record group starts a segment
+    flip(group_segment, 4)  # the CRC of its first frame
+    with pytest.raises(WalDamaged):
+        recovered(wal_dir, )
+    handled = salvage(wal_dir, lambda lsn, damage, saved: b"LOST:%d" % lsn, aside)
+    assert len(handled) == 2
+    lost = {lsn for damage in handled for lsn in damage.lost}
+    assert lost == {2, 7}
+    kept = sorted(p for p in aside.iterdir() if p.suffix == ".bin")
+    assert [len(p.read_bytes()) for p in kept] == [FRAME_OVERHEAD + 11, FRAME_OVERHEAD + 16]
+    expected = [(i + 1, b"LOST:%d" % (i + 1) if i + 1 in lost else p) for i, p in enumerate(payloads)]
+    assert recovered(wal_dir, ) == expected
+    assert scan(wal_dir).damages == []
+    with opened(wal_dir, ) as (wal, _):
+        assert wal.append([b"after salvage"]) == len(payloads) + 1
 
 
 def test_wal_recover_after_lsn_yields_only_later_records(tmp_path):
@@ -238,22 +337,23 @@ def test_wal_segment_rollover_with_small_segments_recovers_everything_in_order(t
         assert records == numbered(flat + [b"tail"])[found[1][0] - 1:]
 
 
-def test_wal_corruption_in_a_middle_segment_drops_later_segments(tmp_path):
-    with opened(tmp_path) as (wal, _):
+def test_wal_corruption_in_a_middle_segment_keeps_later_segments_and_salvage_replays_them(tmp_path):
+    wal_dir = tmp_path / "wal"
+    with opened(wal_dir) as (wal, _):
         wal.append([b"1", b"2"])
         wal.rotate()
         wal.append([b"3", b"4"])
         wal.rotate()
         wal.append([b"5", b"6"])
-    (_, middle) = segments(tmp_path)[1]
-    raw = bytearray(middle.read_bytes())
-    raw[-1] ^= 0x01  # payload of LSN 4
-    middle.write_bytes(bytes(raw))
-    with opened(tmp_path) as (wal, records):
-        assert records == numbered([b"1", b"2", b"3"])
-        assert [first for first, _ in segments(tmp_path)] == [1, 3]
-        assert wal.append([b"new 4"]) == 4
-    assert recovered(tmp_path) == numbered([b"1", b"2", b"3", b"new 4"])
+    (_, middle) = segments(wal_dir)[1]
+    flip(middle, middle.stat().st_size - 1)  # payload of LSN 4
+    with pytest.raises(WalDamaged):
+        recovered(wal_dir)
+    assert [first for first, _ in segments(wal_dir)] == [1, 3, 5]
+    salvage(wal_dir, lambda lsn, damage, saved: b"lost", tmp_path / "aside")
+    with opened(wal_dir) as (wal, records):
+        assert records == numbered([b"1", b"2", b"3", b"lost", b"5", b"6"])
+        assert wal.append([b"7"]) == 7
 
 
 @pytest.mark.parametrize("after_lsn", [3, 4, 5, 7])
@@ -330,6 +430,9 @@ def test_wal_recovery_after_a_cut_returns_exactly_the_complete_prefix(groups, se
             path, start = files[-1][1], total - sizes[-1]
         with open(path, "r+b") as fh:
             fh.truncate(cut - start)
+        for _, later in files:  # a crash tears only the tail: segments after the cut were never written
+            if later.name > path.name:
+                later.unlink()
 
         ends, end = [], 0
         for payload in flat:
