@@ -9,7 +9,8 @@ base units (``_seconds``, ``_bytes``), ``_total`` on counters.
 Jobs record their runs with :meth:`Metrics.job_finished`; the backup job reports its
 catalogue with :meth:`Metrics.backup_state`. Checkpoints and migrations are recorded by
 the :class:`~s5vec.ops.database.Database` itself (job names ``checkpoint`` and
-``migration``), whoever triggered them.
+``migration``), whoever triggered them. A job's name is the label ``task``, never ``job``:
+Prometheus owns ``job`` (the scrape job) and renames a target's own to ``exported_job``.
 """
 
 from __future__ import annotations
@@ -73,12 +74,14 @@ class Metrics:
         self.search_partial = Counter("s5vec_search_partial_total",
                                       "Searches that hit their time budget and returned partial results",
                                       registry=reg)
-        self.job_runs = Counter("s5vec_job_runs_total", "Finished job runs by job and outcome",
-                                ["job", "outcome"], registry=reg)
-        self.job_duration = Histogram("s5vec_job_duration_seconds", "Duration of finished job runs", ["job"],
-                                      buckets=JOB_BUCKETS, registry=reg)
+        # the job's name is the label `task`: Prometheus sets `job` on every target (its scrape job) and
+        # would rename a `job` label of ours to `exported_job`
+        self.job_runs = Counter("s5vec_job_runs_total", "Finished job runs by task (the job's name) and outcome",
+                                ["task", "outcome"], registry=reg)
+        self.job_duration = Histogram("s5vec_job_duration_seconds", "Duration of finished job runs by task",
+                                      ["task"], buckets=JOB_BUCKETS, registry=reg)
         self.job_last_success = Gauge("s5vec_job_last_success_timestamp_seconds",
-                                      "Unix time of the last successful run of each job", ["job"], registry=reg)
+                                      "Unix time of the last successful run of each task", ["task"], registry=reg)
         self.backups = Gauge("s5vec_backups", "Backups currently kept", registry=reg)
         self.backup_last_success = Gauge("s5vec_backup_last_success_timestamp_seconds",
                                          "Unix time of the last successful backup (0 = none yet)", registry=reg)

@@ -166,7 +166,81 @@ def test_dashboard_is_importable_grafana_json() -> None:
     assert dashboard["uid"] and dashboard["title"] == "s5vec"
     ids = [panel["id"] for panel in dashboard["panels"]]
     assert len(ids) == len(set(ids))
-    assert {i["name"] for i in dashboard["__inputs"]} == {"DS_PROMETHEUS"}
+    # nothing only Grafana's import dialog would fill in: file provisioning loads it as it is
+    assert "__inputs" not in dashboard and "${DS_" not in DASHBOARD.read_text()
+
+
+def dashboard_targets() -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [(panel, target) for panel in dashboard["panels"] for target in panel.get("targets", [])]
+
+
+def test_dashboard_picks_its_data_source_and_instances_through_variables() -> None:
+    variables = {v["name"]: v for v in json.loads(DASHBOARD.read_text())["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    instance = variables["instance"]
+    assert instance["type"] == "query" and instance["multi"] and instance["includeAll"]
+    assert instance["query"] == "label_values(s5vec_ready, instance)"
+    assert instance["datasource"]["uid"] == "${datasource}"
+    dashboard = json.loads(DASHBOARD.read_text())
+    for panel in dashboard["panels"]:
+        if panel["type"] != "row":
+            assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+    for panel, target in dashboard_targets():
+        assert target["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+
+
+def test_every_dashboard_selector_is_filtered_by_the_instance_variable() -> None:
+    selectors = 0
+    for panel, target in dashboard_targets():
+        for match in re.finditer(r"\bs5vec_[a-z0-9_]+", target["expr"]):
+            selectors += 1
+            rest = target["expr"][match.end():]
+            assert re.match(r'\{instance=~"\$instance"[,}]', rest), (panel["title"], target["expr"])
+        # and no panel adds daemons together: aggregations keep the instance apart
+        for by in re.findall(r"\b(?:sum|avg|min|max|count)\b\s*(by\s*\([^)]*\))?\s*\(", target["expr"]):
+            assert "instance" in by, (panel["title"], target["expr"])
+    assert selectors > 40
+
+
+def test_dashboard_queries_with_an_instance_substituted_are_valid_promql(tmp_path: Path) -> None:
+    """``promtool check rules`` parses each expression, as Grafana sends it for one instance."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is missing: `make tools` installs Debian's prometheus package")
+    rules = [{"record": f"s5vec:panel{panel['id']}_{target['refId'].lower()}",
+              "expr": target["expr"].replace("$instance", "127\\\\.0\\\\.0\\\\.1:7533")}
+             for panel, target in dashboard_targets()]
+    assert all("$" not in rule["expr"] for rule in rules)
+    path = tmp_path / "dashboard.rules.json"  # YAML is a superset of JSON
+    path.write_text(json.dumps({"groups": [{"name": "dashboard", "rules": rules}]}))
+    check = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, timeout=30, check=False)
+    assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
+    assert f"SUCCESS: {len(rules)} rules found" in check.stdout.decode()
+
+
+def unit_of(panel: dict[str, Any], target: dict[str, Any]) -> str:
+    for override in panel["fieldConfig"]["overrides"]:
+        if override["matcher"] == {"id": "byFrameRefID", "options": target["refId"]}:
+            (unit,) = [p["value"] for p in override["properties"] if p["id"] == "unit"]
+            return str(unit)
+    return str(panel["fieldConfig"]["defaults"].get("unit", ""))
+
+
+def test_stat_panels_show_each_value_in_its_unit() -> None:
+    stats = 0
+    for panel, target in dashboard_targets():
+        if panel["type"] != "stat":
+            continue
+        stats += 1
+        unit, names = unit_of(panel, target), re.findall(r"\bs5vec_[a-z0-9_]+", target["expr"])
+        assert unit, (panel["title"], target["refId"])
+        if any(name.endswith("_seconds") for name in names):
+            assert unit in ("s", "dtdurations"), (panel["title"], target["expr"], unit)
+        elif any(name.endswith("_bytes") for name in names):
+            assert unit == "bytes", (panel["title"], target["expr"], unit)
+        assert not re.search(r"\((s|bytes)\)", target.get("legendFormat", "")), target["legendFormat"]
+    assert stats >= 10
 
 
 async def test_metrics_and_health_routes_are_in_the_openapi_document(client: Any) -> None:

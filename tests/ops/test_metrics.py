@@ -86,7 +86,7 @@ async def test_searches_fill_the_recent_and_historical_latency_histograms(tmp_pa
     assert value(samples, "s5vec_points", collection="c", tier="historical") == 40
     assert value(samples, "s5vec_segments", collection="c") >= 1
     assert value(samples, "s5vec_migration_last_moved_points") == 40
-    assert value(samples, "s5vec_job_runs_total", job="migration", outcome="success") == 1
+    assert value(samples, "s5vec_job_runs_total", task="migration", outcome="success") == 1
     await db.close(checkpoint=False)
 
 
@@ -100,13 +100,13 @@ async def test_checkpoints_are_counted_as_job_runs_and_reset_the_checkpoint_age(
     await db.checkpoint()
     await db.checkpoint()  # nothing new: skipped
     samples = scrape(metrics)
-    assert value(samples, "s5vec_job_runs_total", job="checkpoint", outcome="success") == 1
-    assert value(samples, "s5vec_job_runs_total", job="checkpoint", outcome="skipped") == 1
-    assert value(samples, "s5vec_job_runs_total", job="checkpoint", outcome="failure") == 0
-    assert value(samples, "s5vec_job_duration_seconds_count", job="checkpoint") == 2
+    assert value(samples, "s5vec_job_runs_total", task="checkpoint", outcome="success") == 1
+    assert value(samples, "s5vec_job_runs_total", task="checkpoint", outcome="skipped") == 1
+    assert value(samples, "s5vec_job_runs_total", task="checkpoint", outcome="failure") == 0
+    assert value(samples, "s5vec_job_duration_seconds_count", task="checkpoint") == 2
     assert value(samples, "s5vec_checkpoint_lsn") == db.applied_lsn
     assert value(samples, "s5vec_checkpoint_age_seconds") < 60
-    assert value(samples, "s5vec_job_last_success_timestamp_seconds", job="checkpoint") == pytest.approx(
+    assert value(samples, "s5vec_job_last_success_timestamp_seconds", task="checkpoint") == pytest.approx(
         time.time(), abs=60)
     await db.close(checkpoint=False)
 
@@ -117,10 +117,10 @@ async def test_job_and_backup_api_records_what_the_jobs_report(tmp_path: Path) -
     metrics.job_finished("backup", "failure", 0.5)
     metrics.backup_state(3, 1_700_000_000.0, 4096)
     samples = scrape(metrics)
-    assert value(samples, "s5vec_job_runs_total", job="backup", outcome="success") == 1
-    assert value(samples, "s5vec_job_runs_total", job="backup", outcome="failure") == 1
-    assert value(samples, "s5vec_job_duration_seconds_sum", job="backup") == 3.0
-    assert value(samples, "s5vec_job_last_success_timestamp_seconds", job="backup") == 1_700_000_000.0
+    assert value(samples, "s5vec_job_runs_total", task="backup", outcome="success") == 1
+    assert value(samples, "s5vec_job_runs_total", task="backup", outcome="failure") == 1
+    assert value(samples, "s5vec_job_duration_seconds_sum", task="backup") == 3.0
+    assert value(samples, "s5vec_job_last_success_timestamp_seconds", task="backup") == 1_700_000_000.0
     assert value(samples, "s5vec_backups") == 3
     assert value(samples, "s5vec_backup_last_success_timestamp_seconds") == 1_700_000_000.0
     assert value(samples, "s5vec_backup_last_size_bytes") == 4096
@@ -131,8 +131,8 @@ async def test_job_and_backup_api_records_what_the_jobs_report(tmp_path: Path) -
 def test_each_metrics_object_has_its_own_registry() -> None:
     first, second = Metrics(), Metrics()
     first.job_finished("backup", "success", 1.0)
-    assert value(scrape(first), "s5vec_job_runs_total", job="backup", outcome="success") == 1
-    assert ("s5vec_job_runs_total", frozenset({("job", "backup"), ("outcome", "success")})) not in scrape(second)
+    assert value(scrape(first), "s5vec_job_runs_total", task="backup", outcome="success") == 1
+    assert ("s5vec_job_runs_total", frozenset({("task", "backup"), ("outcome", "success")})) not in scrape(second)
 
 
 async def test_exported_names_follow_prometheus_conventions(tmp_path: Path) -> None:
@@ -146,6 +146,8 @@ async def test_exported_names_follow_prometheus_conventions(tmp_path: Path) -> N
     assert families
     for family in families:
         assert re.fullmatch(r"s5vec_[a-z][a-z0-9_]*", family.name), family.name
+        for sample in family.samples:  # Prometheus sets these on every target: it would rename ours exported_*
+            assert not {"job", "instance"} & set(sample.labels), (sample.name, sample.labels)
         if family.type == "counter":
             assert all(s.name.endswith("_total") for s in family.samples), family.name
         else:
