@@ -253,10 +253,13 @@ class AsyncClient:
                                  params={"include_vector": "true" if include_vector else "false"})
         return _RECORD.decode(raw)
 
-    async def update_metadata(self, collection: str, id: str | int, metadata: Mapping[str, Any]) -> None:
-        """Replace a record's metadata without re-sending its vector."""
-        await self.request("PATCH", f"{API}/collections/{segment(collection)}/vectors/{segment(id)}",
-                           body={"metadata": metadata})
+    async def update_metadata(self, collection: str, id: str | int, metadata: Mapping[str, Any], *,
+                              merge: bool = False) -> None:
+        """Replace a record's metadata without re-sending its vector (PUT); with ``merge``,
+        merge ``metadata`` into it instead (PATCH, JSON Merge Patch: ``None`` deletes a key,
+        objects merge recursively). Raises RecordNotFound."""
+        await self.request("PATCH" if merge else "PUT",
+                           f"{API}/collections/{segment(collection)}/vectors/{segment(id)}", body={"metadata": metadata})
 
     async def delete(self, collection: str, id: str | int) -> None:
         """Delete one record; raises RecordNotFound if it does not exist (not retried)."""

@@ -253,8 +253,10 @@ class Client:
     def get(self, collection: str, id: str | int, include_vector: bool = True) -> Record:
         return self._run(self.aio.get(collection, id, include_vector))
 
-    def update_metadata(self, collection: str, id: str | int, metadata: Mapping[str, Any]) -> None:
-        self._run(self.aio.update_metadata(collection, id, metadata))
+    def update_metadata(self, collection: str, id: str | int, metadata: Mapping[str, Any], *,
+                        merge: bool = False) -> None:
+        """Replace a record's metadata (PUT); with ``merge``, merge into it (PATCH, RFC 7396)."""
+        self._run(self.aio.update_metadata(collection, id, metadata, merge=merge))
 
     def delete(self, collection: str, id: str | int) -> None:
         self._run(self.aio.delete(collection, id))

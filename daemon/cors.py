@@ -31,7 +31,7 @@ from aiohttp.typedefs import Middleware
 from .config import CorsConfig
 from .errors import Handler, error_response
 
-ALLOW_METHODS: Final = "GET, POST, PATCH, DELETE, OPTIONS"
+ALLOW_METHODS: Final = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 ALLOW_HEADERS: Final = "Authorization, Content-Type, Accept, Last-Event-ID, Mcp-Protocol-Version, Mcp-Session-Id"
 EXPOSE_HEADERS: Final = "Mcp-Session-Id, Retry-After"
 _LOOPBACK_NAMES: Final = ("localhost",)

@@ -103,8 +103,11 @@ def build_openapi(version: str) -> dict[str, Any]:
         "/api/v1/collections/{c}/vectors/{id}": {"get": {**_op("Fetch a record", None, RecordOut, params=cv),
                                                          "parameters": [*_op("", None, None, params=cv)["parameters"],
                                                                         *_query("include_vector", kind="boolean")]},
-                                                 "patch": _op("Replace a record's metadata", MetadataIn, _UPDATED,
+                                                 "patch": _op("Merge into a record's metadata (JSON Merge Patch, "
+                                                              "RFC 7396: null deletes a key)", MetadataIn, _UPDATED,
                                                               params=cv),
+                                                 "put": _op("Replace a record's metadata (the vector is kept)",
+                                                            MetadataIn, _UPDATED, params=cv),
                                                  "delete": _op("Delete a record", None, _DELETED_ID, params=cv)},
         "/api/v1/collections/{c}/search": {"post": _op("k-NN search with filters", SearchIn, SearchOut,
                                                        params=c)},

@@ -314,9 +314,20 @@ async def post_delete(request: web.Request) -> web.Response:
 
 @routes.patch("/api/v1/collections/{c}/vectors/{id}")
 async def patch_vector(request: web.Request) -> web.Response:
+    """Merge ``{"metadata": patch}`` into the record's metadata (JSON Merge Patch, RFC 7396)."""
+    return await put_metadata(request, merge=True)
+
+
+@routes.put("/api/v1/collections/{c}/vectors/{id}")
+async def put_vector(request: web.Request) -> web.Response:
+    """Replace the record's metadata with ``{"metadata": ...}``; the vector is kept."""
+    return await put_metadata(request, merge=False)
+
+
+async def put_metadata(request: web.Request, merge: bool) -> web.Response:
     body: MetadataIn = await decode(request, MetadataIn)
     record_id = request.match_info["id"]
-    await request.app[DB].update_metadata(request.match_info["c"], record_id, body.metadata)
+    await request.app[DB].update_metadata(request.match_info["c"], record_id, body.metadata, merge)
     return reply({"id": record_id, "status": "updated"})
 
 

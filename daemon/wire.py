@@ -255,8 +255,6 @@ class WsEnvelope(Struct):
     type: Any = None
 
 
-class JsonDecoder(Generic[T]):
-    """A msgspec JSON decoder for which input nested too deeply is malformed JSON like any
 class FieldValidationError(msgspec.ValidationError):
     """A ValidationError that knows the dotted ``field`` it is about (``None``: the whole body)."""
 
@@ -367,6 +365,8 @@ def field_error(kind: Any, exc: msgspec.ValidationError) -> FieldValidationError
     return FieldValidationError(f"body: {text}", "body")
 
 
+class JsonDecoder(Generic[T]):
+    """A msgspec JSON decoder for which input nested too deeply is malformed JSON like any
     other (msgspec raises RecursionError for it, which would surface as a 500), and whose
     validation errors name their field (:func:`field_error`)."""
 
@@ -374,9 +374,9 @@ def field_error(kind: Any, exc: msgspec.ValidationError) -> FieldValidationError
 
     def __init__(self, kind: type[T] | Any) -> None:
         self._decoder: msgspec.json.Decoder[T] = msgspec.json.Decoder(kind)
+        self._kind = kind
 
     def decode(self, data: bytes | str | msgspec.Raw) -> T:
-        self._kind = kind
         """Raises msgspec.DecodeError or msgspec.ValidationError (with ``field``), naming the problem."""
         try:
             return self._decoder.decode(data)

@@ -251,6 +251,23 @@ def check_metadata_depth(metadata: Any) -> None:
                 stack.append((child, depth + 1))
 
 
+def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """``target`` with JSON Merge Patch ``patch`` applied (RFC 7396): a ``None`` value deletes
+    its key, an object merges into the object under its key (recursively), anything else
+    replaces it. Neither argument is modified. Recursion follows ``patch``'s nesting: check
+    its depth first (:func:`check_metadata_depth`)."""
+    merged = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict):
+            current = merged.get(key)
+            merged[key] = merge_patch(current if isinstance(current, dict) else {}, value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def _prepare_one(config: CollectionConfig, item: RawItem, now: float) -> tuple[str, np.ndarray, dict[str, Any], float]:
     metadata = item.metadata if item.metadata is not None else {}
     if not isinstance(metadata, dict):

@@ -32,7 +32,7 @@ from s5vec.index import (
 )
 from s5vec.index import scoring
 from s5vec.index.recent import GRAPH_CHUNK
-from s5vec.index.records import MAX_METADATA_BYTES, check_metadata_depth
+from s5vec.index.records import MAX_METADATA_BYTES, check_metadata_depth, merge_patch
 from s5vec.index.scoring import ScoringSpec
 from s5vec.index.segment import segment_file
 from s5vec.index.schema import SCHEMAS
@@ -131,6 +131,17 @@ class _Op:
     future: asyncio.Future[Any]
     batch: Batch | None = None
     config: CollectionConfig | None = None
+
+
+def _checked_metadata(config: CollectionConfig, metadata: dict[str, Any]) -> dict[str, Any]:
+    """``metadata`` as stored for a record of ``config`` (the schema's normal form), checked
+    for depth and size. Raises InvalidRecord."""
+    if config.schema is not None:
+        metadata = SCHEMAS[config.schema](metadata)
+    check_metadata_depth(metadata)
+    if len(msgspec.json.encode(metadata)) > MAX_METADATA_BYTES:
+        raise InvalidRecord("metadata", f"is larger than {MAX_METADATA_BYTES} bytes encoded")
+    return metadata
 
 
 class Database:
@@ -505,20 +516,24 @@ class Database:
         future = asyncio.get_running_loop().create_future()
         return int(await self._submit(_Op("delete", name, {"ids": present}, future)))
 
-    async def update_metadata(self, name: str, record_id: str, metadata: dict[str, Any]) -> None:
-        """Durably replace one record's metadata, keeping its vector. Raises RecordNotFound."""
+    async def update_metadata(self, name: str, record_id: str, metadata: dict[str, Any], merge: bool = False) -> None:
+        """Durably replace one record's metadata, keeping its vector; with ``merge``, apply
+        ``metadata`` to the current metadata as a JSON Merge Patch (RFC 7396: ``None`` deletes
+        a key, objects merge recursively). The merge runs in the single writer, so concurrent
+        patches of one record all land, and the WAL logs the merged result.
+        Raises RecordNotFound, InvalidRecord."""
         coll = self.collection(name)
         if not isinstance(metadata, dict):
             raise InvalidRecord("metadata", "must be a JSON object")
-        if coll.config.schema is not None:
-            metadata = SCHEMAS[coll.config.schema](metadata)
-        check_metadata_depth(metadata)
-        if len(msgspec.json.encode(metadata)) > MAX_METADATA_BYTES:
-            raise InvalidRecord("metadata", f"is larger than {MAX_METADATA_BYTES} bytes encoded")
+        if merge:
+            check_metadata_depth(metadata)  # bounds merge_patch's recursion; the result is checked in the writer
+        else:
+            metadata = _checked_metadata(coll.config, metadata)
         if not coll.contains(record_id):
             raise RecordNotFound(f"no record {record_id!r} in collection {name!r}")
         future = asyncio.get_running_loop().create_future()
-        result = await self._submit(_Op("meta", name, {"id": record_id, "m": metadata}, future))
+        payload = {"id": record_id, "patch" if merge else "m": metadata}
+        result = await self._submit(_Op("meta", name, payload, future))
         if isinstance(result, Exception):
             raise result
 
@@ -660,6 +675,12 @@ class Database:
             elif op.kind == "drop":
                 names.discard(op.collection)
             record = {"op": op.kind, "c": op.collection, **op.payload}
+            if "patch" in record:
+                try:
+                    record = self._merged(record, [r for _, _, r in accepted])
+                except (RecordNotFound, InvalidRecord) as exc:
+                    results[position] = exc
+                    continue
             accepted.append((position, op, record))
         if accepted:
             lsn = self._wal.append([cbor2.dumps(record) for _, _, record in accepted])
@@ -668,6 +689,29 @@ class Database:
                 results[position] = self._apply_record(record, op, changes, first + offset)
                 self.applied_lsn = first + offset
         return results, changes
+
+    def _merged(self, record: dict[str, Any], earlier: list[dict[str, Any]]) -> dict[str, Any]:
+        """Writer thread: the "meta" WAL record of merge-patch ``record`` (the merged metadata
+        in full, so replay needs no merge), read from the state after ``earlier`` records of
+        this group (logged, not yet applied). Raises RecordNotFound, InvalidRecord."""
+        name, record_id = record["c"], record["id"]
+        current: dict[str, Any] | None = None
+        for done in reversed(earlier):
+            if done["c"] != name:
+                continue
+            if done["op"] in ("drop", "create") or (done["op"] == "delete" and record_id in done["ids"]):
+                raise RecordNotFound(f"no record {record_id!r} in collection {name!r}")
+            if done["op"] == "meta" and done["id"] == record_id:
+                current = done["m"]
+            elif done["op"] == "upsert" and record_id in done["ids"]:
+                current = done["m"][len(done["ids"]) - 1 - done["ids"][::-1].index(record_id)]
+            if current is not None:
+                break
+        if current is None:
+            coll = self.collections[name]
+            current = coll.get(record_id, include_vector=False).metadata or {}
+        merged = _checked_metadata(self.collections[name].config, merge_patch(current, record["patch"]))
+        return {"op": "meta", "c": name, "id": record_id, "m": merged}
 
     def _apply_record(self, record: dict[str, Any], op: _Op | None = None, changes: list[Change] | None = None,
                       lsn: int = 0) -> Any:

@@ -288,7 +288,8 @@ export declare class S5vecClient {
   upsert(collection: string, record: RecordIn): Promise<{ id: string; status: "upserted" }>;
   upsertBatch(collection: string, records: RecordIn[]): Promise<BatchResult>;
   get(collection: string, id: string | number, options?: { includeVector?: boolean }): Promise<StoredRecord>;
-  updateMetadata(collection: string, id: string | number, metadata: Metadata): Promise<{ id: string; status: "updated" }>;
+  updateMetadata(collection: string, id: string | number, metadata: Metadata,
+                 options?: { merge?: boolean }): Promise<{ id: string; status: "updated" }>;
   /** By ids (an array) or `{filter}`; `deleted` counts the records that existed. */
   delete(collection: string, target: (string | number)[] | { filter: Filter }): Promise<{ deleted: number }>;
   find(collection: string, filter?: Filter | null, options?: { limit?: number; offset?: number; includeVector?: boolean }):

@@ -237,8 +237,10 @@ export class S5vecClient {
       { query: { include_vector: includeVector } });
   }
 
-  updateMetadata(collection, id, metadata) {
-    return this.request("PATCH", `${this._c(collection)}/vectors/${encodeURIComponent(String(id))}`,
+  /** Replace a record's metadata (PUT); with `{merge: true}`, merge into it instead (PATCH,
+   * JSON Merge Patch: `null` deletes a key, objects merge recursively). */
+  updateMetadata(collection, id, metadata, { merge = false } = {}) {
+    return this.request(merge ? "PATCH" : "PUT", `${this._c(collection)}/vectors/${encodeURIComponent(String(id))}`,
       { body: { metadata }, idempotent: true });
   }
 

@@ -86,6 +86,12 @@ async def test_records_round_trip_through_upsert_get_update_and_delete(client: A
     assert (await client.get("c-rec", odd_id, include_vector=False)).vector is None
     await client.update_metadata("c-rec", odd_id, {"genre": ["drama"], "views": 3})
     assert (await client.get("c-rec", odd_id)).metadata == {"genre": ["drama"], "views": 3}
+    await client.update_metadata("c-rec", odd_id, {"views": 91, "rating": {"imdb": 7}}, merge=True)
+    assert (await client.get("c-rec", odd_id)).metadata == {"genre": ["drama"], "views": 91, "rating": {"imdb": 7}}
+    await client.update_metadata("c-rec", odd_id, {"genre": None, "rating": {"mpaa": "PG"}}, merge=True)
+    assert (await client.get("c-rec", odd_id)).metadata == {"views": 91, "rating": {"imdb": 7, "mpaa": "PG"}}
+    await client.update_metadata("c-rec", odd_id, {"views": 1})
+    assert (await client.get("c-rec", odd_id)).metadata == {"views": 1}
     await client.delete("c-rec", odd_id)
     with pytest.raises(RecordNotFound) as missing:
         await client.get("c-rec", odd_id)

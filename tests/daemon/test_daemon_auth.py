@@ -63,6 +63,8 @@ TABLE: Final[dict[tuple[str, str], Row]] = {
                                                              {"ids": ["b"]}),
     ("PATCH", f"{API}/collections/{{c}}/vectors/{{id}}"): Row("write", f"{API}/collections/v/vectors/a",
                                                               {"metadata": {"x": 1}}),
+    ("PUT", f"{API}/collections/{{c}}/vectors/{{id}}"): Row("write", f"{API}/collections/v/vectors/a",
+                                                            {"metadata": {"x": 1}}),
     ("GET", f"{API}/collections/{{c}}/vectors"): Row("read", f"{API}/collections/v/vectors"),
     ("GET", f"{API}/collections/{{c}}/export"): Row("read", f"{API}/collections/v/export", stream=True),
     ("GET", f"{API}/collections/{{c}}/vectors/{{id}}"): Row("read", f"{API}/collections/v/vectors/a"),

@@ -90,7 +90,7 @@ async def test_filters_are_exact_in_both_tiers_and_metadata_edits_apply(client: 
     assert [int(r["id"]) for r in body["results"]] == truth
 
     target = str(truth[0])
-    resp = await client.patch(f"{API}/collections/f/vectors/{target}", json={"metadata": {"genre": ["archived"]}})
+    resp = await client.put(f"{API}/collections/f/vectors/{target}", json={"metadata": {"genre": ["archived"]}})
     assert resp.status == 200
     body = await search(client, "f", {"vector": query.tolist(), "k": 10, "filter": spec})
     assert target not in [r["id"] for r in body["results"]]
