@@ -313,14 +313,25 @@ class AsyncClient:
                                    code="connection_failed") from None
         except (aiohttp.ClientError, ConnectionError) as exc:
             raise ConnectionFailed(f"the export from {self.url} broke: {exc}", code="connection_failed") from None
+        except RuntimeError as exc:  # aiohttp's stream reader, when the connection closed under it
+            if "Connection closed" not in str(exc):
+                raise
+            raise ConnectionFailed(f"the export from {self.url} broke: the connection closed",
+                                   code="connection_failed") from None
         except TimeoutError:
             raise RequestTimeout(f"the export from {self.url} stalled for {self.timeout} s", code="timeout") from None
 
     async def export(self, collection: str, include_vector: bool = True,
                      after: str | None = None) -> AsyncGenerator[Record, None]:
-        """Every record of a collection in id order (see :meth:`export_lines`)."""
+        """Every record of a collection in id order (see :meth:`export_lines`). Raises
+        S5vecError when the stream breaks off or holds something other than records."""
         async for line in self.export_lines(collection, include_vector, after):
-            yield _RECORD.decode(line)
+            try:
+                record = _RECORD.decode(line)
+            except msgspec.DecodeError as exc:  # a proxy's page or a server fault inside the stream
+                raise S5vecError(f"the export from {self.url} is not NDJSON records: {exc}",
+                                 code="invalid_response") from None
+            yield record
 
     # --------------------------------------------------------------------- search
     async def search(self, collection: str, vector: Any = None, k: int = 10,

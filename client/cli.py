@@ -604,6 +604,11 @@ async def _export(client: AsyncClient, args: argparse.Namespace, out: Output) ->
             target.write(line)
             count += line.count(b"\n")
             bar.update(line.count(b"\n"))
+    except S5vecError as exc:  # the stream broke off: say what was kept, and that it is not all
+        where = args.out or "the output"
+        raise type(exc)(f"{exc.message}; {where} is incomplete: {count} records were written before the "
+                        f"export broke off (resume with --after <last id written>)", status=exc.status,
+                        code=exc.code, field=exc.field) from None
     finally:
         bar.close()
         if args.out:
@@ -629,11 +634,16 @@ def _output(path: str | None) -> IO[bytes]:
 
 async def _batched(lines: AsyncIterator[bytes], size: int = 1 << 16) -> AsyncIterator[bytes]:
     buffer = io.BytesIO()
-    async for line in lines:
-        buffer.write(line)
-        if buffer.tell() >= size:
+    try:
+        async for line in lines:
+            buffer.write(line)
+            if buffer.tell() >= size:
+                yield buffer.getvalue()
+                buffer = io.BytesIO()
+    except S5vecError:
+        if buffer.tell():  # the whole lines received before a failure still go out
             yield buffer.getvalue()
-            buffer = io.BytesIO()
+        raise
     if buffer.tell():
         yield buffer.getvalue()
 
