@@ -21,11 +21,18 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder
-from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
+
+from .process_metrics import ProcessCollector
 
 if TYPE_CHECKING:
     from .database import Database
@@ -91,8 +98,8 @@ class Metrics:
             for outcome in ("success", "failure"):
                 self.job_runs.labels(job, outcome)  # export zeros, so rate() works from the first failure
         self._state: StateCollector | None = None
-        if process:
-            ProcessCollector(namespace=NAMESPACE, registry=reg)
+        if process:  # ours, not prometheus-client's: that one needs /proc/stat, hidden by ProcSubset=pid
+            reg.register(ProcessCollector(NAMESPACE))
 
     # ----------------------------------------------------------------- hot path
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:

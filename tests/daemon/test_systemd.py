@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, free_port
+from prometheus_client.parser import text_string_to_metric_families
 from s5vec.daemon.systemd import Notifier
 
 UNIT = REPO / "systemd" / "s5vec.service"
@@ -73,11 +74,12 @@ def notify_socket() -> Iterator[NotifySocket]:
 class Service:
     """``s5vec serve`` started as systemd would: NOTIFY_SOCKET, WATCHDOG_USEC, a config file."""
 
-    def __init__(self, tmp_path: Path, env: dict[str, str], config: Path | None = None) -> None:
+    def __init__(self, tmp_path: Path, env: dict[str, str], config: Path | None = None,
+                 wrapper: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp_path / "service.log"
-        args = [sys.executable, "-m", "s5vec.daemon.cli", "serve", "--data-dir", str(tmp_path / "data"),
+        args = [*wrapper, sys.executable, "-m", "s5vec.daemon.cli", "serve", "--data-dir", str(tmp_path / "data"),
                 "--port", str(self.port)]
         if config is not None:
             args += ["--config", str(config)]
@@ -202,6 +204,42 @@ def test_daemon_notifies_ready_status_watchdog_and_stopping(tmp_path: Path, noti
     assert "SIGTERM: stopping" in service.log.read_text()
 
 
+PROCESS_FAMILIES = ("s5vec_process_cpu_seconds", "s5vec_process_resident_memory_bytes",
+                    "s5vec_process_virtual_memory_bytes", "s5vec_process_start_time_seconds",
+                    "s5vec_process_open_fds", "s5vec_process_max_fds")
+# the /proc the unit's ProtectProc=invisible + ProcSubset=pid give the service: process directories only
+PROC_SUBSET_PID = ("unshare", "--mount", "--pid", "--fork", "--propagation", "private", "--kill-child=SIGTERM",
+                   "sh", "-ec", ("mount -t proc -o subset=pid,hidepid=invisible proc /proc; "
+                                 "test ! -e /proc/stat; test -e /proc/self/stat; exec \"$@\""), "sh")
+
+
+@pytest.mark.e2e
+def test_process_metrics_are_exported_under_the_units_proc_subset(tmp_path: Path,
+                                                                  notify_socket: NotifySocket) -> None:
+    probe = subprocess.run([*PROC_SUBSET_PID, "true"], capture_output=True, text=True, timeout=30, check=False)
+    if probe.returncode != 0:  # CI runs as root: this must work there, so say so rather than skip
+        pytest.fail(f"cannot mount /proc with subset=pid in a new namespace: {probe.stderr.strip()}")
+    launched = time.time()
+    service = Service(tmp_path, {"NOTIFY_SOCKET": notify_socket.address}, wrapper=PROC_SUBSET_PID)
+    try:
+        notify_socket.expect(ready)
+        with urllib.request.urlopen(service.url + "/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        # unshare ignores SIGTERM while it waits: stop the daemon itself, its only child
+        pid = service.proc.pid
+        (daemon_pid,) = map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
+        os.kill(daemon_pid, signal.SIGTERM)
+        assert service.proc.wait(60) == 0
+    finally:
+        service.kill()
+    samples = {family.name: family.samples[0].value
+               for family in text_string_to_metric_families(text) if family.name.startswith("s5vec_process_")}
+    assert sorted(samples) == sorted(PROCESS_FAMILIES), text
+    assert launched - 5 <= samples["s5vec_process_start_time_seconds"] <= time.time()
+    assert samples["s5vec_process_resident_memory_bytes"] > 10 * 2**20
+    assert samples["s5vec_process_cpu_seconds"] > 0 and samples["s5vec_process_open_fds"] > 3
+
+
 def write_config(path: Path, key: str, log_level: str = "info") -> None:
     path.write_text(f'log_level = "{log_level}"\n\n[[auth.keys]]\nkey = "{key}"\nscopes = ["admin"]\n')
 
@@ -292,6 +330,23 @@ def test_unit_file_declares_notify_watchdog_secrets_state_and_hardening() -> Non
                       "ExecReload=/bin/kill -HUP $MAINPID", "NoNewPrivileges=yes", "ProtectSystem=strict",
                       "ProtectHome=yes", "PrivateTmp=yes", "RestartPreventExitStatus=65 78"):
         assert directive in lines, directive
+
+
+def test_unit_file_keeps_its_systemd_analyze_security_exposure(tmp_path: Path) -> None:
+    """The exposure ``systemd-analyze security`` rates (1.5, "OK") with /proc reduced to the
+    service's own processes (the process metrics read only those: see the test above)."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.fail("systemd-analyze is missing: `make tools` installs Debian's systemd package")
+    unit = tmp_path / "s5vec.service"
+    unit.write_text(UNIT.read_text().replace("/opt/s5vec/.venv/bin/s5vec", str(Path(sys.executable).with_name("s5vec"))))
+    command = [analyze, "security", "--offline=yes", "--no-pager", str(unit)]
+    rated = subprocess.run([*command, "--threshold=15"], capture_output=True, text=True, timeout=60, check=False)
+    assert rated.returncode == 0, rated.stdout[-2000:] + rated.stderr  # exposure 1.5 or better
+    checks = json.loads(subprocess.run([*command, "--json=short"], capture_output=True, text=True, timeout=60,
+                                       check=True).stdout)
+    assert {c["name"]: c["set"] for c in checks if c["name"] in ("ProcSubset=", "ProtectProc=")} == {
+        "ProcSubset=": True, "ProtectProc=": True}
 
 
 def test_unit_file_passes_systemd_analyze_verify(tmp_path: Path) -> None:
