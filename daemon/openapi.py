@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final
 
 import msgspec
+
+from s5vec.index.records import METRICS, NAME_RE
 
 from .admin import BackupIn
 from .wire import (
@@ -46,6 +49,9 @@ def _object(**properties: Any) -> dict[str, Any]:
 
 
 _STR: Final = {"type": "string"}
+_STATS: Final = {"type": "object", "required": ["name", "dimension", "metric", "count"], "additionalProperties": True,
+                 "properties": {"name": {"type": "string"}, "dimension": {"type": "integer"},
+                                "metric": {"type": "string", "enum": list(METRICS)}, "count": {"type": "integer"}}}
 _INT: Final = {"type": "integer"}
 _UPSERTED: Final = _object(id=_STR, status={"const": "upserted"})
 _UPDATED: Final = _object(id=_STR, status={"const": "updated"})
@@ -71,6 +77,70 @@ def _streamed(op: dict[str, Any], media_type: str, description: str) -> dict[str
     return {**op, "responses": {**op["responses"], "200": ok}}
 
 
+def _one_of(*alternatives: tuple[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Exactly one of the named properties present (with a value of its schema)."""
+    return [{"type": "object", "required": [name], "properties": {name: schema}} for name, schema in alternatives]
+
+
+def _tighten(components: dict[str, Any]) -> None:
+    """Rules of the server that msgspec's generated schemas do not carry."""
+    vector_or_text = _one_of(("vector", {"type": "array", "items": {"type": "number"}}), ("text", {"type": "string"}))
+    components["VectorIn"]["oneOf"] = vector_or_text
+    components["VectorIn"]["description"] += (" Exactly one of 'vector' and 'text'; 'id' is required except on a "
+                                              "video_nft collection, which derives it from the metadata.")
+    components["SearchIn"]["oneOf"] = vector_or_text
+    components["DeleteIn"]["oneOf"] = _one_of(
+        ("ids", {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]}}),
+        ("filter", {"$ref": "#/components/schemas/NonEmptyFilter"}))
+    components["NonEmptyFilter"] = {"type": "object", "minProperties": 1,
+                                    "description": "A metadata filter; an empty one would match every record."}
+    name = components["CollectionIn"]["properties"]["name"]
+    name["pattern"] = f"^{NAME_RE.pattern}$"
+    components["CollectionIn"]["properties"]["metric"] = {"enum": list(METRICS), "default": "cosine"}
+
+
+_TAGS: Final = (("/api/v1/admin", "admin"), ("/api/v1/stream", "feeds"), ("/api/v1/ws", "feeds"),
+                ("/api/v1/collections/{c}/search", "search"), ("/api/v1/search", "search"),
+                ("/api/v1/collections/{c}/vectors", "vectors"), ("/api/v1/vectors", "vectors"),
+                ("/api/v1/collections/{c}/ingest", "vectors"), ("/api/v1/collections/{c}/export", "vectors"),
+                ("/api/v1/collections", "collections"), ("/", "service"))
+OPERATION_IDS: Final = {
+    ("get", "/health"): "health", ("get", "/ready"): "ready", ("get", "/metrics"): "metrics",
+    ("get", "/api/v1/collections"): "list_collections", ("post", "/api/v1/collections"): "create_collection",
+    ("get", "/api/v1/collections/{c}"): "get_collection", ("delete", "/api/v1/collections/{c}"): "drop_collection",
+    ("post", "/api/v1/collections/{c}/vectors"): "upsert", ("get", "/api/v1/collections/{c}/vectors"): "find",
+    ("post", "/api/v1/collections/{c}/vectors/batch"): "upsert_batch",
+    ("post", "/api/v1/collections/{c}/vectors/delete"): "delete_many",
+    ("get", "/api/v1/collections/{c}/vectors/{id}"): "get_record",
+    ("patch", "/api/v1/collections/{c}/vectors/{id}"): "merge_metadata",
+    ("put", "/api/v1/collections/{c}/vectors/{id}"): "replace_metadata",
+    ("delete", "/api/v1/collections/{c}/vectors/{id}"): "delete_record",
+    ("post", "/api/v1/collections/{c}/search"): "search",
+    ("post", "/api/v1/collections/{c}/ingest"): "ingest", ("get", "/api/v1/collections/{c}/export"): "export",
+    ("post", "/api/v1/collections/{c}/tune"): "tune_collection",
+    ("post", "/api/v1/vectors"): "default_upsert", ("post", "/api/v1/vectors/batch"): "default_upsert_batch",
+    ("get", "/api/v1/vectors/{id}"): "default_get_record", ("delete", "/api/v1/vectors/{id}"): "default_delete_record",
+    ("post", "/api/v1/search"): "default_search",
+    ("get", "/api/v1/stream/updates"): "stream_updates", ("get", "/api/v1/ws"): "websocket",
+    ("get", "/api/v1/admin/statistics"): "statistics", ("get", "/api/v1/admin/jobs"): "list_jobs",
+    ("get", "/api/v1/admin/backups"): "list_backups", ("post", "/api/v1/admin/backups/{id}/verify"): "verify_backup",
+    ("get", "/api/v1/admin/health"): "health_report",
+}
+
+
+def _name_operations(paths: dict[str, Any]) -> None:
+    """Give every operation an ``operationId`` (client method names) and a tag (by path).
+    Operations missing from OPERATION_IDS get ``<method>_<path words>``."""
+    for path, item in paths.items():
+        tag = next(t for prefix, t in _TAGS if path.startswith(prefix))
+        for method, op in item.items():
+            words = re.sub(r"[^a-z0-9]+", "_", path.removeprefix("/api/v1").lower()).strip("_")
+            fallback = words.removeprefix("admin_") if path.startswith("/api/v1/admin/") and method == "post" \
+                else f"{method}_{words}"
+            op.setdefault("operationId", OPERATION_IDS.get((method, path), fallback))
+            op.setdefault("tags", [tag])
+
+
 def build_openapi(version: str) -> dict[str, Any]:
     _, components = msgspec.json.schema_components(_STRUCTS, ref_template="#/components/schemas/{name}")
     c, cv = ("c",), ("c", "id")
@@ -84,7 +154,8 @@ def build_openapi(version: str) -> dict[str, Any]:
                            "responses": {status: {"description": text, "content": {"application/json": {"schema": {
                                "type": "object", "required": ["ready"], "properties": {"ready": {"type": "boolean"}}}}}}
                                for status, text in (("200", "ready"), ("503", "still loading"))}}},
-        "/api/v1/collections": {"get": _op("List collections", None, _object(collections={"type": "array"})),
+        "/api/v1/collections": {"get": _op("List collections", None, _object(collections={
+                                    "type": "array", "items": _STATS})),
                                 "post": create},
         "/api/v1/collections/{c}": {"get": _op("Collection statistics", None, None, params=c),
                                     "delete": _op("Drop a collection", None, _DELETED_ID, params=c)},
@@ -165,6 +236,8 @@ def build_openapi(version: str) -> dict[str, Any]:
                              "responses": {"200": {"description": "metrics",
                                                    "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
     }
+    _tighten(components)
+    _name_operations(paths)
     return {
         "openapi": "3.1.0",
         "info": {"title": "s5vec", "version": version},

@@ -306,10 +306,23 @@ async def post_batch(request: web.Request) -> web.Response:
     return await upsert_many(request, request.match_info["c"])
 
 
+async def post_only(request: web.Request) -> web.Response:
+    """Any other method on a POST-only path below ``/vectors/``: 405 with ``Allow: POST``.
+    Without it ``GET .../vectors/batch`` would fetch a record named "batch", and a 405 would
+    list the methods of ``/vectors/{id}`` (aiohttp joins those of every resource the path matches)."""
+    raise web.HTTPMethodNotAllowed(request.method, ["POST"])
+
+
+routes.route("*", "/api/v1/collections/{c}/vectors/batch")(post_only)  # same resource as the POST above
+
+
 @routes.post("/api/v1/collections/{c}/vectors/delete")
 async def post_delete(request: web.Request) -> web.Response:
     body: DeleteIn = await decode(request, DeleteIn)
     return reply({"deleted": await delete_records(request.app[DB], request.match_info["c"], body)})
+
+
+routes.route("*", "/api/v1/collections/{c}/vectors/delete")(post_only)
 
 
 @routes.patch("/api/v1/collections/{c}/vectors/{id}")
@@ -387,6 +400,9 @@ async def seed_post_vector(request: web.Request) -> web.Response:
 @routes.post("/api/v1/vectors/batch")
 async def seed_post_batch(request: web.Request) -> web.Response:
     return await upsert_many(request, DEFAULT)
+
+
+routes.route("*", "/api/v1/vectors/batch")(post_only)
 
 
 @routes.get("/api/v1/vectors/{id}")
