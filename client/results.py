@@ -153,13 +153,16 @@ class Event(Struct, frozen=True, kw_only=True):
     """A change: ``type`` is vector_added / vector_updated / vector_deleted (with
     ``collection`` and ``record``) or a job event (migration_*, checkpoint_completed,
     backup_completed, with ``data``). ``lsn`` is the WAL sequence number; the events of
-    one batch share it. ``event_id`` is the SSE id (sent on a batch's last event)."""
+    one batch share it. ``id`` is a job event's own position (``"<lsn>.<n>"``; pass it as
+    ``since`` / ``last_event_id`` to resume right after it); ``event_id`` is the SSE id
+    (sent on a batch's last event and on every job event)."""
 
     type: str
     lsn: int
     collection: str | None = None
     record: EventRecord | None = None
     data: dict[str, Any] | None = None
+    id: str | None = None
     event_id: str | None = None
 
 
@@ -186,9 +189,10 @@ class Notice(Struct, frozen=True, kw_only=True):
     sub: str | None = None
 
     @property
-    def resume_from(self) -> int | None:
+    def resume_from(self) -> int | str | None:
+        """Where delivery resumes: an LSN, or ``"<lsn>.<n>"`` right after a job event."""
         value = self.data.get("resume_from")
-        return int(value) if isinstance(value, int) else None
+        return value if isinstance(value, (int, str)) and not isinstance(value, bool) else None
 
 
 def collection_info(data: dict[str, Any]) -> CollectionInfo:

@@ -244,6 +244,8 @@ class UpdateStream:
         event = msgspec.convert({**data, "event_id": raw.id}, Event)
         if self._skip is not None:
             lsn, count = self._skip
+            if event.lsn < lsn:  # a job event right after LSN lsn - 1: it came before the batch
+                return None
             if event.lsn == lsn and count > 0:
                 self._skip = (lsn, count - 1)
                 return None

@@ -72,6 +72,7 @@ class _Subscribed(Struct, tag="subscribed", tag_field="type"):
     id: Any
     sub: str
     lsn: int | None = None
+    since: str | None = None
     results: list[SearchHit] | None = None
 
 
@@ -116,7 +117,7 @@ class Subscription(Generic[T]):
         self._ended = False
         self._discard = False
         self._error: BaseException | None = None
-        self._position: int | None = message.get("since")  # resume after this LSN ...
+        self._position: int | str | None = message.get("since")  # resume after this event id ...
         self._seen_at: tuple[int, int] | None = None  # ... (lsn, events of it already delivered)
         self._skip: tuple[int, int] | None = None
 
@@ -176,7 +177,7 @@ class Subscription(Generic[T]):
     def _subscribed(self, reply: Any) -> None:
         if isinstance(reply, _Subscribed):
             if self._position is None:
-                self._position = reply.lsn
+                self._position = reply.since if reply.since is not None else reply.lsn
             if self.lsn is None:
                 self.lsn = reply.lsn
             if reply.results is not None:
@@ -185,7 +186,8 @@ class Subscription(Generic[T]):
     def resume_message(self) -> dict[str, Any]:
         """The subscribe message that continues exactly after what was delivered: a change
         feed goes back one LSN and skips the events of it already delivered (frames do not
-        mark the end of a batch, and a large one spans several). If the daemon can no
+        mark the end of a batch, and a large one spans several), or resumes right after the
+        last job event delivered (it has an id of its own). If the daemon can no
         longer replay that LSN (it restarted from a checkpoint), a ``missed`` notice says
         so, although usually that batch had come whole. A standing query starts afresh
         (new ``results``; matches while disconnected are not replayed)."""
@@ -207,11 +209,15 @@ class Subscription(Generic[T]):
             skip = self._skip
             for event in frame.events:
                 if skip is not None:
+                    if event.lsn < skip[0]:  # a job event right after LSN skip[0] - 1: came before
+                        continue
                     if event.lsn == skip[0] and skip[1] > 0:
                         skip = (skip[0], skip[1] - 1)
                         continue
                     skip = None
-                if self._seen_at is not None and self._seen_at[0] == event.lsn:
+                if event.id is not None:  # a job event: a position of its own
+                    self._position, self._seen_at = event.id, None
+                elif self._seen_at is not None and self._seen_at[0] == event.lsn:
                     self._seen_at = (event.lsn, self._seen_at[1] + 1)
                 else:
                     self._seen_at = (event.lsn, 1)
@@ -539,10 +545,11 @@ class WebSocketSession:
         return f"c{next(self._names)}"
 
     def subscribe(self, collections: Sequence[str] | None = None, filter: Mapping[str, Any] | None = None, *,
-                  types: Sequence[str] | None = None, since: int | None = None,
+                  types: Sequence[str] | None = None, since: int | str | None = None,
                   include_vector: bool = False) -> Subscription[Event | Notice]:
         """Changes of ``collections`` (all when None) whose metadata matches ``filter``,
-        of the given event ``types``, live or replayed from after LSN ``since``."""
+        of the given event ``types``, live or replayed from after event id ``since`` (an
+        LSN, or a job event's ``"<lsn>.<n>"``)."""
         message: dict[str, Any] = {"type": "subscribe", "include_vector": include_vector}
         for key, value in (("collections", list(collections) if collections is not None else None),
                            ("filter", filter), ("types", list(types) if types is not None else None),

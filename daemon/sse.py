@@ -2,12 +2,13 @@
 
 Query: ``collection`` (repeatable or comma-separated; default all), ``types``
 (comma-separated event types; default all), ``filter`` (JSON metadata filter),
-``include_vector``, ``since`` (an LSN; the ``Last-Event-ID`` header wins, as browsers
+``include_vector``, ``since`` (an event id; the ``Last-Event-ID`` header wins, as browsers
 send it when they reconnect).
 
 Each event is ``event: <type>`` + ``data: <JSON>``; ``id: <LSN>`` is sent on the last event
-of each WAL record (the events of one batch share its LSN), so a client that reconnects
-with the last id it saw misses nothing. Notices: ``lagged`` (the stream fell
+of each WAL record (the events of one batch share its LSN) and ``id: <LSN>.<n>`` on the n-th
+job event after that LSN, so a client that reconnects with the last id it saw gets exactly
+what came after (see :mod:`s5vec.ops.events`). Notices: ``lagged`` (the stream fell
 ``events.queue_events`` behind and is being fed from the retained window), ``missed``
 (events too old for the window: how many sequence numbers and where delivery resumed),
 ``ahead`` (``since`` is beyond this server's head), and a final ``disconnected`` (too far
@@ -25,7 +26,7 @@ import msgspec
 from aiohttp import web
 
 from s5vec.index import compile_filter
-from s5vec.ops import ALL, Notice, Subscription
+from s5vec.ops import ALL, EventKey, Notice, Subscription, parse_event_id, resume_value
 
 from .errors import RequestInvalid
 from .feeds import CLOSE_GRACE_S, FEEDS, FRAME_EVENTS, parse_types
@@ -92,7 +93,7 @@ class EventStream:
             if isinstance(item, Notice):
                 out.append(b"event: " + item.kind.encode() + b"\n")
                 if item.kind in ("missed", "ahead"):
-                    out.append(b"id: %d\n" % item.data["resume_from"])
+                    out.append(b"id: " + str(item.data["resume_from"]).encode() + b"\n")
                 out.append(b"data: " + ENCODER.encode(item.data) + b"\n\n")
                 continue
             change: Any = item[0]  # a Change, or a Bundle of them with index ALL
@@ -103,7 +104,7 @@ class EventStream:
             out.append(b"event: " + change.event_type(index).encode() + b"\n")
             following = items[position + 1] if position + 1 < len(items) else (sub.queue[0] if sub.queue else None)
             if following is None or isinstance(following, Notice) or following[0] is not change:
-                out.append(b"id: %d\n" % change.lsn)  # the record's last event here: safe to resume after
+                out.append(b"id: " + change.event_id.encode() + b"\n")  # the record's last event: safe to resume after
             out.append(b"data: " + change.encoded(index, include_vector) + b"\n\n")
         return b"".join(out)
 
@@ -118,24 +119,21 @@ class EventStream:
 
     def too_slow(self, sub: Subscription) -> None:
         log.info("SSE subscriber more than %d events behind: disconnecting", sub.bus.max_lag_events)
-        self.end("disconnected", reason="too_slow", resume_from=sub.position)
+        self.end("disconnected", reason="too_slow", resume_from=resume_value(sub.position))
 
     async def shut_down(self) -> None:
         self.end("going_away", reason="server shutting down",
-                 resume_from=self.sub.position if self.sub is not None else None)
+                 resume_from=resume_value(self.sub.position) if self.sub is not None else None)
 
 
-def _since(request: web.Request) -> int | None:
+def _since(request: web.Request) -> EventKey | None:
     raw = request.headers.get("Last-Event-ID") or request.query.get("since")
     if raw is None or raw == "":
         return None
     try:
-        value = int(raw)
-    except ValueError:
-        raise RequestInvalid("since / Last-Event-ID must be an event id (a non-negative integer)", "since") from None
-    if value < 0:
-        raise RequestInvalid("since / Last-Event-ID must be an event id (a non-negative integer)", "since")
-    return value
+        return parse_event_id(raw.strip())
+    except ValueError as exc:
+        raise RequestInvalid(f"since / Last-Event-ID must be an event id: {exc}", "since") from None
 
 
 @routes.get("/api/v1/stream/updates")
@@ -154,7 +152,7 @@ async def stream_updates(request: web.Request) -> web.StreamResponse:
             raise RequestInvalid(f"filter must be a JSON object ({exc})", "filter") from None
         if not isinstance(spec, dict):
             raise RequestInvalid("filter must be a JSON object", "filter")
-        predicate = compile_filter(spec) if spec else None
+        predicate = compile_filter(spec, db.config.filter_limits) if spec else None
     include_vector = flag(request, "include_vector", False)
     since = _since(request)
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",

@@ -165,6 +165,7 @@ EventType = Literal["vector_added", "vector_updated", "vector_deleted", "migrati
                     "migration_completed", "checkpoint_completed", "backup_completed"]
 SubId = Annotated[str, Meta(min_length=1, max_length=64)]
 Lsn = Annotated[int, Meta(ge=0)]
+EventIdText = Annotated[str, Meta(pattern=r"^[0-9]{1,18}(\.[0-9]{1,18})?$")]  # "<lsn>" or "<lsn>.<n>"
 
 
 class WsAuth(Struct, tag="auth", tag_field="type", forbid_unknown_fields=True):
@@ -215,12 +216,13 @@ class WsSearch(SearchIn, tag="search", tag_field="type", kw_only=True):
 
 class WsSubscribe(Struct, tag="subscribe", tag_field="type", forbid_unknown_fields=True):
     """Change feed of some collections (all when omitted), optionally filtered by metadata
-    and event type, from now or from the first change after LSN ``since``."""
+    and event type, from now or from the first change after ``since``: an event id (an LSN,
+    or ``"<lsn>.<n>"`` for a job event, see :mod:`s5vec.ops.events`)."""
 
     collections: list[str] | None = None
     filter: dict[str, Any] | None = None
     types: list[EventType] | None = None
-    since: Lsn | None = None
+    since: Lsn | EventIdText | None = None
     include_vector: bool = False
     sub: SubId | None = None
     id: MessageId = None

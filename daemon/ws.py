@@ -25,7 +25,9 @@ import msgspec
 from aiohttp import WSMsgType, web
 
 from s5vec.index import RecordNotFound, compile_filter, prepare_query
-from s5vec.ops import ALL, Database, EventBus, Notice, Query, StandingQuery, Subscription, expand
+from s5vec.ops import (
+    ALL, Database, EventBus, Notice, Query, StandingQuery, Subscription, event_id, expand, parse_event_id,
+)
 
 from .auth import RANK, WS_PATH, KeyRing, bearer_token
 from .config import Config
@@ -202,7 +204,7 @@ class Connection:
 
     def _too_slow(self, sub: Subscription) -> None:
         log.info("websocket subscriber more than %d events behind: disconnecting", self.bus.max_lag_events)
-        self.close(TOO_SLOW, f"too slow: resume with since={sub.position}".encode())
+        self.close(TOO_SLOW, f"too slow: resume with since={event_id(sub.position)}".encode())
 
     # ---------------------------------------------------------------- receive
     async def _authenticate(self) -> bool:
@@ -332,11 +334,13 @@ class Connection:
         name = self._name(msg.sub)
         for collection in msg.collections or ():
             self.db.collection(collection)
-        predicate = compile_filter(msg.filter) if msg.filter else None
+        predicate = compile_filter(msg.filter, self.db.config.filter_limits) if msg.filter else None
+        since = parse_event_id(msg.since) if msg.since is not None else None
         sub = self.bus.subscribe(wake=self.wakeup.set, kill=self._too_slow, collections=msg.collections,
-                                 types=parse_types(msg.types), predicate=predicate, since=msg.since)
+                                 types=parse_types(msg.types), predicate=predicate, since=since)
         self.feeds[name] = Feed(name, sub, msg.include_vector)
-        await self._send({"type": "subscribed", "id": msg.id, "sub": name, "lsn": self.bus.head})
+        await self._send({"type": "subscribed", "id": msg.id, "sub": name, "lsn": self.bus.head,
+                          "since": event_id(sub.position)})  # delivery starts after this
         self.wakeup.set()
 
     async def _subscribe_query(self, msg: WsSubscribeQuery) -> None:
@@ -347,10 +351,10 @@ class Connection:
         if msg.score_threshold is not None and not math.isfinite(msg.score_threshold):
             raise RequestInvalid("score_threshold must be finite", "score_threshold")
         vector = prepare_query(coll.config, msg.vector)
-        predicate = compile_filter(msg.filter) if msg.filter else None
+        predicate = compile_filter(msg.filter, self.db.config.filter_limits) if msg.filter else None
         self.reserved.add(name)
         try:
-            since = self.bus.head  # events after this are caught up from the window
+            since = self.bus.head_key  # events after this are caught up from the window
             seed: list[SearchResult] = []
             if msg.k is not None:
                 hits, _ = await self.db.search(msg.collection, vector, Query(
@@ -363,7 +367,8 @@ class Connection:
                                  predicate=predicate, standing=standing, since=since)
         sub.seed((r.id, r.score) for r in seed)
         self.feeds[name] = Feed(name, sub, msg.include_vector)
-        await self._send({"type": "subscribed", "id": msg.id, "sub": name, "lsn": since, "results": seed})
+        await self._send({"type": "subscribed", "id": msg.id, "sub": name, "lsn": since[0], "since": event_id(since),
+                          "results": seed})
         self.wakeup.set()
 
     async def _send_loop(self) -> None:

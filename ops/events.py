@@ -6,6 +6,15 @@ of one WAL record (an upsert batch) share its LSN and are published together. Jo
 (migration, checkpoint, backup) have no WAL record of their own: they carry the highest
 LSN published so far, so ids never go backwards.
 
+Positions in the feed (event ids) are derived from the LSN stream alone, so another node
+replaying the same WAL gives the same ids: ``"<lsn>"`` is the position right after the data
+change at that LSN, ``"<lsn>.<n>"`` the position right after the n-th job event emitted
+after it (n counts from 1 and restarts with every new LSN). Positions order as the pair
+``(lsn, n)``; resuming with an id delivers exactly what came after it, so a job event
+emitted at LSN N reaches a client resuming with ``"N"``, and resuming with its own id
+``"N.1"`` does not repeat it. Job events are not in the WAL: after a restart the window
+holds none from before it, and their numbering at the checkpoint's LSN starts again at 1.
+
 Backpressure: a subscriber queues at most ``queue_events`` events. When it is that far
 behind, live delivery stops, a ``lagged`` notice tells where it stood, and once its queue
 has drained it is fed from the retained window (catch-up) until it is live again. Events
@@ -39,13 +48,44 @@ _RECORD_OVERHEAD: Final = 96  # bytes a retained record costs beyond its vector 
 _JSON: Final = msgspec.json.Encoder()
 _DECODE: Final = msgspec.json.Decoder(dict[str, Any]).decode
 _ENCODED_CHANGES: Final = 1024  # the most recent changes keep their encodings
+_MAX_ID: Final = 2**63 - 1
+EventKey = tuple[int, int]  # (lsn, n): a position in the feed, see the module doc
+
+
+def event_id(key: EventKey) -> str:
+    """The text of a feed position: ``"<lsn>"`` or ``"<lsn>.<n>"`` after a job event."""
+    return str(key[0]) if key[1] == 0 else f"{key[0]}.{key[1]}"
+
+
+def resume_value(key: EventKey) -> int | str:
+    """A position as notices report it: the LSN (an integer) when it is a data change's,
+    else the ``"<lsn>.<n>"`` text."""
+    return key[0] if key[1] == 0 else event_id(key)
+
+
+def parse_event_id(value: str | int) -> EventKey:
+    """A feed position from an event id: ``N`` (a plain LSN, as older ids) or ``"N.n"``.
+
+    Raises:
+        ValueError: not such an id (the message says what one looks like).
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        if 0 <= value <= _MAX_ID:
+            return value, 0
+    elif isinstance(value, str):
+        lsn, dot, n = value.partition(".")
+        if lsn.isascii() and lsn.isdigit() and (not dot or (n.isascii() and n.isdigit())):
+            key = int(lsn), int(n) if dot else 0
+            if key[0] <= _MAX_ID and key[1] <= _MAX_ID:
+                return key
+    raise ValueError("an event id is a non-negative integer (an LSN) or \"<lsn>.<n>\" (a job event's id)")
 
 
 class Change:
     """The events of one WAL record (or one job notice), published together."""
 
     __slots__ = ("_cache", "collection", "count", "data", "end", "existed", "ids", "kind", "lsn", "metadata",
-                 "nbytes", "seq", "timestamps", "vectors")
+                 "n", "nbytes", "seq", "timestamps", "vectors")
 
     def __init__(self, lsn: int, collection: str | None, kind: str, ids: Sequence[str] = (),
                  existed: Sequence[bool] | None = None, vectors: np.ndarray | None = None,
@@ -57,9 +97,20 @@ class Change:
         self.count = len(ids) if collection is not None else 1  # events in this change
         self.nbytes = ((vectors.nbytes if vectors is not None else 0) + _RECORD_OVERHEAD * self.count
                        + (sum(map(len, metadata)) if metadata is not None else 0))
+        self.n = 0  # a job event's number after its LSN (its id is "<lsn>.<n>"), assigned by publish_job
         self.seq = 0  # position in the bus, assigned by publish
         self.end = 0  # events published up to and including this change
         self._cache: dict[Any, Any] | None = None  # encodings, shared by every subscriber
+
+    @property
+    def key(self) -> EventKey:
+        """The feed position right after this change."""
+        return self.lsn, self.n
+
+    @property
+    def event_id(self) -> str:
+        """The id of this change's (last) event: ``"<lsn>"``, or ``"<lsn>.<n>"`` for a job event."""
+        return event_id((self.lsn, self.n))
 
     def document(self, index: int) -> dict[str, Any]:
         """The metadata of one record as a dict (decoded on demand: filters need it)."""
@@ -84,7 +135,7 @@ class Change:
 
     def encoded(self, index: int, include_vector: bool = False) -> bytes:
         """The event's JSON object (cached): ``{"type", "lsn", "collection", "record"}``
-        for vector events, ``{"type", "lsn", "data"}`` for job events."""
+        for vector events, ``{"type", "id", "lsn", "data"}`` for job events."""
         include_vector = include_vector and self.vectors is not None
         cache = self._encodings()
         events = cache.get(include_vector)
@@ -112,7 +163,7 @@ class Change:
             for i in range(self.count):
                 parts.append(b"event: " + self.event_type(i).encode() + b"\n")
                 if i == self.count - 1:
-                    parts.append(b"id: %d\n" % self.lsn)
+                    parts.append(b"id: " + self.event_id.encode() + b"\n")
                 parts.append(b"data: " + self.encoded(i, include_vector) + b"\n\n")
             cache[key] = b"".join(parts)
         return cache[key]  # type: ignore[no-any-return]
@@ -123,7 +174,7 @@ class Change:
     def _event(self, index: int, include_vector: bool) -> dict[str, Any]:
         kind = self.event_type(index)
         if self.collection is None:
-            return {"type": kind, "lsn": self.lsn, "data": self.data or {}}
+            return {"type": kind, "id": self.event_id, "lsn": self.lsn, "data": self.data or {}}
         record: dict[str, Any] = {"id": self.ids[index]}
         if self.kind != "delete":
             record["metadata"] = msgspec.Raw(self.metadata[index]) if self.metadata is not None else {}
@@ -276,7 +327,7 @@ class Subscription:
         self.queued = 0  # events (not notices) in the queue
         self.cursor = bus.seq  # seq of the last change considered
         self.cursor_total = bus.total  # events published up to the cursor
-        self.position = bus.head  # LSN of the last change considered: where a resume starts
+        self.position = bus.head_key  # feed position of the last change considered: where a resume starts
         self.live = True
         self.closed = False
         self.lags = 0
@@ -316,7 +367,7 @@ class Subscription:
         limit = self.bus.queue_events
         if bundle is not None and self.queued < limit and changes[0].seq > self.cursor:
             last = changes[-1]
-            self.cursor, self.cursor_total, self.position = last.seq, last.end, last.lsn
+            self.cursor, self.cursor_total, self.position = last.seq, last.end, last.key
             self.queue.append((bundle, ALL, None))
             self.queued += bundle.count
             self.wake()
@@ -327,14 +378,14 @@ class Subscription:
             if self.queued >= limit:
                 self.live = False
                 self.lags += 1
-                self.queue.append(Notice("lagged", {"resume_from": self.position, "queued": self.queued}))
+                self.queue.append(Notice("lagged", {"resume_from": resume_value(self.position), "queued": self.queued}))
                 break
             self._consider(change)
         if len(self.queue) != before:
             self.wake()
 
     def _consider(self, change: Change) -> None:
-        self.cursor, self.cursor_total, self.position = change.seq, change.end, change.lsn
+        self.cursor, self.cursor_total, self.position = change.seq, change.end, change.key
         types = self.types
         if change.collection is None:  # a job event: collections and filters concern records
             if types is None or change.kind in types:
@@ -408,9 +459,9 @@ class Subscription:
         bus = self.bus
         first = bus.first_seq
         if self.cursor + 1 < first:  # the changes it needed left the window
-            self.queue.append(Notice("missed", {"missed": max(1, bus.floor - self.position),
-                                                "resume_from": bus.floor}))
-            self.cursor, self.position = first - 1, bus.floor
+            self.queue.append(Notice("missed", {"missed": max(1, bus.floor - self.position[0]),
+                                                "resume_from": resume_value(bus.floor_key)}))
+            self.cursor, self.position = first - 1, bus.floor_key
             self.cursor_total = bus.events_through(first - 1)
         limit = bus.queue_events
         while self.cursor < bus.seq:
@@ -438,13 +489,15 @@ class EventBus:
         self.queue_events, self.max_lag_events = queue_events, max_lag_events
         self._window: list[Change] = []
         self._start = 0  # index of the oldest retained change in _window
-        self._lsns: list[int] = []  # parallel to _window, for bisect
+        self._keys: list[EventKey] = []  # parallel to _window (each change's position), for bisect
         self._events = 0
         self._bytes = 0
         self.seq = 0  # seq of the last change published
         self.total = 0  # events ever published
         self.head = 0  # highest LSN published
         self.floor = 0  # changes with an LSN at or below this are not retained
+        self.floor_key: EventKey = (0, 0)  # ... and those at or before this position
+        self._jobs: EventKey = (0, 0)  # (LSN, job events published after it)
         self._subs: list[Subscription] = []
 
     # ------------------------------------------------------------------ window
@@ -452,6 +505,12 @@ class EventBus:
         """Before replay at open: everything up to ``lsn`` (the checkpoint) is not retained."""
         self.head = max(self.head, lsn)
         self.floor = max(self.floor, lsn)
+        self.floor_key = max(self.floor_key, (lsn, 0))
+
+    @property
+    def head_key(self) -> EventKey:
+        """The feed position of the newest change: the head LSN and its job events."""
+        return self.head, self._jobs[1] if self._jobs[0] == self.head else 0
 
     @property
     def first_seq(self) -> int:
@@ -489,9 +548,10 @@ class EventBus:
             self._events -= change.count
             self._bytes -= change.nbytes
             self.floor = max(self.floor, change.lsn)
+            self.floor_key = max(self.floor_key, change.key)
         if self._start > 1024 and self._start * 2 > len(window):
             del window[: self._start]
-            del self._lsns[: self._start]
+            del self._keys[: self._start]
             self._start = 0
 
     # ----------------------------------------------------------------- publish
@@ -505,7 +565,7 @@ class EventBus:
             change.seq, change.end = self.seq, self.total
             self.head = max(self.head, change.lsn)
             self._window.append(change)
-            self._lsns.append(change.lsn)
+            self._keys.append(change.key)
             if len(self._window) - self._start > _ENCODED_CHANGES:  # catch-up re-encodes older ones
                 self._window[-_ENCODED_CHANGES - 1].forget_encodings()
             self._events += change.count
@@ -526,24 +586,28 @@ class EventBus:
                 sub._die()
 
     def publish_job(self, kind: str, data: dict[str, Any]) -> None:
-        """A job event (``migration_*``, ``checkpoint_completed``, ``backup_completed``)."""
+        """A job event (``migration_*``, ``checkpoint_completed``, ``backup_completed``) at the
+        head LSN, with its own position ``"<head>.<n>"`` (see the module doc)."""
         if kind not in JOB_EVENTS:
             raise ValueError(f"unknown job event {kind!r}")
-        self.publish([Change(self.head, None, kind, data=data)])
+        change = Change(self.head, None, kind, data=data)
+        self._jobs = (self.head, self.head_key[1] + 1)
+        change.n = self._jobs[1]
+        self.publish([change])
 
     # --------------------------------------------------------------- subscribe
     def subscribe(self, *, wake: Callable[[], None], kill: Callable[[Subscription], None],
                   collections: Iterable[str] | None = None, types: Iterable[str] | None = None,
                   predicate: Callable[[dict[str, Any]], bool] | None = None,
-                  standing: StandingQuery | None = None, since: int | None = None) -> Subscription:
-        """A new subscriber, live from now or, with ``since``, from the first change whose
-        LSN is above it (a ``missed`` notice first when those left the window)."""
+                  standing: StandingQuery | None = None, since: EventKey | int | None = None) -> Subscription:
+        """A new subscriber, live from now or, with ``since`` (a position, or a plain LSN),
+        from the first change after it (a ``missed`` notice first when those left the window)."""
         if self.flush_s > 0:
             wake = Debounced(wake, self.flush_s)
         sub = Subscription(self, frozenset(collections) if collections is not None else None,
                            frozenset(types) if types is not None else None, predicate, standing, wake, kill)
         if since is not None:
-            self._rewind(sub, since)
+            self._rewind(sub, (since, 0) if isinstance(since, int) else since)
         self._subs.append(sub)
         return sub
 
@@ -560,15 +624,17 @@ class EventBus:
     def subscribers(self) -> int:
         return len(self._subs)
 
-    def _rewind(self, sub: Subscription, since: int) -> None:
-        if since > self.head:
-            sub.queue.append(Notice("ahead", {"requested": since, "resume_from": self.head}))
+    def _rewind(self, sub: Subscription, since: EventKey) -> None:
+        if since > self.head_key:
+            sub.queue.append(Notice("ahead", {"requested": resume_value(since),
+                                              "resume_from": resume_value(self.head_key)}))
             return
-        if since < self.floor:
-            sub.queue.append(Notice("missed", {"missed": self.floor - since, "resume_from": self.floor,
-                                               "requested": since}))
-            since = self.floor
-        index = bisect.bisect_right(self._lsns, since, lo=self._start)
+        if since < self.floor_key:
+            sub.queue.append(Notice("missed", {"missed": max(1, self.floor - since[0]),
+                                               "resume_from": resume_value(self.floor_key),
+                                               "requested": resume_value(since)}))
+            since = self.floor_key
+        index = bisect.bisect_right(self._keys, since, lo=self._start)
         if index < len(self._window):
             seq = self._window[index].seq - 1
             sub.cursor, sub.position, sub.live = seq, since, False

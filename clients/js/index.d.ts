@@ -173,6 +173,8 @@ export interface ChangeEvent {
   record?: { id: string; metadata?: Metadata; timestamp?: number; vector?: number[] };
   /** Job events. */
   data?: Record<string, unknown>;
+  /** A job event's own event id, `"<lsn>.<n>"`: pass it as `since` to resume right after it. */
+  id?: string;
 }
 
 export interface Notice {
@@ -193,7 +195,7 @@ export interface UpdatesOptions {
   types?: EventType[];
   filter?: Filter;
   includeVector?: boolean;
-  /** Resume after this event id (an LSN); 0 replays the retained window. */
+  /** Resume after this event id (an LSN, or `"<lsn>.<n>"` for a job event); 0 replays the retained window. */
   lastEventId?: string | number | null;
   signal?: AbortSignal;
   /** First reconnection delay (ms, default 500; the server's `retry:` overrides), doubling up to `maxRetryMs` (10,000). */
@@ -219,8 +221,8 @@ export interface SubscribeOptions {
   collections?: string[];
   filter?: Filter;
   types?: EventType[];
-  /** Replay from the first change after this LSN. */
-  since?: number;
+  /** Replay from the first change after this event id (an LSN, or a job event's `"<lsn>.<n>"`). */
+  since?: number | string;
   includeVector?: boolean;
   /** A name for the subscription (default: chosen by the server). */
   sub?: string;
@@ -238,6 +240,8 @@ export declare class Subscription<T> implements AsyncIterableIterator<T | Notice
   readonly sub: string;
   /** The server's position when it subscribed. */
   readonly lsn: number;
+  /** The event id delivery starts after (`since` to resume from the very start). */
+  readonly since: string;
   /** A standing query's current top k when it subscribed (null for change feeds). */
   readonly results: SearchHit[] | null;
   next(): Promise<IteratorResult<T | Notice>>;

@@ -421,6 +421,7 @@ export class Subscription {
     this.socket = socket;
     this.sub = reply.sub;
     this.lsn = reply.lsn;
+    this.since = reply.since;
     this.results = reply.results ?? null;
     this.queue = [];
     /** @type {((v: IteratorResult<any>) => void) | null} */

@@ -80,6 +80,40 @@ async def test_last_event_id_resumes_exactly_after_the_last_event_seen(client: A
     assert [e.record.id for e in events] == ["b", "c"]
 
 
+async def test_resuming_after_a_data_event_gets_the_job_event_emitted_at_its_lsn(client: AsyncClient) -> None:
+    await client.create_collection("s-job", 2, "l2")
+    async with client.updates(["s-job"]) as stream:
+        await client.upsert("s-job", "a", [1, 0])
+        await client.checkpoint()
+        await client.upsert("s-job", "b", [0, 1])
+        added, checkpoint, _ = await take(stream, 3)
+    assert checkpoint.type == "checkpoint_completed" and checkpoint.lsn == added.lsn
+    assert checkpoint.event_id == checkpoint.id == f"{added.lsn}.1"
+    async with client.updates(["s-job"], last_event_id=added.event_id) as resumed:
+        assert [(e.type, e.event_id) for e in await take(resumed, 2)] == [
+            ("checkpoint_completed", checkpoint.id), ("vector_added", str(added.lsn + 1))]
+    async with client.updates(["s-job"], last_event_id=checkpoint.event_id) as resumed:
+        (after,) = await take(resumed, 1)  # only what came after the job event
+    assert after.record is not None and after.record.id == "b"
+
+
+async def test_a_stream_broken_mid_batch_after_a_job_event_resumes_without_repeating_it(
+        client: AsyncClient) -> None:
+    await client.create_collection("s-mid", 2, "l2")
+    types = ["vector_added", "checkpoint_completed"]  # filtered: a big batch spans several writes
+    async with client.updates(["s-mid"], types=types) as stream:
+        await client.upsert("s-mid", "a", [1, 0])
+        await client.checkpoint()
+        await client.upsert_batch("s-mid", [{"id": f"r{i:03d}", "vector": [1, i]} for i in range(600)])
+        seen = await take(stream, 3)
+        assert stream._response is not None
+        stream._response.close()  # the connection breaks in the middle of the batch
+        seen += await take(stream, 599)
+        assert stream.connections == 2
+    assert [e.type for e in seen].count("checkpoint_completed") == 1
+    assert [e.record.id for e in seen if e.record is not None] == ["a"] + [f"r{i:03d}" for i in range(600)]
+
+
 async def test_a_stream_reconnects_after_the_daemon_restarts_and_misses_nothing(
         tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     daemon = Daemon(tmp_path / "data").start()
@@ -129,7 +163,8 @@ async def test_sync_updates_are_a_blocking_iterator(live: Daemon) -> None:
     with Client(live.url) as client:
         client.create_collection("s-sync", 2, "l2")
         client.upsert("s-sync", "a", [1, 0])
-        with client.updates(["s-sync"], last_event_id=0) as stream:
+        # job events pass collection filters: checkpoints of other tests on this daemon would come first
+        with client.updates(["s-sync"], types=["vector_added"], last_event_id=0) as stream:
             event = next(stream)
         assert isinstance(event, Event) and event.record is not None and event.record.id == "a"
         assert stream.last_event_id == str(event.lsn)

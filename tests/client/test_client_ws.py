@@ -59,6 +59,42 @@ async def test_subscription_is_an_async_iterator_of_typed_events(client: AsyncCl
             raise AssertionError("no events after unsubscribe")
 
 
+async def test_subscribing_since_a_data_event_gets_the_job_event_emitted_at_its_lsn(client: AsyncClient) -> None:
+    await client.create_collection("w-job", 2, "l2")
+    async with client.websocket() as ws:
+        async with ws.subscribe(["w-job"]) as feed:
+            await client.upsert("w-job", "a", [1, 0])
+            await client.checkpoint()
+            await client.upsert("w-job", "b", [0, 1])
+            added, checkpoint, _ = await take(feed, 3)
+        assert checkpoint.type == "checkpoint_completed" and checkpoint.id == f"{added.lsn}.1"
+        for since in (added.lsn, str(added.lsn)):
+            async with ws.subscribe(["w-job"], since=since) as resumed:
+                assert [(e.type, e.id) for e in await take(resumed, 2)] == [
+                    ("checkpoint_completed", checkpoint.id), ("vector_added", None)]
+        async with ws.subscribe(["w-job"], since=checkpoint.id) as resumed:
+            assert resumed.lsn == added.lsn + 1
+            (after,) = await take(resumed, 1)  # only what came after the job event
+            assert after.record is not None and after.record.id == "b"
+
+
+async def test_a_socket_broken_mid_batch_after_a_job_event_resubscribes_without_repeating_it(
+        client: AsyncClient) -> None:
+    await client.create_collection("w-mid", 2, "l2")
+    async with client.websocket(max_queue=1) as ws:  # reads the socket only as fast as we consume
+        feed = await ws.subscribe(["w-mid"], types=["vector_added", "checkpoint_completed"])
+        await client.upsert("w-mid", "a", [1, 0])
+        await client.checkpoint()
+        await client.upsert_batch("w-mid", [{"id": f"r{i:03d}", "vector": [1, i]} for i in range(600)])
+        seen = await take(feed, 3)
+        assert ws._ws is not None
+        await ws._ws.close()  # the connection breaks in the middle of the batch
+        seen += await take(feed, 599)
+        assert ws.reconnects == 1
+    assert [e.type for e in seen].count("checkpoint_completed") == 1
+    assert [e.record.id for e in seen if e.record is not None] == ["a"] + [f"r{i:03d}" for i in range(600)]
+
+
 async def test_standing_query_yields_matches_and_starts_with_the_top_k(client: AsyncClient) -> None:
     await client.create_collection("w-sq", 3, "ip")
     await client.upsert_batch("w-sq", [{"id": "a", "vector": [0.5, 0, 0]}, {"id": "b", "vector": [0.2, 0, 0]}])

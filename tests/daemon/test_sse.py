@@ -174,9 +174,30 @@ async def test_checkpoint_is_announced_on_the_stream(client: Any) -> None:
     reader = SseReader(resp)
     assert (await client.post(f"{API}/admin/checkpoint")).status == 200
     (event,) = await reader.events(1)
-    assert event.event == "checkpoint_completed" and event.id == "2"
+    assert event.event == "checkpoint_completed" and event.id == "2.1" and event.json["id"] == "2.1"
     assert event.json["data"]["lsn"] == 2 and event.json["data"]["manifest"].startswith("b")
     resp.close()
+
+
+async def test_resuming_with_a_data_event_id_gets_the_job_event_emitted_at_that_lsn(client: Any) -> None:
+    await create(client)
+    await upsert(client, [{"id": "a", "vector": [1, 0, 0]}])  # LSN 2
+    assert (await client.post(f"{API}/admin/checkpoint")).status == 200  # emitted at LSN 2: id "2.1"
+    await upsert(client, [{"id": "b", "vector": [0, 1, 0]}])  # LSN 3
+    resp = await client.get(f"{API}/stream/updates", headers={"Last-Event-ID": "2"})
+    checkpoint, added = await SseReader(resp).events(2)
+    assert (checkpoint.event, checkpoint.id, checkpoint.json["id"]) == ("checkpoint_completed", "2.1", "2.1")
+    assert (added.event, added.id, added.json["record"]["id"]) == ("vector_added", "3", "b")
+    resp.close()
+    for resume in ({"headers": {"Last-Event-ID": "2.1"}}, {"params": {"since": "2.1"}}):
+        resp = await client.get(f"{API}/stream/updates", **resume)
+        (after,) = await SseReader(resp).events(1)  # only what came after the job event
+        assert (after.event, after.id) == ("vector_added", "3")
+        resp.close()
+    for bad in ("2.x", "-1", "2.", ".1", "1.2.3"):  # neither "<lsn>" nor "<lsn>.<n>"
+        resp = await client.get(f"{API}/stream/updates", headers={"Last-Event-ID": bad})
+        assert resp.status == 400, bad
+        assert (await resp.json())["error"]["field"] == "since"
 
 
 async def test_idle_stream_gets_heartbeat_comments(make_client: Any) -> None:

@@ -80,7 +80,7 @@ async def test_subscriber_receives_writes_as_events_with_their_lsn(client: Any) 
     await create(client)
     async with open_ws(client) as ws:
         reply = await ws.request({"type": "subscribe", "id": "s", "collections": ["videos"]})
-        assert reply == {"type": "subscribed", "id": "s", "sub": "s1", "lsn": 1}
+        assert reply == {"type": "subscribed", "id": "s", "sub": "s1", "lsn": 1, "since": "1"}
         ack = await ws.request({"type": "upsert", "id": 1, "collection": "videos",
                                  "record": {"id": "a", "vector": [1, 0, 0], "metadata": {"genre": "drama"}}})
         assert ack == {"type": "result", "id": 1, "result": {"id": "a", "status": "upserted"}}
@@ -202,6 +202,27 @@ async def test_since_replays_events_a_client_missed(client: Any) -> None:
         await ws.request({"type": "subscribe", "id": 1, "since": 2})
         frame = await ws.receive("events")
         assert [(e["lsn"], e["record"]["id"]) for e in frame["events"]] == [(3, "r1"), (4, "r2")]
+
+
+async def test_since_a_data_event_id_replays_the_job_event_at_that_lsn_and_its_own_id_skips_it(
+        client: Any) -> None:
+    await create(client)
+    await client.post(f"{API}/collections/videos/vectors", json={"id": "a", "vector": [1, 0, 0]})  # LSN 2
+    assert (await client.post(f"{API}/admin/checkpoint")).status == 200  # emitted at LSN 2: "2.1"
+    await client.post(f"{API}/collections/videos/vectors", json={"id": "b", "vector": [0, 1, 0]})  # LSN 3
+    async with open_ws(client) as ws:
+        for number, since in enumerate((2, "2")):  # old plain integers still work
+            reply = await ws.request({"type": "subscribe", "id": number, "since": since, "sub": f"d{number}"})
+            assert reply["since"] == "2"
+            frame = await ws.receive("events", sub=f"d{number}")
+            assert [(e["type"], e.get("id"), e["lsn"]) for e in frame["events"]] == [
+                ("checkpoint_completed", "2.1", 2), ("vector_added", None, 3)]
+        reply = await ws.request({"type": "subscribe", "id": "j", "since": "2.1", "sub": "j"})
+        assert reply["since"] == "2.1"
+        frame = await ws.receive("events", sub="j")
+        assert [(e["type"], e["lsn"]) for e in frame["events"]] == [("vector_added", 3)]
+        bad = await ws.request({"type": "subscribe", "id": "bad", "since": "2.x"})
+        assert bad["type"] == "error" and bad["error"]["field"] == "since"
 
 
 async def test_subscriptions_per_connection_are_limited(make_client: Any) -> None:

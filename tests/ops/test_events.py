@@ -10,7 +10,7 @@ import numpy as np
 
 from s5vec.index import Collection, CollectionConfig, RawItem, compile_filter, prepare_batch, prepare_query
 from s5vec.ops import Change, Database, EngineConfig, EventBus, Notice, StandingQuery, Subscription
-from s5vec.ops.events import deleted, expand, scores, upserted
+from s5vec.ops.events import deleted, expand, parse_event_id, scores, upserted
 
 DIM = 4
 
@@ -98,6 +98,38 @@ def test_job_events_carry_the_head_lsn_and_pass_collection_filters() -> None:
     bus.publish([batch(5, ["a"])])
     bus.publish_job("checkpoint_completed", {"lsn": 4})
     assert events(drain_all(sub))[-1] == ("checkpoint_completed", 5, None)
+
+
+def test_job_events_get_positions_of_their_own_and_resume_delivers_exactly_what_came_after() -> None:
+    bus = EventBus()
+    bus.publish([batch(5, ["a", "b"])])
+    bus.publish_job("checkpoint_completed", {"lsn": 5})
+    bus.publish_job("backup_completed", {})
+    bus.publish([batch(6, ["c"])])
+    bus.publish_job("checkpoint_completed", {"lsn": 6})
+    sub, _ = subscribe(bus, since=0)
+    assert [c.event_id for c, _, _ in drain_all(sub)] == ["5", "5", "5.1", "5.2", "6", "6.1"]
+    after = {since: [(c.kind, c.event_id) for c, _, _ in drain_all(subscribe(bus, since=parse_event_id(since))[0])]
+             for since in ("5", "5.1", "5.2", "6")}
+    assert after == {"5": [("checkpoint_completed", "5.1"), ("backup_completed", "5.2"), ("upsert", "6"),
+                           ("checkpoint_completed", "6.1")],
+                     "5.1": [("backup_completed", "5.2"), ("upsert", "6"), ("checkpoint_completed", "6.1")],
+                     "5.2": [("upsert", "6"), ("checkpoint_completed", "6.1")],
+                     "6": [("checkpoint_completed", "6.1")]}
+    assert drain_all(subscribe(bus, since=(6, 1))[0]) == []
+    (ahead,) = drain_all(subscribe(bus, since=(6, 2))[0])
+    assert isinstance(ahead, Notice) and ahead.data == {"requested": "6.2", "resume_from": "6.1"}
+
+
+def test_a_job_event_that_left_the_window_is_reported_missed_with_its_id() -> None:
+    bus = EventBus(window_events=2)
+    bus.publish([batch(5, ["a"])])
+    bus.publish_job("checkpoint_completed", {"lsn": 5})
+    bus.publish([batch(6, ["b"])])
+    bus.publish([batch(7, ["c"])])
+    missed, *rest = drain_all(subscribe(bus, since=5)[0])
+    assert isinstance(missed, Notice) and missed.data == {"missed": 1, "resume_from": "5.1", "requested": 5}
+    assert [e[1] for e in events(rest)] == [6, 7]
 
 
 def test_since_resumes_after_the_given_lsn_from_the_window() -> None:
