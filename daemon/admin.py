@@ -89,8 +89,9 @@ async def verify_backup(request: web.Request) -> web.Response:
 async def admin_statistics(request: web.Request) -> web.Response:
     db = request.app[DB]
     backups = await db.backups.backups()
-    segments = await asyncio.to_thread(lambda: {n: c.segment_report() for n, c in list(db.collections.items())})
-    return reply({"collections": {n: c.stats() for n, c in db.collections.items()},
+    collections = db.collection_items()
+    segments = await asyncio.to_thread(lambda: {n: c.segment_report() for n, c in collections})
+    return reply({"collections": {n: c.stats() for n, c in collections},
                   "wal_bytes": db.wal_bytes, "applied_lsn": db.applied_lsn,
                   "checkpoint_lsn": db.checkpoint_lsn, "root": str(db.root) if db.root else None,
                   "storage": {**db.storage.as_dict(), "requests": getattr(db.store, "stats", {})},

@@ -163,7 +163,7 @@ class DatabaseBackend:
         self.db = db
 
     async def collections(self) -> list[dict[str, Any]]:
-        return [c.stats() for c in self.db.collections.values()]
+        return [c.stats() for _, c in self.db.collection_items()]
 
     async def search(self, collection: str, vector: list[float], k: int,
                      spec: dict[str, Any] | None) -> list[Match]:

@@ -128,7 +128,7 @@ async def ready(request: web.Request) -> web.Response:
 @routes.get("/api/v1/collections")
 async def list_collections(request: web.Request) -> web.Response:
     db = request.app[DB]
-    return reply({"collections": [c.stats() for c in db.collections.values()]})
+    return reply({"collections": [c.stats() for _, c in db.collection_items()]})
 
 
 @routes.post("/api/v1/collections")

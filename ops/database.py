@@ -178,6 +178,9 @@ class Database:
         self._read_pool = ThreadPoolExecutor(config.search_threads, thread_name_prefix="s5vec-search")
         self.embedder = Embedder()  # text → vector for collections with an embedding_model
         self._wal = WriteAheadLog(self.data_dir / "wal", config.wal_segment_bytes)
+        # Copy-on-write once open: the writer thread publishes a new dict for a create or a
+        # drop and never changes a published one, so readers on the event loop can iterate
+        # the dict they hold while collections come and go (see collection_items).
         self.collections: dict[str, Collection] = {}
         self._queue: asyncio.Queue[_Op] = asyncio.Queue()
         self._write_lock = asyncio.Lock()
@@ -323,6 +326,12 @@ class Database:
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
     # ---------------------------------------------------------------------- reads
+    def collection_items(self) -> list[tuple[str, Collection]]:
+        """The collections as ``(name, collection)`` pairs, one consistent snapshot; safe on
+        any thread while the writer creates and drops collections. A collection in it may be
+        dropped by the time it is used (it then holds its last state)."""
+        return list(self.collections.items())
+
     def collection(self, name: str) -> Collection:
         """The live collection called ``name``; raises CollectionNotFound."""
         try:
@@ -723,13 +732,14 @@ class Database:
         if kind == "create":
             config = op.config if op and op.config else CollectionConfig.from_dict(record["config"])
             if name not in self.collections:
-                self.collections[name] = Collection(config, self._scratch)
+                self.collections = {**self.collections, name: Collection(config, self._scratch)}  # copy-on-write
             return True
         coll = self.collections.get(name)
         if coll is None:
             return CollectionNotFound(f"collection {name!r} does not exist")
         if kind == "drop":
-            self.collections.pop(name).close()
+            self.collections = {n: c for n, c in self.collections.items() if n != name}  # copy-on-write
+            coll.close()
             shutil.rmtree(self._segment_dir / name, ignore_errors=True)
             return None
         if kind == "meta":

@@ -146,8 +146,20 @@ async def _fetch_ivf(store: BlobStore, ivf: dict[str, Any], refs: dict[str, list
 
 def _ivf_loader(store: BlobStore, loop: asyncio.AbstractEventLoop, ivf: dict[str, Any],
                 refs: dict[str, list[bytes]], path: Path) -> Callable[[], IvfSegment]:
-    """A loader for worker threads: fetches the segment's blobs through the event loop."""
+    """A loader for worker threads: fetches the segment's blobs through the event loop.
+
+    Raises RuntimeError when called on that loop's own thread (waiting there for the loop
+    would never end) or once the loop is closed."""
     def load() -> IvfSegment:
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            raise RuntimeError(f"historical segment {path.name} is not loaded yet and cannot be loaded on the "
+                               "event loop thread (the fetch runs on that loop): reach it from a worker thread")
+        if loop.is_closed():
+            raise RuntimeError(f"historical segment {path.name} cannot be loaded: its database is closed")
         parts = asyncio.run_coroutine_threadsafe(_fetch_ivf(store, ivf, refs), loop).result()
         return IvfSegment.from_parts(parts, path)
     return load

@@ -203,7 +203,7 @@ class StateCollector(Collector):
                          "Acknowledged points not yet in the HNSW graph (searched exactly meanwhile)",
                          ["collection"])
         segments = _gauge("s5vec_segments", "Sealed IVF segments by collection", ["collection"])
-        for name, coll in sorted(db.collections.copy().items()):  # the writer thread may add one
+        for name, coll in sorted(db.collection_items()):
             sealed = list(coll.segments)
             points.add_metric([name, "recent"], len(coll.recent))
             points.add_metric([name, "historical"], sum(s.live for s in sealed))

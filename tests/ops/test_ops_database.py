@@ -297,3 +297,59 @@ async def test_dropping_a_collection_keeps_the_segment_files_of_one_whose_name_e
             assert [h.id for h in hits] == ["r5"]
     finally:
         await db.close()
+
+
+async def test_a_listing_of_collections_is_not_changed_by_creates_and_drops_after_it(tmp_path: Path) -> None:
+    db = await Database.open(tmp_path, CONFIG)
+    try:
+        for name in "abc":
+            await db.create_collection(CollectionConfig(name, DIM))
+        snapshot = db.collection_items()
+        listing = iter(db.collections.values())  # a reader on the loop, half-way through
+        assert next(listing).config.name == "a"
+        await db.drop_collection("b")  # applied by the writer thread
+        await db.create_collection(CollectionConfig("d", DIM))
+        await db.create_collection(CollectionConfig("e", DIM))
+        assert [c.config.name for c in listing] == ["b", "c"]
+        assert [name for name, _ in snapshot] == ["a", "b", "c"]
+        assert [name for name, _ in db.collection_items()] == ["a", "c", "d", "e"]
+    finally:
+        await db.close()
+
+
+def test_a_lazy_segment_reached_from_the_event_loop_thread_fails_loudly_instead_of_deadlocking(
+        tmp_path: Path) -> None:
+    old = 1_000_000.0  # long before the recent tier's age threshold: migrate seals it
+    config = EngineConfig(checkpoint_interval_s=3600, migrate_interval_s=3600)
+    vector = items(0, 60)[5].vector
+
+    async def prepare() -> None:
+        db = await Database.open(tmp_path, config)
+        await db.create_collection(CollectionConfig("c", DIM))
+        await db.upsert("c", [RawItem(i.id, i.vector, i.metadata, old) for i in items(0, 60)])
+        await db.migrate()
+        await db.close()  # checkpoints: the sealed segment's blobs are in the store
+
+    outcome: dict[str, object] = {}
+
+    async def reach_from_the_loop() -> None:
+        db = await Database.open(tmp_path, config)  # lazy_segments: the segment is fetched on first use
+        try:
+            coll = db.collection("c")
+            assert coll.stats()["segments_loaded"] == 0
+            try:
+                coll.get("r5", include_vector=True)  # on the loop thread: the loader must not wait for the loop
+            except RuntimeError as exc:
+                outcome["error"] = str(exc)
+            hit = await db.get("c", "r5")  # from a worker thread the same load works
+            outcome["vector"] = hit.vector
+        finally:
+            await db.close(checkpoint=False)
+
+    asyncio.run(prepare())
+    thread = threading.Thread(target=asyncio.run, args=(reach_from_the_loop(),), daemon=True)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), "loading a lazy segment on the event loop thread deadlocked"
+    assert "event loop thread" in str(outcome.get("error")), outcome
+    assert np.allclose(outcome["vector"], prepare_vectors(CollectionConfig("c", DIM), vector[None, :])[0])
