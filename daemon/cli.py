@@ -41,7 +41,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from s5vec.storage import StorageError, WalCorrupt
 
-    from .service import run
+    from .service import ListenError, run
 
     def reload() -> Config:
         return load_config(Path(args.config) if args.config else None, os.environ, overrides)
@@ -54,8 +54,11 @@ def _serve(args: argparse.Namespace) -> int:
     except StorageError as exc:
         log.error("cannot open the data directory: %s", exc)
         return 1
+    except ListenError as exc:
+        log.error("%s", exc)
+        return 1
     except OSError as exc:
-        log.error("cannot listen on %s:%d: %s", config.http.host, config.http.port, exc.strerror or exc)
+        log.error("cannot start: %s", exc)
         return 1
     return 0
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Final
 
 import msgspec
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMethod, BadStatusLine, HttpProcessingError, LineTooLong
 
 from s5vec.index import (
     CollectionExists, CollectionNotFound, DimensionMismatch, IndexError_, InvalidRecord, RecordNotFound,
@@ -66,7 +68,12 @@ STATUS: Final[tuple[tuple[type[Exception], int, str], ...]] = (
     (StorageError, 503, "storage_error"),
 )
 _HTTP_CODES: Final = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-                      405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
+                      405: "method_not_allowed", 413: "payload_too_large", 414: "uri_too_long",
+                      415: "unsupported_media_type", 421: "misdirected_request", 431: "headers_too_large",
+                      504: "timeout"}
+MAX_REQUEST_LINE_BYTES: Final = 8190  # aiohttp's default limit of the request line
+# one header line; not equal to the request-line limit, so the limit a LineTooLong names tells which it was
+MAX_HEADER_BYTES: Final = 8192
 _ENCODER: Final = msgspec.json.Encoder()
 # nginx's "client closed request": the status the metrics give a request whose client left
 # before the answer; never sent, and not a 5xx, so error-rate alerts do not fire on it
@@ -109,6 +116,40 @@ def describe(exc: BaseException) -> tuple[int, str, str, str | None, dict[str, s
             return status, code, str(exc), None, None
     log.exception("unhandled error", exc_info=exc)
     return 500, "internal_error", "internal server error", None, None
+
+
+def describe_parser_error(exc: HttpProcessingError) -> tuple[int, str, str]:
+    """``(status, code, message)`` for a request aiohttp's HTTP parser rejected. The message
+    never repeats the request's bytes: a header line may hold an API key."""
+    if isinstance(exc, LineTooLong):
+        if exc.args[1:2] == (MAX_HEADER_BYTES,):
+            return 431, "headers_too_large", f"a request header is longer than {MAX_HEADER_BYTES} bytes"
+        return 414, "uri_too_long", (f"the request line is longer than {MAX_REQUEST_LINE_BYTES} bytes; send a "
+                                     "large filter in the body of POST /api/v1/collections/{c}/vectors/query "
+                                     "instead of ?filter=")
+    if "Too many headers" in exc.message:
+        return 431, "headers_too_large", "the request has too many header lines"
+    if isinstance(exc, BadStatusLine):
+        return 400, "invalid_request", "malformed HTTP request line"
+    # the parser's reason comes first ("Invalid header value char:"), the offending bytes after
+    reason = exc.message.split("\n", 1)[0].split(":", 1)[0].strip()[:100]
+    return 400, "invalid_request", f"malformed HTTP request: {reason or 'unparseable'}"
+
+
+def protocol_error(request: web.BaseRequest, status: int, exc: BaseException | None) -> web.Response:
+    """The answer to a request that failed outside the middlewares: one the HTTP parser
+    rejected (one WARNING line, no traceback, no header value), or an error aiohttp caught
+    itself (``status`` 500, or 504 without ``exc``)."""
+    if isinstance(exc, HttpProcessingError):
+        status, code, message = describe_parser_error(exc)
+        # non-HTTP traffic (TLS, scanners) on the port is internet noise, as aiohttp judges it
+        level = logging.DEBUG if isinstance(exc, BadHttpMethod) else logging.WARNING
+        log.log(level, "rejected a malformed request from %s: %d %s", request.remote, status, message)
+        return error_response(status, code, message)
+    if exc is not None:
+        status, code, message, field, headers = describe(exc)
+        return error_response(status, code, message, field, headers)
+    return error_response(status, _HTTP_CODES.get(status, "http_error"), HTTPStatus(status).phrase)
 
 
 def translate(exc: BaseException) -> web.Response:

@@ -50,6 +50,10 @@ def apply_reload(app: web.Application, current: Config, new: Config) -> Config:
     return applied
 
 
+class ListenError(Exception):
+    """The HTTP socket could not be opened (address in use, permission denied)."""
+
+
 async def serve(config: Config, reload: Callable[[], Config], notifier: Notifier) -> None:
     """Run until SIGTERM or SIGINT; raises what opening the database or the socket raises."""
     loop = asyncio.get_running_loop()
@@ -97,7 +101,11 @@ async def serve(config: Config, reload: Callable[[], Config], notifier: Notifier
             gc.set_threshold(50_000, 20, 20)
             if not stop.is_set():  # a SIGTERM while loading: close again without ever listening
                 site = web.TCPSite(runner, config.http.host, config.http.port)
-                await site.start()
+                try:
+                    await site.start()
+                except OSError as exc:
+                    raise ListenError(f"cannot listen on {config.http.host}:{config.http.port}: "
+                                      f"{exc.strerror or exc}") from exc
                 listening = True
                 log.info("listening on http://%s:%d", config.http.host, config.http.port)
                 notifier.ready(serving_status(app, config.http.host, config.http.port))

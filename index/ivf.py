@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -34,6 +33,7 @@ import faiss
 import numpy as np
 
 from .errors import DimensionMismatch
+from .scratch import file_backed
 
 _SWIG: Any = faiss  # faiss's bundled stubs lack or mistype several SWIG names used here
 
@@ -161,7 +161,7 @@ class IvfSegment:
     __slots__ = ("_index", "_ivf", "_vectors", "_path", "_metric", "_params", "_n", "_dim",
                  "_index_bytes", "_reranks")
 
-    def __init__(self, index: Any, vectors: np.memmap, path: Path, metric: str,
+    def __init__(self, index: Any, vectors: np.ndarray, path: Path, metric: str,
                  params: IvfParams, index_bytes: int) -> None:
         self._index: Any = index
         ivf = faiss.try_extract_index_ivf(index)
@@ -172,7 +172,7 @@ class IvfSegment:
             pq: Any = self._ivf
             pq.use_precomputed_table = -1
             pq.precomputed_table.resize(0)
-        self._vectors: np.memmap | None = vectors
+        self._vectors: np.ndarray | None = vectors
         self._path = path
         self._metric = metric
         self._params = params
@@ -206,8 +206,8 @@ class IvfSegment:
         blob = faiss.serialize_index(index)
         del index
         index = faiss.deserialize_index(blob)
-        _write_file(Path(path), data.data.cast("B"))
-        return cls(index, _map(Path(path), n, d), Path(path), metric, params, len(blob))
+        return cls(index, file_backed(Path(path), data.data.cast("B"), np.float32, (n, d)), Path(path), metric,
+                   params, len(blob))
 
     @staticmethod
     def _train(data: np.ndarray, metric: str, params: IvfParams) -> tuple[Any, IvfParams]:
@@ -380,8 +380,7 @@ class IvfSegment:
         index = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
         if index.d != dim or index.ntotal != n or index.metric_type != _faiss_metric(metric):
             raise ValueError("index: dimension, row count or metric disagree with the parts")
-        _write_file(Path(path), raw)
-        return cls(index, _map(Path(path), n, dim), Path(path), metric, params, len(blob))
+        return cls(index, file_backed(Path(path), raw, np.float32, (n, dim)), Path(path), metric, params, len(blob))
 
     def memory_bytes(self) -> int:
         """Bytes resident for the faiss index (codes, ids, centroids, quantiser tables),
@@ -397,7 +396,7 @@ class IvfSegment:
 
     # -- private ----------------------------------------------------------------------
 
-    def _rows(self) -> np.memmap:
+    def _rows(self) -> np.ndarray:
         if self._vectors is None:
             raise ValueError("segment: is closed")
         return self._vectors
@@ -475,15 +474,3 @@ class IvfSegment:
         dist = vals if self._metric == "l2" else np.float32(1.0) - vals
         out_dist[:, :take] = np.where(found, dist, np.float32(np.inf))
         return out_pos, out_dist
-
-
-def _write_file(path: Path, data: Any) -> None:
-    # A scratch copy rebuilt from the blob store after a crash: atomic, but no fsync.
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
-def _map(path: Path, n: int, d: int) -> np.memmap:
-    return np.memmap(path, dtype=np.float32, mode="r", shape=(n, d))

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import gc
 import math
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -39,6 +37,7 @@ import numpy as np
 from .payload import PayloadIndex
 from .records import Batch, CollectionConfig
 from .rwlock import RWLock
+from .scratch import graph_file
 
 _INITIAL_CAPACITY: Final = 1024
 _UNGUARDED: Final = nullcontext()
@@ -449,14 +448,10 @@ class RecentTier:
         n = self.next
         hnsw_bytes = None
         if self.hnsw_upto:
-            fd, path = tempfile.mkstemp(prefix="hnsw-", suffix=".bin", dir=self._scratch)
-            os.close(fd)
-            try:
+            with graph_file(self._scratch) as path:
                 with self._graph():
                     self.hnsw.save_index(path)
                 hnsw_bytes = Path(path).read_bytes()
-            finally:
-                os.unlink(path)
         return {
             "next_label": n, "hnsw_upto": self.hnsw_upto, "tombstones": self.tombstones,
             "ids": self.ids[:n], "metadata": self.metadata.to_list(n),
@@ -485,15 +480,12 @@ class RecentTier:
         live_labels = np.flatnonzero(self.live[:n])
         self.payload.set(live_labels, [parts["metadata"][i] or {} for i in live_labels.tolist()])
         if parts.get("hnsw") is not None and parts["hnsw_upto"]:
-            fd, path = tempfile.mkstemp(prefix="hnsw-", suffix=".bin", dir=scratch_dir)
-            try:
-                with os.fdopen(fd, "wb") as fh:
+            with graph_file(scratch_dir) as path:
+                with open(path, "wb") as fh:
                     fh.write(parts["hnsw"])
                 index = hnswlib.Index(space=self.space, dim=self.dim)
                 index.load_index(path, max_elements=self.capacity)
                 index.set_ef(config.ef_search)
-            finally:
-                os.unlink(path)
             self.hnsw = index
             self.hnsw_upto = int(parts["hnsw_upto"])
             self.hnsw_live = len(self.graph_live_labels())

@@ -21,6 +21,7 @@ import numpy as np
 from .ivf import IvfParams, IvfSegment
 from .payload import PayloadIndex
 from .records import CollectionConfig
+from .scratch import file_backed
 
 _ENCODE: Final = msgspec.json.Encoder().encode
 _DECODE: Final = msgspec.json.Decoder(dict[str, Any]).decode
@@ -75,23 +76,23 @@ class ByteColumn:
     """Variable-length byte strings in one memory-mapped file plus an offsets array, so
     a million ids or metadata documents cost 8 bytes each in RAM, not a Python object."""
 
-    def __init__(self, path: Path, offsets: np.ndarray) -> None:
+    def __init__(self, path: Path, offsets: np.ndarray, data: bytes) -> None:
         self.path = path
         self.offsets = offsets
         size = int(offsets[-1]) if len(offsets) else 0
-        self._map = np.memmap(path, np.uint8, "r", shape=(size,)) if size else np.zeros(0, np.uint8)
+        if len(data) != size:
+            raise ValueError(f"byte column {path.name}: {len(data)} bytes, offsets say {size}")
+        self._map = file_backed(path, data, np.uint8, (size,))  # in memory when the disk is full
 
     @classmethod
     def write(cls, items: Sequence[bytes], path: Path) -> ByteColumn:
         offsets = np.zeros(len(items) + 1, np.int64)
         np.cumsum([len(item) for item in items], out=offsets[1:])
-        path.write_bytes(b"".join(items))
-        return cls(path, offsets)
+        return cls(path, offsets, b"".join(items))
 
     @classmethod
     def from_bytes(cls, data: bytes, offsets: bytes, path: Path) -> ByteColumn:
-        path.write_bytes(data)
-        return cls(path, np.frombuffer(offsets, np.int64).copy())
+        return cls(path, np.frombuffer(offsets, np.int64).copy(), data)
 
     def __len__(self) -> int:
         return max(0, len(self.offsets) - 1)

@@ -37,9 +37,10 @@ from s5vec.index.scoring import ScoringSpec
 from s5vec.index.segment import segment_file
 from s5vec.index.schema import SCHEMAS
 from s5vec.storage import (
-    BlobId, BlobNotFound, BlobStore, LocalBlobStore, RootConflict, StorageError, WalCorrupt, WriteAheadLog,
-    encode_blob,
+    BlobId, BlobNotFound, BlobStore, LocalBlobStore, RootConflict, StorageError, StorageFull, WalCorrupt,
+    WriteAheadLog, encode_blob,
 )
+from s5vec.storage.blobstore import os_failure
 
 from .events import Change, EventBus, deleted, metadata_replaced, upserted
 from .health import Probe, StorageHealth
@@ -214,6 +215,10 @@ class Database:
         db = cls(data_dir, config or EngineConfig(), store, events, storage_mode, metrics, scheduled)
         try:
             await db._open()
+        except OSError as exc:  # name the file: "No space left on device" alone says nothing
+            await db._release()
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise os_failure(f"cannot open data directory {db.data_dir}{where}", exc) from exc
         except BaseException:
             await db._release()
             raise
@@ -874,7 +879,15 @@ class Database:
         unchanged = self.root
         started = time.perf_counter()
         try:
-            manifest_id = await self._checkpoint()
+            try:
+                manifest_id = await self._checkpoint()
+            except StorageFull:
+                # Unreferenced blobs (old snapshots, a failed checkpoint's leftovers) wait
+                # gc_grace_s; on a full disk they are what blocks the checkpoint that would
+                # let the WAL shrink. Delete them now and try once more.
+                if not await self._free_space():
+                    raise
+                manifest_id = await self._checkpoint()
         except Exception as exc:
             self.metrics.job_finished("checkpoint", "failure", time.perf_counter() - started)
             if isinstance(exc, StorageError):
@@ -953,7 +966,7 @@ class Database:
         log.info("root pointer was already at %s (an unacknowledged earlier swap); moving on", current)
         await self.store.set_root(manifest_id, current)
 
-    async def _collect_garbage(self, current: BlobId) -> int:
+    async def _collect_garbage(self, current: BlobId, grace_s: float | None = None) -> int:
         """Delete blobs that none of the last ``keep_manifests`` manifests and no retained
         backup reference, once they have been unreferenced for ``gc_grace_s``. Runs under
         the checkpoint lock (a checkpoint in flight has stored blobs no manifest names yet)."""
@@ -980,13 +993,24 @@ class Database:
             if blob_id in keep:
                 continue
             since = self._unreferenced.get(blob_id, now)
-            if now - since >= self.gc_grace_s:
+            if now - since >= (self.gc_grace_s if grace_s is None else grace_s):
                 await self.store.delete(blob_id)
                 removed += 1
             else:
                 unreferenced[blob_id] = since
         self._unreferenced = unreferenced
         self.last_gc = {"finished": now, "removed": removed, "waiting": len(unreferenced), "kept": len(keep)}
+        return removed
+
+    async def _free_space(self) -> int:
+        """Delete every unreferenced blob now, ignoring ``gc_grace_s`` (the disk is full);
+        returns how many went."""
+        async with self._checkpoint_lock:
+            if self.root is None:
+                return 0
+            removed = await self._collect_garbage(self.root, grace_s=0.0)
+        if removed:
+            log.warning("disk full: deleted %d unreferenced blobs without waiting gc_grace_s", removed)
         return removed
 
     async def collect_garbage(self) -> int:

@@ -17,7 +17,11 @@ import numpy as np
 import pytest
 import urllib.request
 
+from aiohttp.test_utils import TestServer
+from aiohttp.web_runner import BaseRunner
+
 from s5vec.daemon import create_app, load_config
+from s5vec.daemon.runner import DaemonRunner
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("S5VEC_SHARED", REPO.parent / "shared"))
@@ -52,8 +56,15 @@ def make_client(aiohttp_client: Any, tmp_path: Path) -> Any:
     """Factory: an in-process test client for the real app on a fresh data dir."""
     async def factory(env: dict[str, str] | None = None, data_dir: Path | None = None) -> Any:
         config = load_config(env=env or {}, overrides={"data_dir": str(data_dir or tmp_path / "data")})
-        return await aiohttp_client(create_app(config))
+        return await aiohttp_client(DaemonTestServer(create_app(config)))
     return factory
+
+
+class DaemonTestServer(TestServer):
+    """The in-process server on the runner ``s5vec serve`` uses (parser errors in the error shape)."""
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        return DaemonRunner(self.app, **kwargs)
 
 
 @pytest.fixture
