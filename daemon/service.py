@@ -26,6 +26,7 @@ from . import logs, ws
 from .app import create_app
 from .config import Config, ConfigError
 from .rest import DB
+from .runner import DaemonRunner
 from .systemd import NOTIFIER, Notifier
 
 log = logging.getLogger("s5vec")
@@ -59,8 +60,8 @@ async def serve(config: Config, reload: Callable[[], Config], notifier: Notifier
     loop = asyncio.get_running_loop()
     app = create_app(config)
     app[NOTIFIER] = notifier
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S,
-                           access_log=logging.getLogger("aiohttp.access") if config.http.access_log else None)
+    runner = DaemonRunner(app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+                          access_log=logging.getLogger("aiohttp.access") if config.http.access_log else None)
     stop = asyncio.Event()
     state: dict[str, Config] = {"config": config}
     listening = False
