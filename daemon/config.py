@@ -310,7 +310,8 @@ def validate(config: Config) -> None:
         raise ConfigError("engine.search_batches: must be 0 (no coalescing) or more")
     for name in ("checkpoint_interval_s", "checkpoint_wal_bytes", "max_pending", "drain_batch", "graph_chunk",
                  "index_threads", "search_threads", "wal_segment_bytes", "keep_manifests",
-                 "migrate_interval_s", "migrate_max_records", "storage_probe_s", "checkpoint_retry_max_s"):
+                 "migrate_interval_s", "migrate_max_records", "storage_probe_s", "checkpoint_retry_max_s",
+                 "search_timeout_s", "filter_max_nodes", "filter_max_in_values", "filter_max_bytes"):
         if getattr(engine, name) <= 0:
             raise ConfigError(f"engine.{name}: must be positive")
     for section, names in (("events", ("window_events", "window_bytes", "queue_events", "max_lag_events",

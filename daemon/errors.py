@@ -15,7 +15,7 @@ from aiohttp.http_exceptions import BadHttpMethod, BadStatusLine, HttpProcessing
 from s5vec.index import (
     CollectionExists, CollectionNotFound, DimensionMismatch, IndexError_, InvalidRecord, RecordNotFound,
 )
-from s5vec.index.errors import EmbeddingError
+from s5vec.index.errors import EmbeddingError, SearchTimeout
 from s5vec.ops import DataDirLocked
 from s5vec.ops.backup import BackupNotFound
 from s5vec.ops.jobs import JobBusy, UnknownJob
@@ -55,6 +55,7 @@ STATUS: Final[tuple[tuple[type[Exception], int, str], ...]] = (
     (CollectionNotFound, 404, "collection_not_found"),
     (CollectionExists, 409, "collection_exists"),
     (DimensionMismatch, 422, "dimension_mismatch"),
+    (SearchTimeout, 504, "search_timeout"),  # past engine.search_timeout_s: cancelled, nothing changed
     (IndexError_, 400, "invalid_request"),
     (JobBusy, 409, "job_running"),
     (UnknownJob, 404, "job_not_found"),

@@ -21,8 +21,8 @@ from .config import Config
 from .errors import ApiError, RequestInvalid
 from .upserts import UPSERTS
 from .wire import (
-    DECODERS, ENCODER, MAX_BATCH, BatchIn, BatchOut, CollectionIn, DeleteIn, ItemErrorOut, MetadataIn, RecordOut, TuneIn,
-    RecordsOut, SearchIn, SearchOut, SearchResult, VectorIn, decode_json,
+    DECODERS, ENCODER, MAX_BATCH, BatchIn, BatchOut, CollectionIn, DeleteIn, ItemErrorOut, MetadataIn, QueryIn,
+    RecordOut, TuneIn, RecordsOut, SearchIn, SearchOut, SearchResult, VectorIn, decode_json,
 )
 
 DB: Final = web.AppKey("db", Database)
@@ -81,8 +81,30 @@ def filter_param(request: web.Request) -> dict[str, Any] | None:
         raise RequestInvalid(f"filter must be a JSON object ({exc})", "filter") from None
     if not isinstance(spec, dict):
         raise RequestInvalid("filter must be a JSON object", "filter")
-    compile_filter(spec)
+    compile_filter(spec, request.app[DB].config.filter_limits)
     return spec
+
+
+class _FilterOnly(msgspec.Struct):
+    filter: msgspec.Raw = msgspec.Raw(b"null")
+
+
+_FILTER_ONLY: Final = msgspec.json.Decoder(_FilterOnly)
+
+
+def check_filter_bytes(db: Database, raw: bytes) -> None:
+    """400 when a request body's ``filter`` is over ``engine.filter_max_bytes``, found without
+    decoding it: decoding a 20 MB filter held the event loop for seconds (issue 17)."""
+    limit = db.config.filter_max_bytes
+    if len(raw) <= limit:
+        return
+    try:
+        size = len(_FILTER_ONLY.decode(raw).filter)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return  # the body's own decoder names what is wrong
+    if size > limit:
+        raise RequestInvalid(f"the filter is {size} bytes of JSON, more than engine.filter_max_bytes = {limit}",
+                             "filter")
 
 
 def record_out(hit: Hit) -> RecordOut:
@@ -231,6 +253,7 @@ async def search(request: web.Request, name: str) -> web.Response:
     started = time.perf_counter()
     raw = await request.read()
     db, cache = request.app[DB], request.app[CACHE]
+    check_filter_bytes(db, raw)
     try:
         coll = db.collection(name)
     except CollectionNotFound:
@@ -262,8 +285,8 @@ async def execute_search(db: Database, name: str, body: SearchIn) -> tuple[list[
         raise RequestInvalid("send 'vector' (or 'text' on a collection with an embedding_model)", "vector")
     else:
         query = prepare_query(coll.config, body.vector)
-    if body.filter:
-        compile_filter(body.filter)  # a malformed filter is a 400 before any work
+    if body.filter:  # a malformed or too large filter is a 400 before any work (bounded: limits first)
+        compile_filter(body.filter, db.config.filter_limits)
     options = body.options
     if options.tier_weights is not None and options.merge_strategy != "weighted":
         raise RequestInvalid("tier_weights only apply with merge_strategy 'weighted'", "options.tier_weights")
@@ -291,7 +314,7 @@ async def delete_records(db: Database, name: str, body: DeleteIn) -> int:
     if body.filter is not None:
         if not body.filter:
             raise RequestInvalid("an empty filter would delete everything; drop the collection instead", "filter")
-        compile_filter(body.filter)
+        compile_filter(body.filter, db.config.filter_limits)
         return await db.delete_matching(name, body.filter)
     return await db.delete(name, [str(i) for i in body.ids or []])
 
@@ -318,6 +341,7 @@ routes.route("*", "/api/v1/collections/{c}/vectors/batch")(post_only)  # same re
 
 @routes.post("/api/v1/collections/{c}/vectors/delete")
 async def post_delete(request: web.Request) -> web.Response:
+    check_filter_bytes(request.app[DB], await request.read())
     body: DeleteIn = await decode(request, DeleteIn)
     return reply({"deleted": await delete_records(request.app[DB], request.match_info["c"], body)})
 
@@ -353,6 +377,16 @@ async def list_vectors(request: web.Request) -> web.Response:
     offset = count_param(request, "offset", 0, 0, None)
     total, hits = await request.app[DB].find(request.match_info["c"], spec, limit, offset,
                                              flag(request, "include_vector", False))
+    return reply(RecordsOut([record_out(h) for h in hits], len(hits), total))
+
+
+@routes.post("/api/v1/collections/{c}/vectors/query")
+async def query_vectors(request: web.Request) -> web.Response:
+    """``GET .../vectors`` with ``filter``, ``limit``, ``offset`` and ``include_vector`` in a JSON
+    body: a filter too large for a request line (a 1,000-id ``$in``) needs no query string."""
+    body: QueryIn = await decode(request, QueryIn)
+    total, hits = await request.app[DB].find(request.match_info["c"], body.filter, body.limit, body.offset,
+                                             body.include_vector)
     return reply(RecordsOut([record_out(h) for h in hits], len(hits), total))
 
 

@@ -4,9 +4,12 @@ payload indexes, filters, scoring, schemas."""
 from .collection import EXACT_FILTER_LIMIT, Collection, CollectionSnapshot, MigrationPlan
 from .errors import (
     CollectionExists, CollectionNotFound, DimensionMismatch, IndexError_, InvalidFilter,
-    InvalidRecord, RecordNotFound,
+    InvalidRecord, RecordNotFound, SearchTimeout,
 )
-from .filters import Predicate, compile_filter, parse_datetime
+from .filters import (
+    DEFAULT_FILTER_LIMITS, FilterLimits, Predicate, check_filter_size, check_time, compile_filter, parse_datetime,
+    time_limit,
+)
 from .records import (
     MAX_DIMENSION, MAX_ID_BYTES, MAX_K, MAX_METADATA_BYTES, METRICS, PAYLOAD_TYPES, QUANTIZERS,
     Batch, CollectionConfig, Hit, ItemError, RawItem, check_same_definition, normalize_id,
@@ -16,7 +19,8 @@ from .schema import SCHEMAS, validate_video_nft
 from .segment import SealedSegment
 
 __all__ = [
-    "EXACT_FILTER_LIMIT", "MAX_DIMENSION", "MAX_ID_BYTES", "MAX_K", "MAX_METADATA_BYTES", "METRICS",
+    "DEFAULT_FILTER_LIMITS", "EXACT_FILTER_LIMIT", "FilterLimits", "SearchTimeout", "check_filter_size", "check_time",
+    "time_limit", "MAX_DIMENSION", "MAX_ID_BYTES", "MAX_K", "MAX_METADATA_BYTES", "METRICS",
     "PAYLOAD_TYPES", "QUANTIZERS", "SCHEMAS", "Batch", "Collection", "CollectionConfig",
     "CollectionExists", "CollectionNotFound", "CollectionSnapshot", "DimensionMismatch", "Hit",
     "IndexError_", "InvalidFilter", "InvalidRecord", "ItemError", "MigrationPlan", "Predicate", "RawItem",

@@ -25,7 +25,7 @@ import msgspec
 import numpy as np
 
 from .errors import RecordNotFound
-from .filters import compile_filter
+from .filters import CHECK_EVERY, check_time, compile_filter, current_deadline, time_limit
 from .ivf import list_skew
 from .recent import GRAPH_CHUNK, RecentTier, decode_many, min_chunk
 from .records import Batch, CollectionConfig, Hit
@@ -233,8 +233,9 @@ class Collection:
 
     # -------------------------------------------------------------------- reads
     def get(self, record_id: str, include_vector: bool = True) -> Hit:
-        """Fetch one live record from either tier; raises RecordNotFound."""
-        with self._lock.read():
+        """Fetch one live record from either tier; raises RecordNotFound. Enters beside
+        searches even while a writer waits for them (a read by id takes microseconds)."""
+        with self._lock.read_now():
             return self._get(record_id, include_vector)
 
     def _get(self, record_id: str, include_vector: bool) -> Hit:
@@ -265,7 +266,7 @@ class Collection:
     def get_many(self, ids: Iterable[str], include_vector: bool = True) -> list[Hit]:
         """The live records among ``ids``, in that order; absent ids are skipped (read lock)."""
         out: list[Hit] = []
-        with self._lock.read():
+        with self._lock.read_now():
             for record_id in ids:
                 try:
                     out.append(self._get(record_id, include_vector))
@@ -295,18 +296,22 @@ class Collection:
         r = self.recent
         mask = r.payload.mask(spec, r.next)
         if mask is None:  # a field without a usable payload index: evaluate per record
-            predicate = compile_filter(spec)
+            predicate = compile_filter(spec, None)  # checked against the limits where it came in
             mask = np.zeros(r.next, bool)
-            for label in np.flatnonzero(r.live[: r.next]).tolist():
+            for n, label in enumerate(np.flatnonzero(r.live[: r.next]).tolist()):
+                if not n % CHECK_EVERY:
+                    check_time()
                 mask[label] = predicate(r.metadata[label] or {})
         return mask & r.live[: r.next]
 
     def _segment_mask(self, segment: SealedSegment, spec: Mapping[str, Any]) -> np.ndarray:
         mask = segment.payload.mask(spec, segment.n)
         if mask is None:
-            predicate = compile_filter(spec)
+            predicate = compile_filter(spec, None)
             mask = np.zeros(segment.n, bool)
-            for pos in np.flatnonzero(~segment.deleted).tolist():
+            for n, pos in enumerate(np.flatnonzero(~segment.deleted).tolist()):
+                if not n % CHECK_EVERY:
+                    check_time()
                 mask[pos] = predicate(segment.meta(pos))
         return mask & ~segment.deleted
 
@@ -506,7 +511,8 @@ class Collection:
             started = time.perf_counter()
             finished: list[float] = []  # segment searches run beside the recent tier: time to the last one
             if executor is not None and len(jobs) > 1:
-                futures = [(index, executor.submit(_timed, fn, deadline, finished)) for index, fn in jobs]
+                limit = current_deadline()  # the search's time limit holds on the tier threads too
+                futures = [(index, executor.submit(_timed, fn, deadline, finished, limit)) for index, fn in jobs]
             elif jobs:
                 for index, fn in jobs:
                     result = _timed(fn, deadline)
@@ -932,10 +938,14 @@ def _concat(a: Candidates, b: Candidates) -> Candidates:
 
 
 def _timed(fn: Callable[[], list[Candidates]], deadline: float | None,
-           finished: list[float] | None = None) -> list[Candidates] | None:
+           finished: list[float] | None = None, limit: float | None = None) -> list[Candidates] | None:
     if deadline is not None and time.monotonic() > deadline:
         return None
-    result = fn()
+    if limit is None:  # inline, or no limit: the calling thread's own (if any) holds
+        result = fn()
+    else:
+        with time_limit(limit):
+            result = fn()
     if finished is not None:
         finished.append(time.perf_counter())
     return result

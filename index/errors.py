@@ -42,3 +42,7 @@ class CollectionExists(IndexError_):
 
 class RecordNotFound(IndexError_):
     """No live record has the requested id."""
+
+
+class SearchTimeout(IndexError_):
+    """A search ran past its time limit and was abandoned (nothing it read is changed)."""

@@ -662,7 +662,7 @@ class PayloadIndex:
         field, or an operand they cannot compare exactly); raises InvalidFilter when
         ``compile_filter`` does.
         """
-        compile_filter(spec)
+        compile_filter(spec, None)  # malformed: InvalidFilter (the size limits apply where it came in)
         if size < 0:
             raise ValueError("size must be >= 0")
         n = min(size, self._high)

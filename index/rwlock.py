@@ -21,7 +21,7 @@ class RWLock:
     ordering the reads and writes of plain attributes (CPython with the GIL, as here).
     """
 
-    __slots__ = ("_mutex", "_cond", "_active", "_writer", "_writers_waiting", "_read", "_write")
+    __slots__ = ("_mutex", "_cond", "_active", "_writer", "_writers_waiting", "_read", "_write", "_read_now")
 
     def __init__(self) -> None:
         self._mutex = threading.Lock()
@@ -31,9 +31,15 @@ class RWLock:
         self._writers_waiting = 0
         self._read = _ReadSide(self)
         self._write = _WriteSide(self)
+        self._read_now = _ReadNowSide(self)
 
     def read(self) -> _ReadSide:
         return self._read
+
+    def read_now(self) -> _ReadNowSide:
+        """A short read that enters while writers only wait (not while one writes): a read by
+        id must not queue behind a writer that itself waits for a long search to finish."""
+        return self._read_now
 
     def write(self) -> _WriteSide:
         return self._write
@@ -72,6 +78,27 @@ class _ReadSide:
         active = self._active
         active.pop()
         if rw._writers_waiting and not active:  # only a writer waits on readers
+            rw._reader_left()
+
+
+class _ReadNowSide:
+    __slots__ = ("_rw",)
+
+    def __init__(self, rw: RWLock) -> None:
+        self._rw = rw
+
+    def __enter__(self) -> None:
+        rw = self._rw
+        with rw._mutex:  # a writer checks ``_active`` and sets ``_writer`` under the mutex too
+            while rw._writer:
+                rw._cond.wait()
+            rw._active.append(None)
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        rw = self._rw
+        rw._active.pop()
+        if rw._writers_waiting and not rw._active:
             rw._reader_left()
 
 

@@ -31,6 +31,8 @@ from s5vec.index import (
     RawItem, RecordNotFound, check_same_definition, prepare_batch,
 )
 from s5vec.index import scoring
+from s5vec.index.errors import SearchTimeout
+from s5vec.index.filters import FilterLimits, check_filter_size, check_time, time_limit
 from s5vec.index.recent import GRAPH_CHUNK
 from s5vec.index.records import MAX_METADATA_BYTES, check_metadata_depth, merge_patch
 from s5vec.index.scoring import ScoringSpec
@@ -82,6 +84,14 @@ class EngineConfig:
     background_nice: int = 10              # CPU niceness of graph building and migration threads
     index_linger_s: float = 0.02           # how long a few pending vectors wait to be indexed together
     graph_chunk: int = GRAPH_CHUNK         # vectors per hnswlib add_items call (a search waits for one)
+    search_timeout_s: float = 5.0          # a search (or filtered listing) still running after this is cancelled
+    filter_max_nodes: int = 1_000          # field conditions, operators and $and/$or branches in one filter
+    filter_max_in_values: int = 10_000     # values in all $in/$nin lists of one filter together
+    filter_max_bytes: int = 1 << 20        # JSON text of one filter in a request body
+
+    @property
+    def filter_limits(self) -> FilterLimits:
+        return FilterLimits(self.filter_max_nodes, self.filter_max_in_values)
 
 
 def _lower_priority(nice: int) -> None:
@@ -177,6 +187,9 @@ class Database:
         self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="s5vec-writer")
         self._index_pool = background_pool(1, "s5vec-indexer", config.background_nice)
         self._read_pool = ThreadPoolExecutor(config.search_threads, thread_name_prefix="s5vec-search")
+        # Reads by id get their own threads: long searches that fill the read pool must not
+        # make a GET by id wait (issue 17: four filter bombs made one wait 40 s).
+        self._get_pool = ThreadPoolExecutor(2, thread_name_prefix="s5vec-get")
         self.embedder = Embedder()  # text → vector for collections with an embedding_model
         self._wal = WriteAheadLog(self.data_dir / "wal", config.wal_segment_bytes)
         # Copy-on-write once open: the writer thread publishes a new dict for a create or a
@@ -320,7 +333,7 @@ class Database:
         for coll in self.collections.values():
             coll.close()
         for pool in (self._writer_pool, self._index_pool, self._read_pool, self._io, self._migrate_pool,
-                     self._tier_pool):
+                     self._tier_pool, self._get_pool):
             pool.shutdown(wait=True)
         if self._lock_fd is not None:
             unlock_directory(self._lock_fd)
@@ -348,17 +361,55 @@ class Database:
         """Top-``q.k`` of one collection and whether the result is partial (timeout).
 
         Concurrent plain searches are coalesced into one graph call per group (fewer
-        thread hand-offs; hnswlib parallelises the batch without the GIL)."""
+        thread hand-offs; hnswlib parallelises the batch without the GIL).
+        Raises InvalidFilter (over ``filter_max_*``), SearchTimeout (past ``search_timeout_s``)."""
         coll = self.collection(name)
+        if q.filter is not None:
+            check_filter_size(q.filter, self.config.filter_limits)
         plain = (q.filter is None and q.timeout_ms is None and q.merge == "take_best" and q.scoring is None
                  and self.config.search_batches > 0 and bool(self._tasks))
         if not plain:
-            return await self._run(self._read_pool, self._search_one, coll, query, q)
+            return await self._limited(self._search_one, coll, query, q)
         future: asyncio.Future[list[Hit]] = asyncio.get_running_loop().create_future()
         key = (name, q.k, q.ef, q.nprobe, q.include_metadata, q.include_vector, q.recent, q.historical)
         self._searches.append((key, query, q.score_threshold, future))
         self._search_wakeup.set()
-        return await future, False
+        timer = asyncio.timeout(self.config.search_timeout_s)
+        try:
+            async with timer:
+                return await future, False
+        except TimeoutError:
+            if timer.expired():
+                raise self._timed_out() from None
+            raise
+
+    async def _limited(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the read pool within ``search_timeout_s``: past it the worker stops
+        at its next :func:`check_time` (filter evaluation looks every few hundred records) and
+        the caller gets SearchTimeout at once, so neither a client nor shutdown waits longer."""
+        limit = self.config.search_timeout_s
+        deadline = time.monotonic() + limit
+
+        def run() -> T:
+            with time_limit(deadline):
+                check_time()  # queued behind other searches until past its time: not started at all
+                return fn(*args)
+
+        timer = asyncio.timeout(limit)
+        try:
+            async with timer:
+                return await self._run(self._read_pool, run)
+        except SearchTimeout:
+            raise self._timed_out() from None
+        except TimeoutError:
+            if timer.expired():
+                raise self._timed_out() from None
+            raise
+
+    def _timed_out(self) -> SearchTimeout:
+        return SearchTimeout(f"the search did not finish within engine.search_timeout_s = "
+                             f"{self.config.search_timeout_s:g} s and was cancelled; narrow the filter "
+                             "or raise the limit")
 
     def _search_one(self, coll: Collection, query: np.ndarray, q: Query) -> tuple[list[Hit], bool]:
         """Worker thread: search, then the scoring re-rank over a wider candidate set."""
@@ -432,7 +483,7 @@ class Database:
 
     async def get(self, name: str, record_id: str, include_vector: bool = True) -> Hit:
         # on a worker: a lazily loaded segment may have to fetch its blobs first
-        return await self._run(self._read_pool, self.collection(name).get, record_id, include_vector)
+        return await self._run(self._get_pool, self.collection(name).get, record_id, include_vector)
 
     async def ids_after(self, name: str, after: str | None = None) -> list[str]:
         """Every live id of a collection in id order, after ``after`` (see Collection.ids_after)."""
@@ -440,14 +491,16 @@ class Database:
 
     async def get_many(self, name: str, ids: Sequence[str], include_vector: bool = True) -> list[Hit]:
         """The live records among ``ids``, in that order (absent ones skipped)."""
-        return await self._run(self._read_pool, self.collection(name).get_many, ids, include_vector)
+        return await self._run(self._get_pool, self.collection(name).get_many, ids, include_vector)
 
     async def find(self, name: str, spec: dict[str, Any] | None, limit: int, offset: int = 0,
                    include_vector: bool = False) -> tuple[int, list[Hit]]:
         """Records whose metadata matches ``spec`` (every record when None or empty), in storage
         order: how many match, and the hits from ``offset``, at most ``limit``.
-        Raises CollectionNotFound, InvalidFilter."""
+        Raises CollectionNotFound, InvalidFilter, SearchTimeout (as :meth:`search`)."""
         coll = self.collection(name)
+        if spec:
+            check_filter_size(spec, self.config.filter_limits)
 
         def run() -> tuple[int, list[Hit]]:
             ids = coll.ids_matching(spec or {})
@@ -459,7 +512,7 @@ class Database:
                     continue
             return len(ids), hits
 
-        return await self._run(self._read_pool, run)
+        return await self._limited(run)
 
     @property
     def wal_bytes(self) -> int:
@@ -554,6 +607,7 @@ class Database:
     async def delete_matching(self, name: str, spec: dict[str, Any]) -> int:
         """Delete every record whose metadata matches ``spec``; returns how many."""
         coll = self.collection(name)
+        check_filter_size(spec, self.config.filter_limits)
         ids = await self._run(self._read_pool, coll.ids_matching, spec)
         return await self.delete(name, ids) if ids else 0
 

@@ -57,3 +57,31 @@ def test_filter_matches_like_mongodb(spec: dict[str, Any], expected: bool) -> No
 def test_malformed_filters_raise_invalid_filter(spec: Any) -> None:
     with pytest.raises(InvalidFilter):
         compile_filter(spec)
+
+
+def test_in_and_nin_agree_with_one_eq_per_value_for_every_kind_of_value() -> None:
+    """``$in`` looks scalars up in a set: it must keep ``$eq``'s rules (booleans equal only
+    booleans, 1 == 1.0, None, arrays by value, array fields match by element)."""
+    values: list[Any] = [1, 1.0, 2.5, True, False, 0, None, "1", "a", [1, 2], {"k": 1}, float("nan")]
+    docs = [{"x": v} for v in values] + [{"x": [1, "a"]}, {"x": [[1, 2]]}, {}, {"x": [True]}]
+    for arg in ([1], [True], [0], [1.0, "a"], [None], [[1, 2]], [{"k": 1}], [False, "1"], values):
+        ors = compile_filter({"$or": [{"x": {"$eq": a}} for a in arg]})
+        inside, outside = compile_filter({"x": {"$in": arg}}), compile_filter({"x": {"$nin": arg}})
+        for doc in docs:
+            assert inside(doc) is ors(doc), (arg, doc)
+            assert outside(doc) is (not ors(doc)), (arg, doc)
+
+
+def test_a_filter_over_its_limits_is_refused_before_it_is_compiled() -> None:
+    from s5vec.index import FilterLimits
+
+    tree: dict[str, Any] = {"g": 1}
+    for _ in range(20):  # a million leaves, but one object shared: only the walk could notice
+        tree = {"$or": [tree, tree]}
+    with pytest.raises(InvalidFilter, match="engine.filter_max_nodes = 1000"):
+        compile_filter(tree)
+    with pytest.raises(InvalidFilter, match="engine.filter_max_in_values = 5"):
+        compile_filter({"$or": [{"a": {"$in": [1, 2, 3]}}, {"b": {"$nin": [4, 5, 6]}}]}, FilterLimits(100, 5))
+    assert compile_filter({"$or": [{"a": {"$in": [1, 2]}}, {"b": {"$nin": [4, 5, 6]}}]}, FilterLimits(100, 5))({"a": 2})
+    small = {"$or": [{"a": {"$in": list(range(20))}}]}
+    assert compile_filter(small, None)({"a": 19})  # unchecked: only for filters checked where they came in

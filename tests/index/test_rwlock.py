@@ -146,3 +146,41 @@ def test_a_reader_that_registers_after_a_writer_got_in_steps_back() -> None:
     assert at_append.is_set() and writer_inside.is_set()
     assert seen == ["reader in after the writer left"]
     assert lock._active == [] and not lock._writer and lock._writers_waiting == 0
+
+
+def test_a_read_now_enters_beside_readers_while_a_writer_waits_but_never_beside_a_writer() -> None:
+    """A read by id (``read_now``) must not queue behind a writer that waits for a long search."""
+    lock = RWLock()
+    inside, release = threading.Event(), threading.Event()
+    writer_in = threading.Event()
+
+    def long_search() -> None:
+        with lock.read():
+            inside.set()
+            release.wait(10)
+
+    def writer() -> None:
+        with lock.write():
+            writer_in.set()
+            release_writer.wait(10)
+
+    search = threading.Thread(target=long_search)
+    search.start()
+    assert inside.wait(5)
+    release_writer = threading.Event()
+    w = threading.Thread(target=writer)
+    w.start()
+    while not lock._writers_waiting:  # the writer is queued behind the search
+        time.sleep(0.001)
+    with lock.read_now():  # would block until the search ends with read()
+        assert not writer_in.is_set()
+    release.set()
+    assert writer_in.wait(5)
+    entered = threading.Event()
+    late = threading.Thread(target=lambda: (lock.read_now().__enter__(), entered.set()))
+    late.start()
+    assert not entered.wait(0.05)  # a writer inside excludes it
+    release_writer.set()
+    assert entered.wait(5)
+    for t in (search, w, late):
+        t.join(5)
