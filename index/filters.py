@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -76,7 +77,7 @@ def _key(value: Any) -> tuple[str, Any] | None:
     if isinstance(value, bool):
         return ("b", value)
     if isinstance(value, (int, float)):
-        return ("n", value) if value == value else None
+        return None if math.isnan(value) else ("n", value)
     if isinstance(value, str):
         return ("s", value)
     if value is None:

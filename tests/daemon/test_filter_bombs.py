@@ -13,9 +13,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from s5vec.daemon.config import ConfigError, load_config
-
 from conftest import Daemon
+from s5vec.daemon.config import ConfigError, load_config
 
 API = "/api/v1"
 JSON_TYPE = {"Content-Type": "application/json"}
