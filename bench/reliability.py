@@ -35,6 +35,13 @@ RUNS: Final = (
                               "input; any crash or 5xx is a failure")),
     ("soak.json", "Soak", ("mixed read/write/subscribe load from several processes; memory growth after "
                            "warm-up under 5 % and no creeping error rate")),
+    ("hostile.json", "Adversarial run", ("a byte flipped in the middle of the write-ahead log must stop start-up "
+                                         "(exit 65) without changing a byte, and `s5vec wal salvage` must bring "
+                                         "back everything but the damaged frame; API keys in header bytes the "
+                                         "HTTP parser rejects must reach no log line and no response")),
+    ("filterbomb.json", "Filter bombs", ("huge, deep and slow filters sent with a read key must be refused or "
+                                         "cut off by the search time limit while reads by id, health and "
+                                         "metrics keep answering, and SIGTERM still ends the daemon promptly")),
 )
 # Figures worth a line in the overview when a summary has them (looked up at any depth).
 HEADLINE_KEYS: Final = ("kills", "faults_injected", "decoder_inputs", "http_calls", "ws_frames", "ndjson_lines",
@@ -205,9 +212,34 @@ def _runs(reports: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     return [*RUNS, *extra]
 
 
+def previous_sections(text: str) -> tuple[dict[str, str], dict[str, str], str]:
+    """From an earlier RELIABILITY.md: each run's section (by title), each run's overview
+    row, and the "generated, commit" line that dates them."""
+    sections: dict[str, str] = {}
+    rows: dict[str, str] = {}
+    title = None
+    for line in text.splitlines(keepends=True):
+        if line.startswith("## "):
+            title = line[3:].strip()
+            sections[title] = line
+        elif title is not None:
+            sections[title] += line
+    for line in sections.get("Overview", "").splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) > 2 and cells[1] not in ("Run", "---", "") and cells[2] != "not run":
+            title = cells[1].removesuffix(" (earlier run)")
+            rows[title] = line.replace(f"| {cells[1]} |", f"| {title} |", 1)
+    dated = " ".join(line.split("|")[2].strip() for line in text.splitlines()
+                     if line.startswith(("| Generated |", "| Git commit |")))
+    return sections, rows, dated
+
+
 def render(reports: Mapping[str, dict[str, Any] | None], source: str, machine: Mapping[str, Any] | None = None,
-           commit: str | None = None, now: datetime | None = None) -> str:
-    """The Markdown of RELIABILITY.md for ``reports`` (as :func:`load_reports` returns)."""
+           commit: str | None = None, now: datetime | None = None, previous: str | None = None) -> str:
+    """The Markdown of RELIABILITY.md for ``reports`` (as :func:`load_reports` returns).
+    With ``previous`` (the file as it was), a run without a report keeps its section and
+    overview row from it, marked with when it was generated, instead of "not run"."""
+    kept_sections, kept_rows, dated = previous_sections(previous) if previous else ({}, {}, "")
     machine = machine if machine is not None else machine_info()
     now = now or datetime.now(UTC)
     ram = machine.get("mem_total_bytes")
@@ -235,14 +267,26 @@ def render(reports: Mapping[str, dict[str, Any] | None], source: str, machine: M
     ]
     for file, title, _what in _runs(reports):
         report = reports.get(file)
-        if report is None:
+        if report is None and title in kept_rows:
+            lines.append(kept_rows[title].rstrip("\n").replace(f"| {title} |", f"| {title} (earlier run) |", 1))
+        elif report is None:
             lines.append(f"| {title} | not run | — | — |")
         else:
             result = "ok" if report.get("ok") else "**FAILED**"
             lines.append(f"| {title} | {result} | {_duration(report.get('seconds'))} | {_cell(headline(report))} |")
+    rendered = {title for _file, title, _what in _runs(reports)}
+    earlier = [title for title in kept_rows if title not in rendered and title in kept_sections]
+    lines += [kept_rows[title].replace(f"| {title} |", f"| {title} (earlier run) |", 1) for title in earlier]
     lines.append("")
     for file, title, what in _runs(reports):
         report = reports.get(file)
+        if report is None and title in kept_sections and title in kept_rows:
+            body = kept_sections[title].split("\n", 1)[1].strip("\n")
+            note = f"Not re-run this time: kept from the earlier report ({dated})."
+            if body.startswith("Not re-run this time"):
+                body = body.split("\n", 1)[1].strip("\n") if "\n" in body else ""
+            lines += [f"## {title}", "", note, "", body, ""]
+            continue
         lines += [f"## {title}", "", f"What: {what}.", ""]
         if report is None:
             lines += [f"Not run: no `{file}` in `{source}`.", ""]
@@ -272,6 +316,11 @@ def render(reports: Mapping[str, dict[str, Any] | None], source: str, machine: M
         if isinstance(series, list) and series and all(isinstance(s, dict) for s in series):
             flat = [{k: v for k, v in s.items() if not isinstance(v, (dict, list))} for s in series]
             lines += ["### Series", ""] + _table_of_dicts(flat) + [""]
+    for title in earlier:
+        body = kept_sections[title].split("\n", 1)[1].strip("\n")
+        if body.startswith("Not re-run this time"):
+            body = body.split("\n", 1)[1].strip("\n") if "\n" in body else ""
+        lines += [f"## {title}", "", f"Not re-run this time: kept from the earlier report ({dated}).", "", body, ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -280,13 +329,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=Path("bench-results/reliability"),
                         help="where crashloop.json, faults.json, fuzz.json and soak.json are")
     parser.add_argument("--write", type=Path, help="write the Markdown here (default: standard output)")
+    parser.add_argument("--keep", action="store_true",
+                        help="a run without a report keeps its section from the file --write replaces")
     args = parser.parse_args(argv)
     try:
         reports = load_reports(args.dir)
     except ValueError as exc:
         print(f"s5vec.bench.reliability: {exc}", file=sys.stderr)
         return 1
-    text = render(reports, str(args.dir))
+    previous = args.write.read_text() if args.keep and args.write is not None and args.write.is_file() else None
+    text = render(reports, str(args.dir), previous=previous)
     if args.write is None:
         sys.stdout.write(text)
     else:

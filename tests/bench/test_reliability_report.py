@@ -72,7 +72,7 @@ def test_cli_writes_the_file_and_refuses_broken_json(tmp_path: Path, capsys: pyt
     write(tmp_path, "crashloop.json", CRASH)
     out = tmp_path / "RELIABILITY.md"
     assert reliability.main(["--dir", str(tmp_path), "--write", str(out)]) == 0
-    assert "## Crash loop" in out.read_text() and "1 of 4 reports" in capsys.readouterr().err
+    assert "## Crash loop" in out.read_text() and f"1 of {len(reliability.RUNS)} reports" in capsys.readouterr().err
     write(tmp_path, "soak-20min.json", {"name": "soak", "command": "python -m s5vec.bench.soak --minutes 20",
                                         "seconds": 1300, "ok": False, "summary": {"memory_growth_pct": 15.7}})
     text = reliability.render(reliability.load_reports(tmp_path), "d", MACHINE, "c", NOW)
@@ -81,3 +81,27 @@ def test_cli_writes_the_file_and_refuses_broken_json(tmp_path: Path, capsys: pyt
     (tmp_path / "faults.json").write_text("{not json")
     assert reliability.main(["--dir", str(tmp_path)]) == 1
     assert "faults.json: not valid JSON" in capsys.readouterr().err
+
+
+def test_keep_carries_runs_without_a_new_report_over_from_the_file_it_replaces(tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    write(first, "crashloop.json", CRASH)
+    write(first, "soak-20min.json", {"name": "soak", "command": "python -m s5vec.bench.soak --minutes 20",
+                                     "seconds": 1300, "ok": True, "summary": {"memory_growth_pct": 1.7}})
+    out = tmp_path / "RELIABILITY.md"
+    assert reliability.main(["--dir", str(first), "--write", str(out)]) == 0
+    write(second, "hostile.json", {"name": "hostile", "command": "python -m s5vec.bench.hostile", "seconds": 90,
+                                   "ok": True, "summary": {"lost": 0}})
+    assert reliability.main(["--dir", str(second), "--write", str(out), "--keep"]) == 0
+    text = out.read_text()
+    crash = text.split("## Crash loop", 1)[1].split("\n## ", 1)[0]
+    assert "Not re-run this time: kept from the earlier report" in crash and "| kills | 50 |" in crash
+    assert "| Crash loop (earlier run) | ok |" in text
+    assert "## soak (soak-20min.json)" in text and "memory growth pct 1.7" in text
+    assert "## Adversarial run" in text and "## Faults" not in text
+    assert "Not run: no `faults.json`" in text
+    again = reliability.main(["--dir", str(second), "--write", str(out), "--keep"])
+    assert again == 0 and out.read_text().count("Not re-run this time") == text.count("Not re-run this time")
+    assert "(earlier run) (earlier run)" not in out.read_text()
