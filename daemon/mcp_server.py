@@ -4,8 +4,10 @@ Inside the daemon (streamable HTTP at ``/mcp``) the tools call the :class:`Datab
 directly; ``s5vec mcp`` (stdio, spawned by an agent host) calls a running daemon's REST API
 instead, so it never opens a data directory that the daemon holds.  Every tool is
 read-only.  A failure the caller can fix (unknown collection or record, wrong vector
-length, malformed filter, unreachable daemon) comes back as a tool error whose text starts
-with the daemon's error code, e.g. ``collection_not_found: ...``.
+length, malformed filter, bad arguments, unreachable daemon) comes back as a tool error
+whose text starts with the daemon's error code, e.g. ``collection_not_found: ...`` or
+``invalid_request: k: Input should be less than or equal to 1000``.  Results are compact
+JSON without null fields (agents pay for every token).
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from urllib.parse import quote
 
 import aiohttp
 import msgspec
-from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ToolAnnotations
-from pydantic import BaseModel, Field
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+from mcp.types import CallToolResult, InputRequiredResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field, ValidationError
 from s5vec.index import MAX_K, Hit, parse_datetime
 from s5vec.ops import Database
 from yarl import URL
@@ -35,8 +37,9 @@ DEFAULT_URL: Final = "http://127.0.0.1:7533"
 MAX_LIMIT: Final = MAX_K
 INSTRUCTIONS: Final = (
     "s5vec is a vector database of video (NFT) metadata. Call list_collections first to learn the "
-    "collections, their vector dimension and record counts. search_vectors needs a query embedding of "
-    "exactly that dimension; find_similar finds neighbours of a stored record by id; filter_records "
+    "collections, their vector dimension and record counts. search_vectors takes a query embedding of "
+    "exactly that dimension, or text on a collection with an embedding_model (the daemon embeds it); "
+    "find_similar finds neighbours of a stored record by id; filter_records "
     "selects records by metadata (genre, type, mint date, runtime) without a vector; get_record "
     "fetches one record. Filters are Mongo-style: {\"genre\": \"drama\", \"views\": {\"$gte\": 10}}."
 )
@@ -46,8 +49,13 @@ _READ_ONLY: Final = ToolAnnotations(read_only_hint=True, destructive_hint=False,
 # ---------------------------------------------------------------- tool inputs
 CollectionName = Annotated[str, Field(min_length=1, description="Collection name (see list_collections).")]
 RecordId = Annotated[str, Field(min_length=1, description="Record id, as stored (video_nft: 'address:id').")]
-QueryVector = Annotated[list[float], Field(
-    min_length=1, description="Query embedding; its length must equal the collection's dimension.")]
+QueryVector = Annotated[list[float] | None, Field(
+    min_length=1, description="Query embedding; its length must equal the collection's dimension. "
+                              "Give this or text, not both.")]
+QueryText = Annotated[str | None, Field(
+    min_length=1, max_length=65_536,
+    description="Query text, embedded by the collection's embedding_model (see list_collections); "
+                "only on a collection that has one. Give this or vector, not both.")]
 K = Annotated[int, Field(ge=1, le=MAX_K, description=f"How many neighbours to return (1-{MAX_K}).")]
 NftType = Literal["video", "audio", "image", "data"]  # index.schema.NFT_TYPES (a test keeps them equal)
 Filter = Annotated[dict[str, Any] | None, Field(description=(
@@ -63,7 +71,8 @@ class Match(BaseModel):
     id: str
     score: float = Field(description="Similarity, higher is closer (cosine: (1 + cos) / 2 in [0, 1]).")
     distance: float = Field(description="Distance, lower is closer (cosine: 1 - cos; l2: Euclidean).")
-    metadata: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = Field(default=None, exclude_if=lambda v: not v,
+                                            description="Left out when the record has none.")
 
 
 class SearchResults(BaseModel):
@@ -86,7 +95,8 @@ class Record(BaseModel):
     id: str
     metadata: dict[str, Any]
     timestamp: float = Field(description="Unix seconds: the record's own time, or when it was ingested.")
-    vector: list[float] | None = Field(default=None, description="The stored vector (unit length for cosine).")
+    vector: list[float] | None = Field(default=None, exclude_if=lambda v: v is None,
+                                       description="The stored vector (unit length for cosine), when asked for.")
 
 
 class FilteredRecords(BaseModel):
@@ -100,23 +110,33 @@ class FilteredRecords(BaseModel):
 
 
 class CollectionInfo(BaseModel):
-    """A collection and its statistics."""
+    """A collection and its statistics (fields without a value are left out)."""
 
     name: str
     dimension: int
     metric: str
-    metadata_schema: str | None = Field(description="Metadata schema the records follow (video_nft) or null.")
+    metadata_schema: str | None = Field(default=None, exclude_if=lambda v: v is None,
+                                        description="Metadata schema the records follow (video_nft), if any.")
+    embedding_model: str | None = Field(default=None, exclude_if=lambda v: v is None,
+                                        description="Model that embeds text for search_vectors, if any.")
     count: int = Field(description="Live records.")
-    stats: dict[str, Any] = Field(description="Every statistic the daemon reports (indexed, pending, segments...).")
+    stats: dict[str, Any] = Field(description="The other statistics the daemon reports (indexed, pending, "
+                                              "segments...), those without a value left out.")
 
 
 class Collections(BaseModel):
     collections: list[CollectionInfo]
 
 
+_INFO_FIELDS: Final = frozenset({"name", "dimension", "metric", "schema", "embedding_model", "count"})
+
+
 def collection_info(stats: dict[str, Any]) -> CollectionInfo:
+    """The fields once: those of CollectionInfo are not repeated in ``stats``, nor are empty ones."""
+    rest = {k: v for k, v in stats.items() if k not in _INFO_FIELDS and v is not None and v != {} and v != []}
     return CollectionInfo(name=stats["name"], dimension=stats["dimension"], metric=stats["metric"],
-                          metadata_schema=stats.get("schema"), count=stats["count"], stats=stats)
+                          metadata_schema=stats.get("schema"), embedding_model=stats.get("embedding_model"),
+                          count=stats["count"], stats=rest)
 
 
 def _record(hit: Hit) -> Record:
@@ -132,8 +152,9 @@ class Backend(Protocol):
         """The statistics of every collection."""
         ...
 
-    async def search(self, collection: str, vector: list[float], k: int,
-                     spec: dict[str, Any] | None) -> list[Match]:
+    async def search(self, collection: str, vector: list[float] | None, k: int,
+                     spec: dict[str, Any] | None, text: str | None = None) -> list[Match]:
+        """The k nearest to ``vector``, or to ``text`` embedded by the collection's model."""
         ...
 
     async def get(self, collection: str, record_id: str, include_vector: bool) -> Record:
@@ -165,10 +186,10 @@ class DatabaseBackend:
     async def collections(self) -> list[dict[str, Any]]:
         return [c.stats() for _, c in self.db.collection_items()]
 
-    async def search(self, collection: str, vector: list[float], k: int,
-                     spec: dict[str, Any] | None) -> list[Match]:
+    async def search(self, collection: str, vector: list[float] | None, k: int,
+                     spec: dict[str, Any] | None, text: str | None = None) -> list[Match]:
         with _as_tool_error():
-            results, _ = await execute_search(self.db, collection, SearchIn(vector, k, spec))
+            results, _ = await execute_search(self.db, collection, SearchIn(vector, k, spec, text=text))
         return [Match(id=r.id, score=r.score, distance=r.distance, metadata=r.metadata) for r in results]
 
     async def get(self, collection: str, record_id: str, include_vector: bool) -> Record:
@@ -231,9 +252,13 @@ class RestBackend:
         body = await self._call("GET", self._endpoint("collections"))
         return list(body["collections"])
 
-    async def search(self, collection: str, vector: list[float], k: int,
-                     spec: dict[str, Any] | None) -> list[Match]:
-        request: dict[str, Any] = {"vector": vector, "k": k, "options": {"include_metadata": True}}
+    async def search(self, collection: str, vector: list[float] | None, k: int,
+                     spec: dict[str, Any] | None, text: str | None = None) -> list[Match]:
+        request: dict[str, Any] = {"k": k, "options": {"include_metadata": True}}
+        if vector is not None:
+            request["vector"] = vector
+        if text is not None:
+            request["text"] = text
         if spec is not None:
             request["filter"] = spec
         body = await self._call("POST", self._endpoint("collections", collection, "search"), body=request)
@@ -287,9 +312,39 @@ def metadata_filter(genre: str | list[str] | None = None, nft_type: str | None =
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
 
+def _argument_errors(exc: ValidationError) -> str:
+    """Arguments that do not fit a tool's schema, as ``invalid_request: <field>: <problem>``
+    (pydantic's own text carries a documentation URL per error: tokens an agent cannot use)."""
+    problems = [f"{'.'.join(str(part) for part in error['loc']) or 'arguments'}: {error['msg']}"
+                for error in exc.errors(include_url=False, include_input=False, include_context=False)]
+    return "invalid_request: " + "; ".join(problems)
+
+
+class _Server(MCPServer):
+    """The SDK's server, with errors that start with their code (argument errors name the
+    field and nothing else), and results as compact JSON."""
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None,
+                        ) -> CallToolResult | InputRequiredResult:
+        try:
+            result = await super().call_tool(name, arguments, context)
+        except UnexpectedToolError:
+            raise
+        except ToolError as exc:
+            if isinstance(exc.__cause__, ValidationError):
+                raise ToolError(_argument_errors(exc.__cause__)) from exc.__cause__
+            # the text starts with the error code, as the module doc says, not the SDK's preamble
+            message = str(exc).removeprefix(f"Error executing tool {name}: ")
+            raise ToolError(message) from exc.__cause__
+        if isinstance(result, CallToolResult) and result.structured_content is not None and not result.is_error:
+            text = msgspec.json.encode(result.structured_content).decode()  # no indentation, unlike the SDK's
+            result = result.model_copy(update={"content": [TextContent(type="text", text=text)]})
+        return result
+
+
 def build_server(backend: Backend) -> MCPServer:
     """An MCP server whose read-only tools answer from ``backend``."""
-    server: MCPServer = MCPServer("s5vec", instructions=INSTRUCTIONS, version=VERSION)
+    server: MCPServer = _Server("s5vec", instructions=INSTRUCTIONS, version=VERSION)
 
     def tool(fn: ToolFn) -> ToolFn:
         # the docstring, on one line, is the description the agent reads
@@ -305,11 +360,15 @@ def build_server(backend: Backend) -> MCPServer:
         return Collections(collections=[collection_info(s) for s in sorted(stats, key=lambda s: s["name"])])
 
     @tool
-    async def search_vectors(collection: CollectionName, vector: QueryVector, k: K = 10,
-                             filter: Filter = None) -> SearchResults:
-        """Find the k records whose vectors are nearest to a query embedding, optionally only among
-        records whose metadata matches a filter. Returns ids, scores and metadata, closest first."""
-        results = await backend.search(collection, vector, k, filter)
+    async def search_vectors(collection: CollectionName, vector: QueryVector = None, text: QueryText = None,
+                             k: K = 10, filter: Filter = None) -> SearchResults:
+        """Find the k records nearest to a query: a query embedding (vector), or text on a collection
+        with an embedding_model (the daemon embeds it); optionally only among records whose metadata
+        matches a filter. Returns ids, scores and metadata, closest first."""
+        if (vector is None) == (text is None):
+            raise ToolError("invalid_request: give exactly one of vector (a query embedding of the collection's "
+                            "dimension) or text (on a collection with an embedding_model)")
+        results = await backend.search(collection, vector, k, filter, text)
         return SearchResults(collection=collection, count=len(results), results=results)
 
     @tool

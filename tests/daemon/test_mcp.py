@@ -167,7 +167,8 @@ async def test_tools_are_listed_read_only_with_typed_input_and_output_schemas(
         assert tool.description and tool.output_schema is not None
         assert tool.annotations is not None and tool.annotations.read_only_hint is True
     search = tools["search_vectors"].input_schema
-    assert set(search["required"]) == {"collection", "vector"}
+    assert set(search["required"]) == {"collection"}  # and exactly one of vector / text
+    assert {"vector", "text"} <= set(search["properties"])
     assert search["properties"]["k"]["maximum"] == 1000 and search["properties"]["k"]["default"] == 10
     assert "description" in search["properties"]["vector"]
     filters = tools["filter_records"].input_schema["properties"]
@@ -181,9 +182,9 @@ async def test_tool_results_match_brute_force_over_the_inserted_records(
     drama = [i for i, r in enumerate(library.records) if "drama" in r["metadata"]["genre"]]
     async with session_for(transport, library, errlog) as session:
         listed = ok(await session.call_tool("list_collections", {}))["collections"]
-        assert [(c["name"], c["dimension"], c["metric"], c["metadata_schema"], c["count"]) for c in listed] == [
+        assert [(c["name"], c["dimension"], c["metric"], c.get("metadata_schema"), c["count"]) for c in listed] == [
             ("empty", 3, "l2", None, 0), ("videos", DIM, "cosine", "video_nft", 150)]
-        assert listed[1]["stats"]["count"] == 150
+        assert listed[1]["stats"]["recent"] == 150 and "count" not in listed[1]["stats"]
 
         query = np.random.default_rng(11).standard_normal(DIM).astype(np.float32)
         found = ok(await session.call_tool("search_vectors", {"collection": "videos", "vector": query.tolist(),
@@ -211,7 +212,7 @@ async def test_tool_results_match_brute_force_over_the_inserted_records(
             library.vectors[3], 4, [j for j in drama if j != 3])
 
         record = ok(await session.call_tool("get_record", {"collection": "videos", "id": "0xfeed:12"}))
-        assert record["metadata"] == {**library.records[12]["metadata"], "id": "12"} and record["vector"] is None
+        assert record["metadata"] == {**library.records[12]["metadata"], "id": "12"} and "vector" not in record
         with_vector = ok(await session.call_tool("get_record", {"collection": "videos", "id": "0xfeed:12",
                                                                 "include_vector": True}))
         unit = library.vectors[12] / np.linalg.norm(library.vectors[12])
