@@ -50,8 +50,12 @@ def resolve_model_dir(spec: str) -> Path:
     Raises EmbeddingError."""
     if not isinstance(spec, str) or not spec.strip():
         raise EmbeddingError(FIELD, "must be a model directory or the name of an installed model package")
-    path = Path(spec).expanduser()
-    if path.is_dir():
+    try:  # a name no path can hold (over NAME_MAX/PATH_MAX: ENAMETOOLONG) is not a directory
+        path = Path(spec).expanduser()
+        is_dir = path.is_dir()
+    except (OSError, RuntimeError):  # RuntimeError: '~user' of no such user
+        is_dir = False
+    if is_dir:
         return _model_root(path, spec)
     if _PACKAGE_RE.fullmatch(spec) is None:
         raise EmbeddingError(FIELD, f"{spec!r} is neither a directory nor a package name")
@@ -65,8 +69,11 @@ def resolve_model_dir(spec: str) -> Path:
 
 def _model_root(path: Path, spec: str) -> Path:
     for candidate in (path, path / "model"):
-        if (candidate / "config.json").is_file() and (candidate / "tokenizer.json").is_file():
-            return candidate.resolve()
+        try:
+            if (candidate / "config.json").is_file() and (candidate / "tokenizer.json").is_file():
+                return candidate.resolve()
+        except OSError as exc:
+            raise EmbeddingError(FIELD, f"cannot read the model in {str(candidate)!r}: {exc.strerror}") from None
     raise EmbeddingError(FIELD, f"{spec!r} holds no model: expected config.json and tokenizer.json "
                                 f"in {str(path)!r} or its model/ folder")
 

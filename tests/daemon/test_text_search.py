@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from s5vec.index import CollectionConfig, RawItem
 from s5vec.index.embed import TextEncoder
 from s5vec.ops import Database
@@ -110,6 +111,14 @@ async def test_model_is_validated_when_the_collection_is_created(client: Any) ->
     assert again.status == 200  # idempotent, like any identical definition
     other_model = await client.post(f"{API}/collections", json={"name": "docs", "dimension": 384})
     assert other_model.status == 409
+
+
+@pytest.mark.parametrize("model", ["0" * 1000, "/" + "b" * 300, "~" + "c" * 300])
+async def test_a_model_name_no_path_can_hold_is_an_embedding_error_naming_embedding_model(client: Any,
+                                                                                         model: str) -> None:
+    resp = await client.post(f"{API}/collections", json={"name": "long", "dimension": 3, "embedding_model": model})
+    assert "neither a directory nor" in await error_of(resp, 422, "embedding_error", "embedding_model")
+    assert (await (await client.get(f"{API}/collections")).json())["collections"] == []
 
 
 async def test_text_on_a_collection_without_a_model_is_422_naming_text(client: Any) -> None:
