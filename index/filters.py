@@ -131,11 +131,11 @@ def _field_predicate(path: str, condition: Any) -> Predicate:
     if not path or any(not p for p in parts):
         raise InvalidFilter(f"invalid field path {path!r}")
     if isinstance(condition, Mapping) and condition and all(str(k).startswith("$") for k in condition):
-        checks = [_operator(op, arg, path) for op, arg in condition.items()]
+        checks = [_operator(op, arg, path, 1) for op, arg in condition.items()]
     elif isinstance(condition, Mapping) and any(str(k).startswith("$") for k in condition):
         raise InvalidFilter(f"field {path!r} mixes operators and plain keys")
     else:
-        checks = [_operator("$eq", condition, path)]
+        checks = [_operator("$eq", condition, path, 1)]
 
     def predicate(doc: Mapping[str, Any]) -> bool:
         values = resolve(doc, parts)
@@ -144,7 +144,7 @@ def _field_predicate(path: str, condition: Any) -> Predicate:
     return predicate
 
 
-def _operator(op: str, arg: Any, path: str) -> Callable[[list[Any]], bool]:
+def _operator(op: str, arg: Any, path: str, depth: int) -> Callable[[list[Any]], bool]:
     if op not in _FIELD_OPS:
         raise InvalidFilter(f"unknown operator {op!r} on field {path!r}")
     if op == "$eq":
@@ -167,7 +167,9 @@ def _operator(op: str, arg: Any, path: str) -> Callable[[list[Any]], bool]:
             raise InvalidFilter(f"$not on field {path!r} needs an operator object")
         if not arg or not all(str(k).startswith("$") for k in arg):
             raise InvalidFilter(f"$not on field {path!r} needs an operator object")
-        inner = [_operator(o, a, path) for o, a in arg.items()]
+        if depth >= MAX_FILTER_DEPTH:  # compiling and evaluating recurse once per level here too
+            raise InvalidFilter(f"$not on field {path!r} nests more than {MAX_FILTER_DEPTH} levels deep")
+        inner = [_operator(o, a, path, depth + 1) for o, a in arg.items()]
         return lambda values: not all(check(values) for check in inner)
     if isinstance(arg, bool) or not isinstance(arg, (int, float, str)):
         raise InvalidFilter(f"{op} on field {path!r} needs a number or a string")

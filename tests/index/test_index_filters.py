@@ -84,3 +84,15 @@ def test_a_filter_over_its_limits_is_refused_before_it_is_compiled() -> None:
     assert compile_filter({"$or": [{"a": {"$in": [1, 2]}}, {"b": {"$nin": [4, 5, 6]}}]}, FilterLimits(100, 5))({"a": 2})
     small = {"$or": [{"a": {"$in": list(range(20))}}]}
     assert compile_filter(small, None)({"a": 19})  # unchecked: only for filters checked where they came in
+
+
+def test_not_nested_deeply_on_a_field_is_invalid_instead_of_overflowing_the_stack() -> None:
+    condition: dict[str, Any] = {"$eq": 1}
+    for _ in range(400):  # 401 nodes: within max_nodes, but 400 levels of recursion
+        condition = {"$not": condition}
+    with pytest.raises(InvalidFilter, match="levels deep"):
+        compile_filter({"a": condition})
+    shallow: dict[str, Any] = {"$eq": 1}
+    for _ in range(4):
+        shallow = {"$not": shallow}
+    assert compile_filter({"a": shallow})({"a": 1})
