@@ -49,6 +49,7 @@ _BATCH: Final = msgspec.json.Decoder(BatchResult)
 _INGEST: Final = msgspec.json.Decoder(IngestResult)
 _FIND: Final = msgspec.json.Decoder(FindResult)
 _RECORD: Final = msgspec.json.Decoder(Record)
+FIND_QUERY_BYTES: Final = 2_048  # a find filter longer than this (JSON) is sent in a POST body
 
 #: Which calls are retried (after a broken connection, a timeout, or 429/502/503/504).
 #: Reads and searches change nothing. Upserts replace the record with the same id, so
@@ -277,10 +278,17 @@ class AsyncClient:
     async def find(self, collection: str, filter: Mapping[str, Any] | None = None, limit: int = 100,
                    offset: int = 0, include_vector: bool = False) -> FindResult:
         """Records whose metadata matches ``filter`` (all when None), in storage order:
-        at most ``limit`` (≤ 1,000) from ``offset``, and how many match in all (``total``)."""
+        at most ``limit`` (≤ 1,000) from ``offset``, and how many match in all (``total``).
+        A filter longer than ``FIND_QUERY_BYTES`` goes in the body of ``POST .../vectors/query``
+        (a request line is limited to 8,190 bytes), a shorter one in ``GET .../vectors?filter=``."""
+        encoded = ENCODER.encode(filter).decode() if filter else None
+        if encoded is not None and len(encoded) > FIND_QUERY_BYTES:
+            body = {"filter": filter, "limit": limit, "offset": offset, "include_vector": include_vector}
+            return _FIND.decode(await self.request("POST", f"{API}/collections/{segment(collection)}/vectors/query",
+                                                   body=body))
         params = {"limit": str(limit), "offset": str(offset), "include_vector": "true" if include_vector else "false"}
-        if filter:
-            params["filter"] = ENCODER.encode(filter).decode()
+        if encoded is not None:
+            params["filter"] = encoded
         return _FIND.decode(await self.request("GET", f"{API}/collections/{segment(collection)}/vectors",
                                                params=params))
 

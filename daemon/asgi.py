@@ -19,6 +19,8 @@ from typing import Any, Final
 from aiohttp import web
 from multidict import CIMultiDict
 
+from .errors import http_error
+
 log = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
@@ -39,6 +41,7 @@ class _Exchange:
         self.ended = False
         self.finished = asyncio.Event()  # the response is complete or the app returned
         self._body_done = False
+        self._error: tuple[int, bytearray] | None = None  # a non-JSON error the app is sending
 
     def scope(self, extra: dict[str, Any] | None) -> Scope:
         request = self.request
@@ -89,12 +92,27 @@ class _Exchange:
     async def send(self, message: Message) -> None:
         kind = message["type"]
         if kind == "http.response.start":
-            if self.response is not None:
+            if self.response is not None or self._error is not None:
                 raise RuntimeError("ASGI app sent http.response.start twice")
             headers: CIMultiDict[str] = CIMultiDict()
             for name, value in message.get("headers", ()):
                 headers.add(bytes(name).decode("latin-1"), bytes(value).decode("latin-1"))
-            self.response = web.StreamResponse(status=int(message["status"]), headers=headers)
+            status = int(message["status"])
+            if status >= 400 and not headers.get("Content-Type", "").startswith("application/json"):
+                self._error = (status, bytearray())  # e.g. the SDK's text/plain 413: sent in the error shape
+                return
+            self.response = web.StreamResponse(status=status, headers=headers)
+        elif kind == "http.response.body" and self._error is not None:
+            if self.ended:
+                raise RuntimeError("ASGI app sent a body outside a response")
+            status, text = self._error
+            text.extend(message.get("body", b""))
+            if not message.get("more_body", False):
+                self.response = http_error(status, text.decode("utf-8", "replace").strip()[:500] or f"HTTP {status}")
+                await self.response.prepare(self.request)
+                await self.response.write_eof()
+                self.ended = True
+                self.finished.set()
         elif kind == "http.response.body":
             if self.response is None or self.ended:
                 raise RuntimeError("ASGI app sent a body outside a response")

@@ -61,8 +61,8 @@ def scope_for(request: web.Request, metrics_scope: str | None = None) -> str | N
         return "admin"
     if request.method in ("GET", "HEAD", "OPTIONS"):
         return "read"
-    if request.method == "POST" and path.endswith("/search"):
-        return "read"
+    if request.method == "POST" and (path.endswith("/search") or path.endswith("/vectors/query")):
+        return "read"  # reads with a body
     return "write"
 
 

@@ -90,6 +90,12 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
                         content_type="application/json", headers=headers)
 
 
+def http_error(status: int, message: str) -> web.Response:
+    """The error shape for a bare HTTP status and its text (e.g. an embedded ASGI app's
+    ``text/plain`` 413)."""
+    return error_response(status, _HTTP_CODES.get(status, "http_error"), message)
+
+
 def describe(exc: BaseException) -> tuple[int, str, str, str | None, dict[str, str] | None]:
     """``(status, code, message, field, headers)`` of the error a client sees for ``exc``
     (the one mapping; REST and WebSocket replies both use it)."""
@@ -150,7 +156,7 @@ def protocol_error(request: web.BaseRequest, status: int, exc: BaseException | N
     if exc is not None:
         status, code, message, field, headers = describe(exc)
         return error_response(status, code, message, field, headers)
-    return error_response(status, _HTTP_CODES.get(status, "http_error"), HTTPStatus(status).phrase)
+    return http_error(status, HTTPStatus(status).phrase)
 
 
 def translate(exc: BaseException) -> web.Response:

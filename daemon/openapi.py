@@ -11,12 +11,12 @@ from s5vec.index.records import METRICS, NAME_RE
 
 from .admin import BackupIn
 from .wire import (
-    BatchIn, BatchOut, CollectionIn, DeleteIn, ErrorOut, MetadataIn, RecordOut, RecordsOut, SearchIn,
+    BatchIn, BatchOut, CollectionIn, DeleteIn, ErrorOut, MetadataIn, QueryIn, RecordOut, RecordsOut, SearchIn,
     SearchOut, TuneIn, VectorIn,
 )
 
-_STRUCTS: Final = (VectorIn, BatchIn, SearchIn, CollectionIn, DeleteIn, MetadataIn, TuneIn, BackupIn, SearchOut,
-                   BatchOut, RecordOut, RecordsOut, ErrorOut)
+_STRUCTS: Final = (VectorIn, BatchIn, SearchIn, CollectionIn, DeleteIn, MetadataIn, TuneIn, QueryIn, BackupIn,
+                   SearchOut, BatchOut, RecordOut, RecordsOut, ErrorOut)
 _ERRORS: Final = {"400": "invalid request", "401": "missing or unknown API key", "403": "scope missing",
                   "404": "collection or record not found", "409": "conflicting collection",
                   "413": "body too large", "422": "dimension mismatch",
@@ -111,6 +111,7 @@ OPERATION_IDS: Final = {
     ("post", "/api/v1/collections/{c}/vectors"): "upsert", ("get", "/api/v1/collections/{c}/vectors"): "find",
     ("post", "/api/v1/collections/{c}/vectors/batch"): "upsert_batch",
     ("post", "/api/v1/collections/{c}/vectors/delete"): "delete_many",
+    ("post", "/api/v1/collections/{c}/vectors/query"): "find_by_body",
     ("get", "/api/v1/collections/{c}/vectors/{id}"): "get_record",
     ("patch", "/api/v1/collections/{c}/vectors/{id}"): "merge_metadata",
     ("put", "/api/v1/collections/{c}/vectors/{id}"): "replace_metadata",
@@ -171,6 +172,9 @@ def build_openapi(version: str) -> dict[str, Any]:
                                                               params=c)},
         "/api/v1/collections/{c}/vectors/delete": {"post": _op("Delete vectors by ids or by filter", DeleteIn,
                                                                _DELETED_COUNT, params=c)},
+        "/api/v1/collections/{c}/vectors/query": {"post": _op("Records matching a filter (GET .../vectors with "
+                                                              "its parameters in the body)", QueryIn, RecordsOut,
+                                                              params=c)},
         "/api/v1/collections/{c}/vectors/{id}": {"get": {**_op("Fetch a record", None, RecordOut, params=cv),
                                                          "parameters": [*_op("", None, None, params=cv)["parameters"],
                                                                         *_query("include_vector", kind="boolean")]},

@@ -349,6 +349,20 @@ async def post_delete(request: web.Request) -> web.Response:
 routes.route("*", "/api/v1/collections/{c}/vectors/delete")(post_only)
 
 
+@routes.post("/api/v1/collections/{c}/vectors/query")
+async def query_vectors(request: web.Request) -> web.Response:
+    """``GET .../vectors`` with ``filter``, ``limit``, ``offset`` and ``include_vector`` in a JSON
+    body: a filter too large for a request line (a 1,000-id ``$in``) needs no query string."""
+    check_filter_bytes(request.app[DB], await request.read())
+    body: QueryIn = await decode(request, QueryIn)
+    total, hits = await request.app[DB].find(request.match_info["c"], body.filter, body.limit, body.offset,
+                                             body.include_vector)
+    return reply(RecordsOut([record_out(h) for h in hits], len(hits), total))
+
+
+routes.route("*", "/api/v1/collections/{c}/vectors/query")(post_only)
+
+
 @routes.patch("/api/v1/collections/{c}/vectors/{id}")
 async def patch_vector(request: web.Request) -> web.Response:
     """Merge ``{"metadata": patch}`` into the record's metadata (JSON Merge Patch, RFC 7396)."""
@@ -377,16 +391,6 @@ async def list_vectors(request: web.Request) -> web.Response:
     offset = count_param(request, "offset", 0, 0, None)
     total, hits = await request.app[DB].find(request.match_info["c"], spec, limit, offset,
                                              flag(request, "include_vector", False))
-    return reply(RecordsOut([record_out(h) for h in hits], len(hits), total))
-
-
-@routes.post("/api/v1/collections/{c}/vectors/query")
-async def query_vectors(request: web.Request) -> web.Response:
-    """``GET .../vectors`` with ``filter``, ``limit``, ``offset`` and ``include_vector`` in a JSON
-    body: a filter too large for a request line (a 1,000-id ``$in``) needs no query string."""
-    body: QueryIn = await decode(request, QueryIn)
-    total, hits = await request.app[DB].find(request.match_info["c"], body.filter, body.limit, body.offset,
-                                             body.include_vector)
     return reply(RecordsOut([record_out(h) for h in hits], len(hits), total))
 
 

@@ -97,6 +97,15 @@ class MetadataIn(Struct, forbid_unknown_fields=True):
     metadata: dict[str, Any]
 
 
+class QueryIn(Struct, forbid_unknown_fields=True):
+    """``GET .../vectors``'s query parameters as a JSON body (a filter too large for a URL)."""
+
+    filter: dict[str, Any] | None = None
+    limit: K = 100
+    offset: Annotated[int, Meta(ge=0)] = 0
+    include_vector: bool = False
+
+
 class DeleteIn(Struct, forbid_unknown_fields=True):
     """Exactly one of ``ids`` and ``filter``."""
 
@@ -398,7 +407,7 @@ def decode_json(data: bytes | str) -> Any:
 DECODERS: Final = {
     VectorIn: JsonDecoder(VectorIn), BatchIn: JsonDecoder(BatchIn), SearchIn: JsonDecoder(SearchIn),
     CollectionIn: JsonDecoder(CollectionIn), DeleteIn: JsonDecoder(DeleteIn), MetadataIn: JsonDecoder(MetadataIn),
-    TuneIn: JsonDecoder(TuneIn),
+    TuneIn: JsonDecoder(TuneIn), QueryIn: JsonDecoder(QueryIn),
 }
 WS_DECODER: Final = JsonDecoder(WsMessage)
 WS_ENVELOPE: Final = JsonDecoder(WsEnvelope)

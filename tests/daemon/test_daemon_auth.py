@@ -66,6 +66,7 @@ TABLE: Final[dict[tuple[str, str], Row]] = {
     ("PUT", f"{API}/collections/{{c}}/vectors/{{id}}"): Row("write", f"{API}/collections/v/vectors/a",
                                                             {"metadata": {"x": 1}}),
     ("GET", f"{API}/collections/{{c}}/vectors"): Row("read", f"{API}/collections/v/vectors"),
+    ("POST", f"{API}/collections/{{c}}/vectors/query"): Row("read", f"{API}/collections/v/vectors/query", {"limit": 1}),
     ("GET", f"{API}/collections/{{c}}/export"): Row("read", f"{API}/collections/v/export", stream=True),
     ("GET", f"{API}/collections/{{c}}/vectors/{{id}}"): Row("read", f"{API}/collections/v/vectors/a"),
     ("DELETE", f"{API}/collections/{{c}}/vectors/{{id}}"): Row("write", f"{API}/collections/v/vectors/c",
@@ -93,6 +94,7 @@ TABLE: Final[dict[tuple[str, str], Row]] = {
         "write", f"{API}/collections/v/vectors/batch", {"vectors": [{"id": "m", "vector": [0, 1]}]}),
     ("*", f"{API}/collections/{{c}}/vectors/delete"): Row("write", f"{API}/collections/v/vectors/delete",
                                                           {"ids": ["b"]}),
+    ("*", f"{API}/collections/{{c}}/vectors/query"): Row("read", f"{API}/collections/v/vectors/query", {"limit": 1}),
     ("*", f"{API}/vectors/batch"): Row("write", f"{API}/vectors/batch", {"vectors": [{"id": "e", "vector": [1, 0]}]}),
     ("*", "/mcp"): Row("read", "/mcp", MCP_PING, headers=(("Accept", "application/json, text/event-stream"),)),
 }

@@ -19,7 +19,8 @@ BAD_HEADERS = {
     "trailing NUL": GOOD + b"\x00\r\n\r\n",
     "DEL": GOOD + b"\x7f\r\n\r\n",
     "bare CR": GOOD + b"\rX-Other: 1\r\n\r\n",
-    "folded line": b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer\r\n " + KEY.encode() + b"\r\n\r\n",
+    "folded line": (b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer\r\n " + KEY.encode()
+                    + b"\r\n\r\n"),
     "over 8 KB": GOOD + b"A" * 9000 + b"\r\n\r\n",
 }
 
@@ -65,7 +66,8 @@ async def test_a_request_line_over_the_limit_is_a_json_414_pointing_at_the_post_
     ids = [f"video-{i:05d}" for i in range(1000)]
     target = "/api/v1/collections/c/vectors?filter=" + json.dumps({"id": {"$in": ids}}).replace(" ", "")
     assert len(target) > 8190
-    status, headers, body = await exchange(client.server.port, f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    request = f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+    status, headers, body = await exchange(client.server.port, request)
     assert status == 414
     error = error_of(headers, body)
     assert error["code"] == "uri_too_long" and "vectors/query" in error["message"]
@@ -74,17 +76,20 @@ async def test_a_request_line_over_the_limit_is_a_json_414_pointing_at_the_post_
 
 async def test_too_many_headers_is_a_json_431(client: Any) -> None:
     many = b"".join(b"X-H%d: 1\r\n" % i for i in range(200))
-    status, headers, body = await exchange(client.server.port, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n" + many + b"\r\n")
+    request = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n" + many + b"\r\n"
+    status, headers, body = await exchange(client.server.port, request)
     assert status == 431 and error_of(headers, body)["code"] == "headers_too_large"
 
 
 async def test_a_malformed_request_line_is_a_json_400(client: Any) -> None:
-    status, headers, body = await exchange(client.server.port, b"GET /health?x=\x01 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    request = b"GET /health?x=\x01 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    status, headers, body = await exchange(client.server.port, request)
     assert status == 400 and error_of(headers, body)["code"] == "invalid_request"
 
 
 async def test_a_well_formed_request_is_still_served_on_the_same_server(client: Any) -> None:
-    status, _, body = await exchange(client.server.port, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    request = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    status, _, body = await exchange(client.server.port, request)
     assert status == 200 and json.loads(body)["status"] == "ok"
 
 
