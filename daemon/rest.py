@@ -257,8 +257,8 @@ async def search(request: web.Request, name: str) -> web.Response:
     try:
         coll = db.collection(name)
     except CollectionNotFound:
-        if name == DEFAULT:
-            await decode(request, SearchIn)
+        if name == DEFAULT:  # nothing upserted yet: no results, but a bad search is still a 400
+            check_search(db, await decode(request, SearchIn))
             return reply(SearchOut([], 0, 0.0))
         raise
     key = (name, coll.version, raw)
@@ -274,17 +274,12 @@ async def search(request: web.Request, name: str) -> web.Response:
     return reply(SearchOut(results, len(results), round((time.perf_counter() - started) * 1000, 3), partial))
 
 
-async def execute_search(db: Database, name: str, body: SearchIn) -> tuple[list[SearchResult], bool]:
-    """Validate a decoded search and run it: results and whether they are partial."""
-    coll = db.collection(name)
-    if body.text is not None:  # embedded by the collection's model (EmbeddingError, 422, without one)
-        if body.vector is not None:
-            raise RequestInvalid("send either 'vector' or 'text', not both", "text")
-        query = prepare_query(coll.config, (await db.embed_query(name, body.text)).tolist())
-    elif body.vector is None:
+def check_search(db: Database, body: SearchIn) -> None:
+    """The checks of a search that need no collection: 400 (RequestInvalid, InvalidFilter)."""
+    if body.text is not None and body.vector is not None:
+        raise RequestInvalid("send either 'vector' or 'text', not both", "text")
+    if body.text is None and body.vector is None:
         raise RequestInvalid("send 'vector' (or 'text' on a collection with an embedding_model)", "vector")
-    else:
-        query = prepare_query(coll.config, body.vector)
     if body.filter:  # a malformed or too large filter is a 400 before any work (bounded: limits first)
         compile_filter(body.filter, db.config.filter_limits)
     options = body.options
@@ -292,6 +287,18 @@ async def execute_search(db: Database, name: str, body: SearchIn) -> tuple[list[
         raise RequestInvalid("tier_weights only apply with merge_strategy 'weighted'", "options.tier_weights")
     if options.scoring is not None:
         scoring.validate(options.scoring)
+
+
+async def execute_search(db: Database, name: str, body: SearchIn) -> tuple[list[SearchResult], bool]:
+    """Validate a decoded search and run it: results and whether they are partial."""
+    coll = db.collection(name)
+    check_search(db, body)
+    if body.text is not None:  # embedded by the collection's model (EmbeddingError, 422, without one)
+        query = prepare_query(coll.config, (await db.embed_query(name, body.text)).tolist())
+    else:
+        assert body.vector is not None  # check_search
+        query = prepare_query(coll.config, body.vector)
+    options = body.options
     q = Query(body.k, options.hnsw_ef, body.filter or None, options.score_threshold, options.include_metadata,
               options.include_vector, options.ivf_nprobe, options.search_recent, options.search_historical,
               options.timeout_ms, options.merge_strategy,

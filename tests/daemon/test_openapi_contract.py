@@ -55,6 +55,18 @@ def test_schemas_carry_the_rules_the_server_enforces() -> None:
     assert "/api/v1/collections/{c}/ingest" in doc["paths"]
 
 
+@pytest.mark.parametrize("body, field", [({"text": None}, "vector"), ({}, "vector"), ({"vector": None}, "vector"),
+                                         ({"vector": [1, 0], "text": "a"}, "text"),
+                                         ({"vector": [1, 0], "filter": {"$nor": []}}, "filter")])
+async def test_a_bad_search_of_the_default_collection_is_400_before_anything_was_upserted(
+        client: Any, body: dict[str, Any], field: str) -> None:
+    resp = await client.post(f"{API}/search", json=body)
+    assert resp.status == 400, await resp.text()
+    assert (await resp.json())["error"]["field"] == field
+    nothing = await client.post(f"{API}/search", json={"vector": [1, 0]})
+    assert nothing.status == 200 and (await nothing.json())["results"] == []
+
+
 @pytest.mark.parametrize("method, path", [
     ("GET", f"{API}/collections/v/vectors/batch"), ("PUT", f"{API}/collections/v/vectors/batch"),
     ("TRACE", f"{API}/collections/v/vectors/batch"), ("DELETE", f"{API}/collections/v/vectors/delete"),
