@@ -46,7 +46,8 @@ RUNS: Final = (
 # Figures worth a line in the overview when a summary has them (looked up at any depth).
 HEADLINE_KEYS: Final = ("kills", "faults_injected", "decoder_inputs", "http_calls", "ws_frames", "ndjson_lines",
                         "requests", "acknowledged", "acknowledged_writes", "lost", "corrupt_served", "failures",
-                        "errors", "memory_growth_pct")
+                        "errors", "memory_growth_pct", "refused_start_exit_65", "lost_batches_after_salvage",
+                        "key_in_log", "bombs_refused_400", "sigterm_to_exit_s")
 MAX_ROWS: Final = 40
 
 
