@@ -394,9 +394,41 @@ class JsonDecoder(Generic[T]):
         except RecursionError:
             raise FieldDecodeError("JSON is malformed: arrays and objects nest too deeply") from None
         except msgspec.ValidationError as exc:
-            raise field_error(self._kind, exc) from None
+            return self._integral_floats_as_ints(data, exc)
         except msgspec.DecodeError as exc:
             raise FieldDecodeError(str(exc)) from None
+
+    def _integral_floats_as_ints(self, data: bytes | str | msgspec.Raw, exc: msgspec.ValidationError) -> T:
+        """JSON has one number type: ``5.0`` is the integer 5 (JSON Schema agrees, and Python's
+        json writes floats so), but msgspec wants ``5`` where an int goes. Rewrite exactly the
+        integral floats it names there, one at a time, and decode again; an error of another
+        kind is raised as a FieldValidationError."""
+        doc: Any = _NOT_DECODED
+        for _ in range(_MAX_INT_REWRITES):
+            found = _FLOAT_FOR_INT.match(str(exc))
+            if found is None or "int" not in found["expected"].split(" | "):
+                break
+            if doc is _NOT_DECODED:
+                doc = _ANY.decode(data)
+            parent, key = doc, None
+            for name, index in _STEP.findall(found["path"]):
+                if key is not None:
+                    parent = parent[key]
+                key = name if name else int(index)
+            value = parent[key] if key is not None else None
+            if not (isinstance(value, float) and value.is_integer()):
+                break
+            parent[key] = int(value)
+            try:
+                return self._decoder.decode(ENCODER.encode(doc))
+            except msgspec.ValidationError as again:
+                exc = again
+        raise field_error(self._kind, exc) from None
+
+
+_NOT_DECODED: Final = object()
+_MAX_INT_REWRITES: Final = 16  # more integer fields than any body has
+_FLOAT_FOR_INT: Final = re.compile(r"^Expected `(?P<expected>[^`]*)`, got `float` - at `\$(?P<path>[^`]*)`$", re.S)
 
 
 def decode_json(data: bytes | str) -> Any:

@@ -55,6 +55,20 @@ def test_schemas_carry_the_rules_the_server_enforces() -> None:
     assert "/api/v1/collections/{c}/ingest" in doc["paths"]
 
 
+async def test_an_integral_float_is_an_integer_as_in_json_schema(client: Any) -> None:
+    made = await client.post(f"{API}/collections", json={"name": "f", "dimension": 2.0, "hnsw": {"m": 8.0}})
+    assert made.status == 201, await made.text()
+    assert (await made.json())["dimension"] == 2
+    assert (await client.post(f"{API}/collections/f/vectors", json={"id": 7.0, "vector": [1, 0]})).status == 201
+    found = await client.post(f"{API}/collections/f/search", json={"vector": [1, 0], "k": 1.0})
+    assert [r["id"] for r in (await found.json())["results"]] == ["7"]
+    for body, field in (({"name": "g", "dimension": 2.5}, "dimension"), ({"name": "g", "dimension": "2"}, "dimension"),
+                        ({"name": "g", "dimension": 0.0}, "dimension"), ({"name": "g", "dimension": 2, "hnsw": {
+                            "m": 1e30}}, "hnsw.m")):
+        resp = await client.post(f"{API}/collections", json=body)
+        assert resp.status == 400 and (await resp.json())["error"]["field"] == field, body
+
+
 @pytest.mark.parametrize("body, field", [({"text": None}, "vector"), ({}, "vector"), ({"vector": None}, "vector"),
                                          ({"vector": [1, 0], "text": "a"}, "text"),
                                          ({"vector": [1, 0], "filter": {"$nor": []}}, "filter")])
