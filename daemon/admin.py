@@ -35,7 +35,9 @@ _BACKUP: Final = JsonDecoder(BackupIn)
 async def jobs_ctx(app: web.Application) -> AsyncIterator[None]:
     """Start the scheduled jobs once the database is open; stop them before it closes."""
     config = app[CONFIG]
-    jobs = Jobs(app[DB], config.jobs, config.backup)
+    from .monitoring import METRICS  # monitoring imports the feeds, which import this module's neighbours
+
+    jobs = Jobs(app[DB], config.jobs, config.backup, metrics=app[METRICS])
     app[JOBS] = jobs
     await jobs.start()
     yield

@@ -8,7 +8,8 @@ from typing import Final
 
 from aiohttp import web
 
-from s5vec.ops import Database, EventBus, Metrics
+from s5vec.engine import Database, EventBus
+from s5vec.ops import Metrics
 
 from . import admin, ingest, mcp_http, monitoring, sse, ws
 from .auth import KeyRing, make_auth_middleware
@@ -33,9 +34,9 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
                    events.flush_ms / 1000.0)
     async with open_store(config) as store:  # opened before the database, closed after it
         app[NOTIFIER].status(f"loading data from {config.data_dir}")
+        # admin.jobs_ctx runs checkpoints, migrations and the other jobs
         app[DB] = await Database.open(config.data_dir, config.engine, store, events=bus,
-                                      storage_mode=config.storage.mode, metrics=app[monitoring.METRICS],
-                                      scheduled=True)  # admin.jobs_ctx runs checkpoints and migrations
+                                      storage_mode=config.storage.mode, metrics=app[monitoring.METRICS])
         app[UPSERTS] = SingleUpserts(app[DB])
         yield
         app[NOTIFIER].status("checkpointing and closing the database")

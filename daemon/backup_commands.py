@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from s5vec.index import InvalidRecord, parse_timestamp
-from s5vec.ops import Database, DataDirLocked
+from s5vec.engine import Database, DataDirLocked
 from s5vec.ops.backup import (
     BackupCatalog,
     BackupNotFound,
@@ -159,7 +159,7 @@ async def _progress(args: argparse.Namespace, what: str) -> AsyncIterator[Progre
 
 async def _open(config: Config, store: BlobStore) -> Database:
     return await Database.open(config.data_dir, config.engine, store if not isinstance(store, LocalBlobStore) else None,
-                               storage_mode=config.storage.mode, scheduled=True)
+                               storage_mode=config.storage.mode)
 
 
 def _size(n: int) -> str:

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, Final, Union, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit, urlunsplit
 
-from s5vec.ops import EngineConfig, HealthThresholds
+from s5vec.engine import EngineConfig
+from s5vec.ops import HealthThresholds
 from s5vec.ops.backup import BackupConfig
 from s5vec.ops.jobs import JobsConfig, QuietHours
 from s5vec.storage.s5 import InvalidSeedPhrase, phrase_to_entropy

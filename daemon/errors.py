@@ -16,7 +16,7 @@ from s5vec.index import (
     CollectionExists, CollectionNotFound, DimensionMismatch, IndexError_, InvalidRecord, RecordNotFound,
 )
 from s5vec.index.errors import EmbeddingError, SearchTimeout
-from s5vec.ops import DataDirLocked
+from s5vec.engine import DataDirLocked
 from s5vec.ops.backup import BackupNotFound
 from s5vec.ops.jobs import JobBusy, UnknownJob
 from s5vec.storage import BackendUnavailable, BlobCorrupt, BlobNotFound, StorageError, StorageFull, WalFailed

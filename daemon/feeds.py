@@ -10,7 +10,7 @@ from typing import Final, Protocol
 
 from aiohttp import web
 
-from s5vec.ops import EVENT_TYPES
+from s5vec.engine import EVENT_TYPES
 
 from .errors import RequestInvalid
 

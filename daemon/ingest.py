@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from aiohttp import StreamReader, web
 
-from s5vec.ops import Database
+from s5vec.engine import Database
 
 from .rest import DB, decode_items, reply
 

@@ -19,7 +19,7 @@ from typing import Final
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from s5vec.ops import Database
+from s5vec.engine import Database
 
 from .asgi import call_asgi
 from .auth import MCP_PATH

@@ -24,7 +24,7 @@ from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.types import CallToolResult, InputRequiredResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 from s5vec.index import MAX_K, Hit, parse_datetime
-from s5vec.ops import Database
+from s5vec.engine import Database
 from yarl import URL
 
 from .errors import describe

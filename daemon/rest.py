@@ -14,7 +14,7 @@ from s5vec.index import (
     MAX_K, CollectionConfig, CollectionNotFound, Hit, RawItem, compile_filter, prepare_query,
 )
 from s5vec.index import scoring
-from s5vec.ops import Database, Query
+from s5vec.engine import Database, Query
 
 from .cache import QueryCache
 from .config import Config

@@ -20,7 +20,7 @@ from typing import Final
 
 from aiohttp import web
 
-from s5vec.ops.memory import tune_malloc
+from s5vec.engine.memory import tune_malloc
 
 from . import logs, ws
 from .app import create_app

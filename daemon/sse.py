@@ -8,7 +8,7 @@ send it when they reconnect).
 Each event is ``event: <type>`` + ``data: <JSON>``; ``id: <LSN>`` is sent on the last event
 of each WAL record (the events of one batch share its LSN) and ``id: <LSN>.<n>`` on the n-th
 job event after that LSN, so a client that reconnects with the last id it saw gets exactly
-what came after (see :mod:`s5vec.ops.events`). Notices: ``lagged`` (the stream fell
+what came after (see :mod:`s5vec.engine.events`). Notices: ``lagged`` (the stream fell
 ``events.queue_events`` behind and is being fed from the retained window), ``missed``
 (events too old for the window: how many sequence numbers and where delivery resumed),
 ``ahead`` (``since`` is beyond this server's head), and a final ``disconnected`` (too far
@@ -26,7 +26,7 @@ import msgspec
 from aiohttp import web
 
 from s5vec.index import compile_filter
-from s5vec.ops import ALL, EventKey, Notice, Subscription, parse_event_id, resume_value
+from s5vec.engine import ALL, EventKey, Notice, Subscription, parse_event_id, resume_value
 
 from .errors import RequestInvalid
 from .feeds import CLOSE_GRACE_S, FEEDS, FRAME_EVENTS, parse_types

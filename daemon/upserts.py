@@ -9,7 +9,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from s5vec.index import DimensionMismatch, ItemError, RawItem
-from s5vec.ops import Database
+from s5vec.engine import Database
 from s5vec.storage import StorageError
 
 from .errors import ApiError, RequestInvalid

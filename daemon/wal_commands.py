@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any, Final
 
-from s5vec.ops.datadir import DataDirLocked, lock_directory, unlock_directory
-from s5vec.ops.walrecord import lost_record
+from s5vec.storage.datadir import DataDirLocked, lock_directory, unlock_directory
+from s5vec.engine.walrecords import lost_record
 from s5vec.storage import StorageError
 from s5vec.storage.wal import WalReport, salvage, scan
 

@@ -226,7 +226,7 @@ class WsSearch(SearchIn, tag="search", tag_field="type", kw_only=True):
 class WsSubscribe(Struct, tag="subscribe", tag_field="type", forbid_unknown_fields=True):
     """Change feed of some collections (all when omitted), optionally filtered by metadata
     and event type, from now or from the first change after ``since``: an event id (an LSN,
-    or ``"<lsn>.<n>"`` for a job event, see :mod:`s5vec.ops.events`)."""
+    or ``"<lsn>.<n>"`` for a job event, see :mod:`s5vec.engine.events`)."""
 
     collections: list[str] | None = None
     filter: dict[str, Any] | None = None

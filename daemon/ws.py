@@ -25,7 +25,7 @@ import msgspec
 from aiohttp import WSMsgType, web
 
 from s5vec.index import RecordNotFound, compile_filter, prepare_query
-from s5vec.ops import (
+from s5vec.engine import (
     ALL, Database, EventBus, Notice, Query, StandingQuery, Subscription, event_id, expand, parse_event_id,
 )
 

@@ -1,7 +1,7 @@
 """Scheduled jobs inside the daemon: checkpoint, migrate, rebalance, compact, scrub, backup.
 
 One :class:`Jobs` owns an APScheduler ``AsyncIOScheduler``; the daemon starts it after the
-database opens (``Database.open(..., scheduled=True)``) and stops it before the database
+database opens (the database runs no schedule of its own) and stops it before the database
 closes. Every job runs at most once at a time (``max_instances=1``, ``coalesce=True`` and a
 lock per job: a manual trigger of a running job is refused with :class:`JobBusy`, except a
 checkpoint, which waits and runs again). A failed run is logged, counted and retried by a
@@ -31,13 +31,15 @@ from apscheduler.executors.asyncio import AsyncIOExecutor
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from s5vec.storage import BlobCorrupt, BlobNotFound, StorageError
 
+from s5vec.engine.health import error_summary
+
 from .backup import BackupConfig, create_backup
-from .health import error_summary
+from .metrics import Metrics
 
 if TYPE_CHECKING:
     from s5vec.index import Collection
 
-    from .database import Database
+    from s5vec.engine.database import Database
 
 log = logging.getLogger(__name__)
 JOB_NAMES: Final = ("checkpoint", "migrate", "rebalance", "compact", "scrub", "backup")
@@ -175,8 +177,11 @@ class Jobs:
     :meth:`start`; :meth:`stop` before the database closes."""
 
     def __init__(self, db: Database, config: JobsConfig | None = None, backup: BackupConfig | None = None,
-                 now: Callable[[], float] = time.time, rng: random.Random | None = None) -> None:
+                 now: Callable[[], float] = time.time, rng: random.Random | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.db = db
+        # job runs and backup state; the engine reports its own jobs to the same object
+        self.metrics = metrics if metrics is not None else (db.metrics if isinstance(db.metrics, Metrics) else Metrics())
         self.config = config or JobsConfig()
         self.backup_config = backup or BackupConfig()
         self.quiet = QuietHours.parse(self.config.quiet_hours)
@@ -203,7 +208,7 @@ class Jobs:
 
     async def start(self) -> None:
         """Start the scheduler on the running loop and apply the GC grace period."""
-        self.db.gc_grace_s = self.config.gc_grace_s
+        self.db.keep_unreferenced_for(self.config.gc_grace_s)
         # APScheduler logs every run at INFO, and the checkpoint tick runs every second:
         # its executor logger stays at WARNING; runs are logged here, once, with outcome.
         logging.getLogger(f"apscheduler.executors.{_EXECUTOR}").setLevel(logging.WARNING)
@@ -322,7 +327,7 @@ class Jobs:
                     return
             if spec.quiet and self.quiet_now():
                 self._skip(spec, "quiet_hours")
-                self.db.metrics.job_finished(spec.metric or spec.name, "skipped", 0.0)
+                self.metrics.job_finished(spec.metric or spec.name, "skipped", 0.0)
                 return  # the next regular run after the quiet hours does the work (and any retry)
             lock = self._locks[name]
             if lock.locked():
@@ -367,7 +372,7 @@ class Jobs:
             else:
                 log.exception("job %s failed (%d in a row)", spec.name, state.consecutive_failures)
             if spec.metric is None:
-                self.db.metrics.job_finished(spec.name, "failure", seconds)
+                self.metrics.job_finished(spec.name, "failure", seconds)
             if spec.retry:
                 self._schedule_retry(spec)
             raise
@@ -383,7 +388,7 @@ class Jobs:
         state.last_result = result
         self._cancel_retry(spec)
         if spec.metric is None:
-            self.db.metrics.job_finished(spec.name, "success", seconds)
+            self.metrics.job_finished(spec.name, "success", seconds)
         log.info("job %s finished in %.2fs%s", spec.name, seconds, " (manual)" if manual else "")
         return result
 
@@ -520,7 +525,7 @@ class Jobs:
         pruned = await catalog.prune(self.backup_config)
         size = await catalog.size_of(backup)
         count = len(await catalog.backups())
-        self.db.metrics.backup_state(count, backup.created, size)
+        self.metrics.backup_state(count, backup.created, size)
         self.db.events.publish_job("backup_completed", {"backup": str(backup.id), "manifest": str(backup.manifest),
                                                         "lsn": backup.lsn, "bytes": size, "label": label})
         log.info("backup %s of LSN %d (%d bytes); %d kept, %d pruned", backup.id, backup.lsn, size, count, len(pruned))
@@ -530,9 +535,9 @@ class Jobs:
         catalog = self.db.backups
         backups = await catalog.backups()
         if backups:
-            self.db.metrics.backup_state(len(backups), backups[0].created, await catalog.size_of(backups[0]))
+            self.metrics.backup_state(len(backups), backups[0].created, await catalog.size_of(backups[0]))
         else:
-            self.db.metrics.backup_state(0, None, None)
+            self.metrics.backup_state(0, None, None)
 
 
 def _finished(task: asyncio.Task[Any]) -> None:

@@ -8,7 +8,7 @@ base units (``_seconds``, ``_bytes``), ``_total`` on counters.
 
 Jobs record their runs with :meth:`Metrics.job_finished`; the backup job reports its
 catalogue with :meth:`Metrics.backup_state`. Checkpoints and migrations are recorded by
-the :class:`~s5vec.ops.database.Database` itself (job names ``checkpoint`` and
+the :class:`~s5vec.engine.database.Database` itself (job names ``checkpoint`` and
 ``migration``), whoever triggered them. A job's name is the label ``task``, never ``job``:
 Prometheus owns ``job`` (the scrape job) and renames a target's own to ``exported_job``.
 """
@@ -35,7 +35,7 @@ from prometheus_client.registry import Collector
 from .process_metrics import ProcessCollector
 
 if TYPE_CHECKING:
-    from .database import Database
+    from s5vec.engine.database import Database
 
 NAMESPACE: Final = "s5vec"
 CONTENT_TYPE: Final = CONTENT_TYPE_PLAIN_0_0_4  # the classic text format, without content negotiation

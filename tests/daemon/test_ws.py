@@ -19,7 +19,7 @@ from s5vec.daemon.rest import DB
 from s5vec.daemon.upserts import SingleUpserts
 from s5vec.daemon.wire import VectorIn
 from s5vec.index import CollectionConfig, CollectionNotFound, DimensionMismatch
-from s5vec.ops import Database, EngineConfig
+from s5vec.engine import Database, EngineConfig
 
 API = "/api/v1"
 READ_KEY = "r" * 20

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from s5vec.index import CollectionConfig, RawItem
-from s5vec.ops import Database, EngineConfig
+from s5vec.engine import Database, EngineConfig
 from s5vec.ops.backup import (
     Backup,
     BackupCatalog,
@@ -62,7 +62,7 @@ async def dump(db: Database) -> Records:
 
 async def populated(path: Path) -> Database:
     """Two collections, one with a sealed segment, edits, deletes and payload indexes."""
-    db = await Database.open(path, ENGINE, scheduled=True)
+    db = await Database.open(path, ENGINE)
     await db.create_collection(CollectionConfig("videos", DIM, payload=(("genre", "keyword"),)))
     await db.create_collection(CollectionConfig("audio", DIM, metric="l2"))
     await db.upsert("videos", items(0, 300))
@@ -96,12 +96,12 @@ async def test_backup_then_wipe_then_restore_brings_back_every_record(tmp_path: 
     report = await restore_in_place(db, backup, force=True)
     assert report["safety_backup"]["label"] == "pre-restore"
     await db.close()
-    db = await Database.open(tmp_path / "d", ENGINE, scheduled=True)
+    db = await Database.open(tmp_path / "d", ENGINE)
     assert await dump(db) == expected
     assert db.collection("videos").segments and db.collection("videos").get("r1010").metadata == {"edited": True}
     await db.upsert("videos", items(5000, 5))  # writable again, and durable
     await db.close()
-    db = await Database.open(tmp_path / "d", ENGINE, scheduled=True)
+    db = await Database.open(tmp_path / "d", ENGINE)
     assert len((await dump(db))["videos"]) == 603
     # the state the restore replaced is a backup too
     safety = await db.backups.find(report["safety_backup"]["id"])
@@ -146,7 +146,7 @@ async def test_restore_refuses_to_replace_data_without_force(tmp_path: Path) -> 
 
 
 async def test_restore_to_a_timestamp_picks_the_nearest_earlier_backup(tmp_path: Path) -> None:
-    db = await Database.open(tmp_path, ENGINE, scheduled=True)
+    db = await Database.open(tmp_path, ENGINE)
     await db.create_collection(CollectionConfig("c", DIM))
     t0 = 1_700_000_000.0
     made = []
@@ -207,7 +207,7 @@ async def test_export_then_import_into_a_second_data_directory(tmp_path: Path) -
     imported = await import_backup(file, store, BackupCatalog(other, store))
     unlock_directory(fd)
     assert imported == backup and again["bytes"] == report["bytes"]
-    db = await Database.open(other, ENGINE, scheduled=True)
+    db = await Database.open(other, ENGINE)
     assert db.collections == {} and [b.label for b in await db.backups.backups()] == ["portable"]
     assert (await db.backups.verify(imported))["ok"]
     await restore_in_place(db, imported)  # an empty directory needs no force
@@ -326,7 +326,7 @@ def test_retention_keeps_the_last_n_and_the_newest_of_each_recent_day_and_week()
 
 
 async def test_the_gc_pins_cover_a_backup_created_while_checkpoints_run(tmp_path: Path) -> None:
-    db = await Database.open(tmp_path, dataclasses.replace(ENGINE, keep_manifests=1), scheduled=True)
+    db = await Database.open(tmp_path, dataclasses.replace(ENGINE, keep_manifests=1))
     await db.create_collection(CollectionConfig("c", DIM))
     await db.upsert("c", items(0, 40))
     backup = await create_backup(db)

@@ -14,7 +14,7 @@ import faiss
 import numpy as np
 import pytest
 from s5vec.index import CollectionConfig, RawItem
-from s5vec.ops import Database, EngineConfig
+from s5vec.engine import Database, EngineConfig
 from s5vec.ops.backup import create_backup
 from s5vec.ops.jobs import (
     JobBusy,
@@ -60,7 +60,7 @@ async def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None
 
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "data", ENGINE, scheduled=True)
+    database = await Database.open(tmp_path / "data", ENGINE)
     yield database
     await database.close(checkpoint=False)
 
@@ -221,7 +221,7 @@ async def test_the_scheduler_runs_jobs_on_their_interval_and_lists_the_next_run(
 
 # -------------------------------------------------------------------- each job
 async def test_the_checkpoint_job_runs_when_the_wal_passes_its_size_and_counts_real_checkpoints(tmp_path: Path) -> None:
-    db = await Database.open(tmp_path, dataclasses.replace(ENGINE, checkpoint_wal_bytes=1), scheduled=True)
+    db = await Database.open(tmp_path, dataclasses.replace(ENGINE, checkpoint_wal_bytes=1))
     jobs = await started(db)
     await db.create_collection(CollectionConfig("c", DIM))
     await db.upsert("c", items(0, 10))
@@ -285,7 +285,7 @@ async def test_rebalance_retrains_a_segment_whose_lists_deletes_made_lopsided(db
 
 
 async def test_rebalance_merges_the_small_segments_incremental_migrations_leave(tmp_path: Path) -> None:
-    db = await Database.open(tmp_path / "data", ENGINE, scheduled=True)
+    db = await Database.open(tmp_path / "data", ENGINE)
     await db.create_collection(CollectionConfig("c", DIM, segment_records=2000))
     jobs = await started(db)
     for step in range(4):  # one migration per interval: one small segment each
@@ -317,7 +317,7 @@ async def test_rebalance_merges_the_small_segments_incremental_migrations_leave(
 
 
 async def test_garbage_collection_waits_out_the_grace_period(tmp_path: Path) -> None:
-    db = await Database.open(tmp_path, dataclasses.replace(ENGINE, keep_manifests=1), scheduled=True)
+    db = await Database.open(tmp_path, dataclasses.replace(ENGINE, keep_manifests=1))
     jobs = await started(db, JobsConfig(gc_grace_s=3600))
     await db.create_collection(CollectionConfig("c", DIM))
     await db.upsert("c", items(0, 20))
@@ -333,7 +333,7 @@ async def test_garbage_collection_waits_out_the_grace_period(tmp_path: Path) -> 
 
 
 async def test_garbage_collection_never_takes_the_blobs_of_a_retained_backup(tmp_path: Path) -> None:
-    db = await Database.open(tmp_path, dataclasses.replace(ENGINE, keep_manifests=1), scheduled=True)
+    db = await Database.open(tmp_path, dataclasses.replace(ENGINE, keep_manifests=1))
     await db.create_collection(CollectionConfig("c", DIM))
     await db.upsert("c", items(0, 50))
     backup = await create_backup(db)

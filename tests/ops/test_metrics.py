@@ -12,14 +12,8 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from s5vec.index import CollectionConfig, RawItem, prepare_vectors
-from s5vec.ops import (
-    Database,
-    EngineConfig,
-    HealthMonitor,
-    HealthThresholds,
-    Metrics,
-    Query,
-)
+from s5vec.engine import Database, EngineConfig, Query
+from s5vec.ops import HealthMonitor, HealthThresholds, Metrics
 from s5vec.storage import BackendUnavailable
 
 DIM = 8

@@ -16,14 +16,15 @@ import pytest
 from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from s5vec.bench.faults import DiskFaults, checkpoint_faults
 from s5vec.index import CollectionConfig, RawItem
-from s5vec.ops import Database, EngineConfig, HealthMonitor, Metrics, Query
+from s5vec.engine import Database, EngineConfig, Query
+from s5vec.ops import HealthMonitor, Metrics
 from s5vec.ops.jobs import Jobs, JobsConfig
 from s5vec.storage import BlobCorrupt, BlobId, LocalBlobStore, RootMirror, StorageError, StorageFull, WalFailed
 from s5vec.storage.portal import PortalBlobStore
 from s5vec.storage.s5.seed import Identity, generate_phrase
-from s5vec.storage.testportal import FAULTS, create_test_portal
+from s5vec.testing.diskfaults import DiskFaults, checkpoint_faults
+from s5vec.testing.portal import FAULTS, create_test_portal
 
 DIM = 8
 ENGINE = EngineConfig(checkpoint_interval_s=3600, storage_probe_s=3600, index_threads=1, search_threads=1)
@@ -43,7 +44,7 @@ def items(start: int, count: int) -> list[RawItem]:
 
 
 async def opened(path: Path) -> Database:
-    db = await Database.open(path, ENGINE, scheduled=True)
+    db = await Database.open(path, ENGINE)
     if "c" not in db.collections:
         await db.create_collection(CollectionConfig("c", DIM, "l2"))
     return db
@@ -151,7 +152,7 @@ async def test_a_checkpoint_that_fails_on_the_disk_keeps_root_and_wal_reports_de
     assert metric(db, "s5vec_checkpoint_failures_total") == 1
     assert not await db.checkpoint_due()  # the backoff holds the retry back ...
     later = time.time() + ENGINE.checkpoint_retry_max_s
-    monkeypatch.setattr("s5vec.ops.database.time.time", lambda: later)
+    monkeypatch.setattr("s5vec.engine.database.time.time", lambda: later)
     assert await db.checkpoint_due()  # ... and then lets it run
     monkeypatch.undo()
     disk.disarm()
@@ -253,7 +254,7 @@ async def test_a_node_restoring_through_corrupt_portal_downloads_refetches_or_re
         store = RootMirror(PortalBlobStore(url, identity, cache_dir=path / "s5-cache", **fast), path / "ROOT")
         await store.open()
         try:
-            return store, await Database.open(path, ENGINE, store, storage_mode="portal", scheduled=True)
+            return store, await Database.open(path, ENGINE, store, storage_mode="portal")
         except BaseException:
             await store.close()
             raise

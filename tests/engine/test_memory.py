@@ -8,7 +8,7 @@ import sys
 
 
 def test_the_arena_limit_applies_unless_the_environment_sets_one() -> None:
-    code = ("import os; from s5vec.ops.memory import limit_malloc_arenas, release_free_memory; "
+    code = ("import os; from s5vec.engine.memory import limit_malloc_arenas, release_free_memory; "
             "print(limit_malloc_arenas(2), release_free_memory() in (True, False))")
     env_free = {k: v for k, v in __import__("os").environ.items() if k != "MALLOC_ARENA_MAX"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env_free)
@@ -24,7 +24,7 @@ def test_the_arena_limit_applies_unless_the_environment_sets_one() -> None:
 # 80 MiB is still resident?
 _RETAINED = """
 import ctypes, os, sys
-from s5vec.ops.memory import pin_mmap_threshold
+from s5vec.engine.memory import pin_mmap_threshold
 if sys.argv[1] == "pinned":
     assert pin_mmap_threshold()
 libc = ctypes.CDLL("libc.so.6")
@@ -60,7 +60,7 @@ def test_a_pinned_mmap_threshold_hands_large_freed_blocks_back() -> None:
 
 
 def test_the_operator_setting_of_the_mmap_threshold_wins() -> None:
-    code = "from s5vec.ops.memory import tune_malloc; print(tune_malloc())"
+    code = "from s5vec.engine.memory import tune_malloc; print(tune_malloc())"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**env, "MALLOC_MMAP_THRESHOLD_": "65536"})

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from s5vec.ops import Database
+from s5vec.engine import Database
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -31,7 +31,7 @@ async def test_a_data_directory_of_the_2026_12_07_release_opens_and_answers_iden
     expected = json.loads((FIXTURES / "datadir-v1.json").read_text())
     data = tmp_path / "data"
     shutil.copytree(FIXTURES / "datadir-v1", data)
-    db = await Database.open(data, maker.ENGINE, scheduled=True)
+    db = await Database.open(data, maker.ENGINE)
     try:
         got = await maker.answers(db, np.asarray(expected["queries"], np.float32))
     finally:

@@ -11,11 +11,11 @@ import cbor2
 import pytest
 from hypothesis import given
 
-from s5vec.bench.fuzz import TARGETS, Target, fuzz_settings
+from s5vec_tools.fuzz import TARGETS, Target, fuzz_settings
 from s5vec.index import CollectionConfig, InvalidRecord
 from s5vec.index.records import MAX_METADATA_DEPTH, RawItem
-from s5vec.ops import Database
-from s5vec.ops.manifest import manifest_problem, referenced_blobs
+from s5vec.engine import Database
+from s5vec.engine.manifest import manifest_problem, referenced_blobs
 from s5vec.storage import BlobCorrupt, BlobId, WalCorrupt
 from s5vec.storage.wal import WriteAheadLog
 

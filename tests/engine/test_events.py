@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from s5vec.index import Collection, CollectionConfig, RawItem, compile_filter, prepare_batch, prepare_query
-from s5vec.ops import Change, Database, EngineConfig, EventBus, Notice, StandingQuery, Subscription
-from s5vec.ops.events import deleted, expand, parse_event_id, scores, upserted
+from s5vec.engine import Change, Database, EngineConfig, EventBus, Notice, StandingQuery, Subscription
+from s5vec.engine.events import deleted, expand, parse_event_id, scores, upserted
 
 DIM = 4
 

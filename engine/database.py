@@ -43,16 +43,16 @@ from s5vec.storage import (
     WriteAheadLog, encode_blob,
 )
 from s5vec.storage.blobstore import os_failure
+from s5vec.storage.datadir import DataDirLocked, lock_directory, unlock_directory
 
 from .events import Change, EventBus, deleted, metadata_replaced, upserted
 from .health import Probe, StorageHealth
 from .memory import release_free_memory
-from .backup import BackupCatalog
-from .datadir import DataDirLocked, lock_directory, unlock_directory
+from .backups import BackupCatalog
 from .embedding import Embedder
 from .manifest import SegmentRefs, new_manifest, read_collection, read_manifest, referenced_blobs, write_snapshot
-from .metrics import Metrics
-from .walrecord import decode_record
+from .observer import EngineMetrics, NullMetrics
+from .walrecords import decode_record
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -160,12 +160,11 @@ class Database:
 
     def __init__(self, data_dir: Path, config: EngineConfig, store: BlobStore | None = None,
                  events: EventBus | None = None, storage_mode: str = "local",
-                 metrics: Metrics | None = None, scheduled: bool = False) -> None:
+                 metrics: EngineMetrics | None = None) -> None:
         self.data_dir = Path(data_dir)
-        self.scheduled = scheduled
         self.config = config
         self.events = events or EventBus()
-        self.metrics = metrics or Metrics()
+        self.metrics: EngineMetrics = metrics or NullMetrics()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._scratch = self.data_dir / "tmp"
         self._segment_dir = self.data_dir / "segments"
@@ -178,7 +177,7 @@ class Database:
         self._io = ThreadPoolExecutor(4, thread_name_prefix="s5vec-io")
         self.store: BlobStore = store or LocalBlobStore(self.data_dir, self._io)
         self.backups = BackupCatalog(self.data_dir, self.store)
-        self.gc_grace_s = 0.0  # a blob unreferenced for less than this is kept (set by ops.jobs)
+        self.gc_grace_s = 0.0  # a blob unreferenced for less than this is kept (see keep_unreferenced_for)
         self._unreferenced: dict[BlobId, float] = {}  # blob -> when garbage collection first found it unreferenced
         self.last_gc: dict[str, Any] = {}
         self.storage = StorageHealth(storage_mode)
@@ -216,16 +215,16 @@ class Database:
     @classmethod
     async def open(cls, data_dir: Path, config: EngineConfig | None = None,
                    store: BlobStore | None = None, events: EventBus | None = None,
-                   storage_mode: str = "local", metrics: Metrics | None = None,
-                   scheduled: bool = False) -> Database:
+                   storage_mode: str = "local", metrics: EngineMetrics | None = None) -> Database:
         """Lock the directory, load the last checkpoint, replay the WAL, start workers.
         Replayed records are published to ``events`` (nobody listens yet: they fill its
         window, so feeds resume across a restart from the last checkpoint on).
         ``storage_mode`` only labels ``self.storage`` (the health of ``store``); ``metrics``
-        receives search timings and job runs (a private one when None). With ``scheduled``
-        the periodic checkpoints and migrations are left to a scheduler (:mod:`s5vec.ops.jobs`
-        calls :meth:`checkpoint_due` and :meth:`migrate`); the database runs no loop for them."""
-        db = cls(data_dir, config or EngineConfig(), store, events, storage_mode, metrics, scheduled)
+        receives search timings and job runs (nothing is recorded when None). The database runs
+        no schedule of its own: periodic checkpoints, migrations and the rest are the jobs of
+        :mod:`s5vec.ops.jobs`, which calls :meth:`checkpoint_due`, :meth:`checkpoint` and
+        :meth:`migrate`."""
+        db = cls(data_dir, config or EngineConfig(), store, events, storage_mode, metrics)
         try:
             await db._open()
         except OSError as exc:  # name the file: "No space left on device" alone says nothing
@@ -262,9 +261,6 @@ class Database:
         self._tasks = [asyncio.create_task(self._writer(), name="s5vec-writer"),
                        asyncio.create_task(self._indexer(), name="s5vec-indexer"),
                        asyncio.create_task(self._search_dispatcher(), name="s5vec-search")]
-        if not self.scheduled:
-            self._tasks += [asyncio.create_task(self._checkpointer(), name="s5vec-checkpointer"),
-                            asyncio.create_task(self._migrator(), name="s5vec-migrator")]
         self._pending_changed.set()
         self.ready = True
 
@@ -338,6 +334,16 @@ class Database:
         if self._lock_fd is not None:
             unlock_directory(self._lock_fd)
             self._lock_fd = None
+
+    def keep_unreferenced_for(self, seconds: float) -> None:
+        """Garbage collection deletes a blob only once it has been unreferenced this long."""
+        self.gc_grace_s = float(seconds)
+
+    def detach(self) -> None:
+        """The data directory's state was replaced underneath (a restore in place): refuse
+        writes from now on and never checkpoint this memory over the new state."""
+        self.ready = False
+        self.detached = True
 
     @staticmethod
     async def _run(pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
@@ -669,14 +675,6 @@ class Database:
                 self.events.publish_job("migration_completed", dict(self.last_migration))
             return self.last_migration
 
-    async def _migrator(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.migrate_interval_s)
-            try:
-                await self.migrate()
-            except Exception:
-                log.exception("migration failed; every record stays in the recent tier")
-
     async def _writer(self) -> None:
         """Group commit: take every queued write, log them with one fsync, apply, resolve."""
         while True:
@@ -867,19 +865,6 @@ class Database:
                 await self._drained.wait()
 
     # ---------------------------------------------------------------- checkpoints
-    async def _checkpointer(self) -> None:
-        """Checkpoint when due; after a failure retry with exponential backoff (the WAL
-        keeps every write meanwhile); probe a remote backend every ``storage_probe_s``."""
-        while True:
-            if await self.checkpoint_due():
-                try:
-                    await self.checkpoint()
-                except StorageError:
-                    pass  # recorded and logged by checkpoint(); retried after the backoff
-                except Exception:
-                    log.exception("checkpoint failed; will retry")
-            await asyncio.sleep(1.0)
-
     async def checkpoint_due(self) -> bool:
         """One tick of the checkpointer (call about once a second): probe a remote backend
         every ``storage_probe_s``, then say whether a checkpoint is due: after

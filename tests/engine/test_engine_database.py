@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from s5vec.index import CollectionConfig, CollectionNotFound, RawItem, prepare_vectors
-from s5vec.ops import Database, DataDirLocked, EngineConfig, Query
-from s5vec.ops.database import _split
+from s5vec.engine import Database, DataDirLocked, EngineConfig, Query
+from s5vec.engine.database import _split
 from s5vec.storage import BlobCorrupt, BlobId
 
 DIM = 16
@@ -239,7 +239,7 @@ def test_split_keeps_order_and_sizes_within_one() -> None:
 
 async def test_the_indexer_gives_freed_memory_back_once_a_burst_is_indexed(tmp_path: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    import s5vec.ops.database as database_module
+    import s5vec.engine.database as database_module
 
     trims: list[int] = []
     monkeypatch.setattr(database_module, "release_free_memory", lambda: trims.append(1) or True)
