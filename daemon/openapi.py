@@ -7,7 +7,10 @@ from typing import Any, Final
 
 import msgspec
 
-from s5vec.index.records import METRICS, NAME_RE
+from s5vec.index import MAX_K
+from s5vec.index.filters import DEFAULT_FILTER_LIMITS, MAX_FILTER_DEPTH
+from s5vec.index.records import MAX_ID_BYTES, METRICS, NAME_RE
+from s5vec.index.schema import SCHEMAS
 
 from .admin import BackupIn
 from .wire import (
@@ -19,7 +22,9 @@ _STRUCTS: Final = (VectorIn, BatchIn, SearchIn, CollectionIn, DeleteIn, Metadata
                    SearchOut, BatchOut, RecordOut, RecordsOut, ErrorOut)
 _ERRORS: Final = {"400": "invalid request", "401": "missing or unknown API key", "403": "scope missing",
                   "404": "collection or record not found", "409": "conflicting collection",
-                  "413": "body too large", "422": "dimension mismatch",
+                  "413": "body too large", "414": "request line longer than 8,190 bytes",
+                  "422": "the vector's dimension is not the collection's, or text the collection has no (or an "
+                         "unknown) embedding model for",
                   "503": "storage backend unavailable, the WAL refuses writes, or the daemon is stopping",
                   "507": "disk full: nothing was written"}
 
@@ -67,8 +72,13 @@ def _error(text: str) -> dict[str, Any]:
     return {"description": text, "content": {"application/json": {"schema": _ref(ErrorOut)}}}
 
 
-def _query(*names: str, kind: str = "string") -> list[dict[str, Any]]:
-    return [{"name": n, "in": "query", "required": False, "schema": {"type": kind}} for n in names]
+def _query(*names: str, kind: str = "string", **bounds: int) -> list[dict[str, Any]]:
+    return [{"name": n, "in": "query", "required": False, "schema": {"type": kind, **bounds}} for n in names]
+
+
+# ?filter= is JSON text: a parameter with content (not schema) says so, and tools send JSON
+_FILTER_PARAM: Final = {"name": "filter", "in": "query", "required": False,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Filter"}}}}
 
 
 def _streamed(op: dict[str, Any], media_type: str, description: str) -> dict[str, Any]:
@@ -82,24 +92,102 @@ def _one_of(*alternatives: tuple[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"type": "object", "required": [name], "properties": {name: schema}} for name, schema in alternatives]
 
 
+_FILTER: Final = {"$ref": "#/components/schemas/Filter"}
+_F32_MAX: Final = 3.4028234663852886e38  # float32's largest value (index/records.py allows |x| up to it)
+_DOTTED: Final = r"^[^.]+(\.[^.]+)*$"
+_ISO_DATE_TIME: Final = (r"^(000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])"
+                         r"([T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?(Z|[+-](0[0-9]|1[0-9]|2[0-3]):[0-5][0-9])?)?$")
+_OPERATORS: Final = {"$ref": "#/components/schemas/FilterOperators"}
+FIELD_PATH: Final = r"^[^$.][^.]*(\.[^.]+)*$"
+"""A field condition's key (index/filters.py): a dotted path of non-empty parts, not starting with '$'."""
+
+
+def _filter_schemas() -> dict[str, Any]:
+    """The metadata filter language of index/filters.py, with its default size limits
+    (``[engine]`` filter_max_nodes, filter_max_in_values, filter_max_bytes can change them)."""
+    limits = DEFAULT_FILTER_LIMITS
+    branches = {"type": "array", "minItems": 1, "maxItems": limits.max_nodes - 1, "items": _FILTER}
+    values = {"type": "array", "items": {}, "maxItems": limits.max_in_values}
+    ordered = {"type": ["number", "string"], "description": "numbers, or strings (ISO 8601 dates compare as dates)"}
+    return {
+        "Filter": {
+            "title": "Filter", "type": "object", "maxProperties": limits.max_nodes, "additionalProperties": False,
+            "description": "Metadata filter, Mongo style: {field: value} (equality; an array field matches "
+                           "any of its elements) or {field: {operator: argument}}, dotted paths for nested "
+                           "fields, and $and/$or (non-empty arrays of filters) and $not (a filter); an empty "
+                           f"filter matches every record. $and/$or/$not nest at most {MAX_FILTER_DEPTH} "
+                           f"levels. Limits (defaults, daemon settings): at most {limits.max_nodes} field "
+                           "conditions, operators and $and/$or branches together (engine.filter_max_nodes), "
+                           f"{limits.max_in_values} $in/$nin values together (engine.filter_max_in_values), "
+                           "and 1 MiB of JSON (engine.filter_max_bytes).",
+            "properties": {"$and": branches, "$or": branches, "$not": _FILTER},
+            "patternProperties": {FIELD_PATH: {"$ref": "#/components/schemas/FilterCondition"}},
+        },
+        "FilterCondition": {
+            "title": "FilterCondition",
+            "description": "Operators, or a value the field must equal (an object of plain keys too).",
+            "anyOf": [_OPERATORS, {"title": "FilterScalar", "type": ["string", "number", "boolean", "null"]},
+                      {"title": "FilterArray", "type": "array", "items": {}},
+                      {"title": "FilterObject", "type": "object", "propertyNames": {"pattern": "^([^$]|$)"}}],
+        },
+        "FilterOperators": {
+            "title": "FilterOperators", "type": "object", "minProperties": 1, "additionalProperties": False,
+            "properties": {"$eq": {}, "$ne": {}, "$gt": ordered, "$gte": ordered, "$lt": ordered, "$lte": ordered,
+                           "$in": values, "$nin": values, "$exists": {"type": "boolean"},
+                           "$not": {**_OPERATORS, "description": f"nests at most {MAX_FILTER_DEPTH - 1} levels"}},
+        },
+    }
+
+
+def _vector_or_text(vector: dict[str, Any], text: dict[str, Any], *titles: str) -> list[dict[str, Any]]:
+    """'vector' (and no 'text') or 'text' (and no 'vector'), named for generated clients."""
+    with_vector, with_text = _one_of(("vector", vector), ("text", text))
+    with_vector["properties"]["text"] = with_text["properties"]["vector"] = {"type": "null"}
+    return [{**with_vector, "title": titles[0]}, {**with_text, "title": titles[1]}]
+
+
 def _tighten(components: dict[str, Any]) -> None:
     """Rules of the server that msgspec's generated schemas do not carry."""
-    vector_or_text = _one_of(("vector", {"type": "array", "items": {"type": "number"}}), ("text", {"type": "string"}))
-    components["VectorIn"]["oneOf"] = vector_or_text
-    components["VectorIn"]["description"] += (" Exactly one of 'vector' and 'text'; 'id' is required except on a "
-                                              "video_nft collection, which derives it from the metadata.")
-    components["SearchIn"]["oneOf"] = vector_or_text
-    components["DeleteIn"]["oneOf"] = _one_of(
+    # float32 range; at least one element not 0 (a zero vector has no cosine, the default metric)
+    vector = {"type": "array", "items": {"type": "number", "minimum": -_F32_MAX, "maximum": _F32_MAX},
+              "contains": {"not": {"const": 0}}}
+    text = {"type": "string", "maxLength": 65_536}
+    components["VectorIn"]["oneOf"] = _vector_or_text(vector, text, "VectorRecord", "TextRecord")
+    # id null is 'no id' to the server: a 400 except on a video_nft collection (which derives the
+    # id from the metadata, and accepts the one it would derive): the document asks for an id
+    components["VectorIn"]["required"] = ["id"]
+    components["VectorIn"]["properties"]["id"] = {"anyOf": [
+        {"type": "string", "minLength": 1, "maxLength": MAX_ID_BYTES,
+         "description": f"at most {MAX_ID_BYTES} bytes as UTF-8"}, {"type": "integer"}]}
+    components["VectorIn"]["description"] += (" Exactly one of 'vector' and 'text'. A video_nft collection "
+                                              "also takes no id and derives '<address>:<id>' from the metadata.")
+    components["SearchIn"]["oneOf"] = _vector_or_text(vector, text, "VectorQuery", "TextQuery")
+    components.update(_filter_schemas())
+    for struct in ("SearchIn", "DeleteIn", "QueryIn"):
+        if struct in components:
+            components[struct]["properties"]["filter"] = {"anyOf": [_FILTER, {"type": "null"}], "default": None}
+    by_ids, by_filter = _one_of(
         ("ids", {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]}}),
-        ("filter", {"$ref": "#/components/schemas/NonEmptyFilter"}))
-    components["NonEmptyFilter"] = {"type": "object", "minProperties": 1,
-                                    "description": "A metadata filter; an empty one would match every record."}
+        ("filter", {"allOf": [_FILTER], "minProperties": 1,
+                    "description": "not empty: an empty filter would match every record"}))
+    by_ids["properties"]["filter"] = by_filter["properties"]["ids"] = {"type": "null"}
+    components["DeleteIn"]["oneOf"] = [{**by_ids, "title": "DeleteByIds"}, {**by_filter, "title": "DeleteByFilter"}]
+    components["SearchOptions"]["anyOf"] = [  # the server's rule: tier weights only for a weighted merge
+        {"title": "UnweightedMerge", "properties": {"tier_weights": {"type": "null"}}},
+        {"title": "WeightedMerge", "required": ["merge_strategy"], "properties": {"merge_strategy": {
+            "const": "weighted"}}}]
+    decay = components["DecaySpec"]["properties"]
+    decay["field"]["pattern"] = components["PopularitySpec"]["properties"]["field"]["pattern"] = _DOTTED
+    decay["origin"]["anyOf"][1]["pattern"] = _ISO_DATE_TIME
+    components["VectorIn"]["properties"]["timestamp"]["anyOf"][0]["pattern"] = _ISO_DATE_TIME
     name = components["CollectionIn"]["properties"]["name"]
     name["pattern"] = f"^{NAME_RE.pattern}$"
     components["CollectionIn"]["properties"]["metric"] = {"enum": list(METRICS), "default": "cosine"}
+    components["CollectionIn"]["properties"]["schema"] = {"anyOf": [{"enum": list(SCHEMAS)}, {"type": "null"}],
+                                                          "default": None}
 
 
-_TAGS: Final = (("/api/v1/admin", "admin"), ("/api/v1/stream", "feeds"), ("/api/v1/ws", "feeds"),
+_TAGS: Final = (("/api/v1/admin", "admin"), ("/api/v1/stream", "feeds"),
                 ("/api/v1/collections/{c}/search", "search"), ("/api/v1/search", "search"),
                 ("/api/v1/collections/{c}/vectors", "vectors"), ("/api/v1/vectors", "vectors"),
                 ("/api/v1/collections/{c}/ingest", "vectors"), ("/api/v1/collections/{c}/export", "vectors"),
@@ -122,7 +210,7 @@ OPERATION_IDS: Final = {
     ("post", "/api/v1/vectors"): "default_upsert", ("post", "/api/v1/vectors/batch"): "default_upsert_batch",
     ("get", "/api/v1/vectors/{id}"): "default_get_record", ("delete", "/api/v1/vectors/{id}"): "default_delete_record",
     ("post", "/api/v1/search"): "default_search",
-    ("get", "/api/v1/stream/updates"): "stream_updates", ("get", "/api/v1/ws"): "websocket",
+    ("get", "/api/v1/stream/updates"): "stream_updates",
     ("get", "/api/v1/admin/statistics"): "statistics", ("get", "/api/v1/admin/jobs"): "list_jobs",
     ("get", "/api/v1/admin/backups"): "list_backups", ("post", "/api/v1/admin/backups/{id}/verify"): "verify_backup",
     ("get", "/api/v1/admin/health"): "health_report",
@@ -140,6 +228,14 @@ def _name_operations(paths: dict[str, Any]) -> None:
                 else f"{method}_{words}"
             op.setdefault("operationId", OPERATION_IDS.get((method, path), fallback))
             op.setdefault("tags", [tag])
+
+
+# OpenAPI describes request/response operations; a GET that becomes a WebSocket is none (a client
+# generated from the document could not use it, and without the upgrade it only answers 400), so
+# the socket is named here instead of under paths, as FastAPI does for its WebSocket routes.
+WEBSOCKET_NOTE: Final = ("Also served: the WebSocket API at /api/v1/ws (GET with Upgrade: websocket; JSON frames: "
+                         "upsert, search, subscribe to the change feed, standing queries; authenticate with the "
+                         "bearer header or a first {\"type\": \"auth\"} frame). See the README.")
 
 
 def build_openapi(version: str) -> dict[str, Any]:
@@ -165,9 +261,10 @@ def build_openapi(version: str) -> dict[str, Any]:
                                                     "parameters": [
                                                         {"name": "c", "in": "path", "required": True,
                                                          "schema": {"type": "string"}},
-                                                        *({"name": n, "in": "query", "required": False,
-                                                           "schema": {"type": "string"}}
-                                                          for n in ("filter", "limit", "offset", "include_vector"))]}},
+                                                        _FILTER_PARAM,
+                                                        *_query("limit", kind="integer", minimum=1, maximum=MAX_K),
+                                                        *_query("offset", kind="integer", minimum=0),
+                                                        *_query("include_vector", kind="boolean")]}},
         "/api/v1/collections/{c}/vectors/batch": {"post": _op("Upsert up to 10,000 vectors", BatchIn, BatchOut,
                                                               params=c)},
         "/api/v1/collections/{c}/vectors/delete": {"post": _op("Delete vectors by ids or by filter", DeleteIn,
@@ -197,7 +294,8 @@ def build_openapi(version: str) -> dict[str, Any]:
         "/api/v1/search": {"post": _op("Search the default collection", SearchIn, SearchOut)},
         "/api/v1/collections/{c}/ingest": {"post": {
             **_op("Streamed NDJSON upserts: totals and per-line errors", None, _INGESTED, params=c),
-            "requestBody": {"required": True, "content": {"application/x-ndjson": {"schema": {"type": "string"}}}}}},
+            "requestBody": {"required": False,  # an empty body ingests nothing (200, 0 lines)
+                            "content": {"application/x-ndjson": {"schema": {"type": "string"}}}}}},
         "/api/v1/collections/{c}/export": {"get": {
             **_streamed(_op("Every record as NDJSON in id order, streamed (?after=<id> resumes, ?include_vector)",
                             None, None, params=c), "application/x-ndjson", "one record per line"),
@@ -209,11 +307,8 @@ def build_openapi(version: str) -> dict[str, Any]:
         "/api/v1/stream/updates": {"get": {
             **_streamed(_op("Change feed as server-sent events (resume with Last-Event-ID or ?since=)", None, None),
                         "text/event-stream", "server-sent events"),
-            "parameters": _query("collection", "types", "filter", "since", "include_vector")}},
-        "/api/v1/ws": {"get": {"summary": "WebSocket API (upgrade): requests, subscriptions, standing queries",
-                               "responses": {"101": {"description": "switching protocols"},
-                                             "400": _error("not a WebSocket upgrade request"),
-                                             "401": _error("unknown API key in the bearer header")}}},
+            "parameters": [*_query("collection", "types"), _FILTER_PARAM, *_query("since"),
+                           *_query("include_vector", kind="boolean")]}},
         "/api/v1/admin/checkpoint": {"post": _op("Checkpoint now", None, None)},
         "/api/v1/admin/migrate": {"post": _op("Move old records to the historical tier now", None, None)},
         "/api/v1/admin/statistics": {"get": _op("Engine statistics", None, None)},
@@ -244,7 +339,7 @@ def build_openapi(version: str) -> dict[str, Any]:
     _name_operations(paths)
     return {
         "openapi": "3.1.0",
-        "info": {"title": "s5vec", "version": version},
+        "info": {"title": "s5vec", "version": version, "description": WEBSOCKET_NOTE},
         "components": {"schemas": components,
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         "security": [{"bearer": []}, {}],

@@ -258,7 +258,10 @@ async def search(request: web.Request, name: str) -> web.Response:
         coll = db.collection(name)
     except CollectionNotFound:
         if name == DEFAULT:  # nothing upserted yet: no results, but a bad search is still a 400
-            check_search(db, await decode(request, SearchIn))
+            body = await decode(request, SearchIn)
+            check_search(db, body)
+            if body.vector is not None and not all(abs(x) <= _F32_MAX for x in body.vector):
+                raise RequestInvalid("vector: contains values beyond float32 range", "vector")
             return reply(SearchOut([], 0, 0.0))
         raise
     key = (name, coll.version, raw)
@@ -272,6 +275,9 @@ async def search(request: web.Request, name: str) -> web.Response:
     if cache.enabled and not partial:
         cache.put(key, (results, partial))
     return reply(SearchOut(results, len(results), round((time.perf_counter() - started) * 1000, 3), partial))
+
+
+_F32_MAX: Final = 3.4028234663852886e38  # float32's largest value: index/records.py's bound on |x|
 
 
 def check_search(db: Database, body: SearchIn) -> None:

@@ -47,6 +47,15 @@ def test_schemas_carry_the_rules_the_server_enforces() -> None:
     assert [alt["required"] for alt in schemas["VectorIn"]["oneOf"]] == [["vector"], ["text"]]
     assert [alt["required"] for alt in schemas["SearchIn"]["oneOf"]] == [["vector"], ["text"]]
     assert [alt["required"] for alt in schemas["DeleteIn"]["oneOf"]] == [["ids"], ["filter"]]
+    assert [alt["title"] for alt in schemas["VectorIn"]["oneOf"]] == ["VectorRecord", "TextRecord"]
+    assert schemas["VectorIn"]["required"] == ["id"]
+    assert set(schemas["Filter"]["properties"]) == {"$and", "$or", "$not"}
+    assert set(schemas["FilterOperators"]["properties"]) == {"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in",
+                                                             "$nin", "$exists", "$not"}
+    find = doc["paths"]["/api/v1/collections/{c}/vectors"]["get"]["parameters"]
+    assert next(p for p in find if p["name"] == "filter")["content"]["application/json"]["schema"] == \
+        {"$ref": "#/components/schemas/Filter"}
+    assert "/api/v1/ws" not in doc["paths"] and "/api/v1/ws" in doc["info"]["description"]
     assert schemas["CollectionIn"]["properties"]["name"]["pattern"] == "^[a-z0-9_-]{1,64}$"
     assert schemas["CollectionIn"]["properties"]["metric"]["enum"] == ["cosine", "l2", "ip"]
     listing = doc["paths"]["/api/v1/collections"]["get"]["responses"]["200"]["content"]["application/json"]
@@ -126,7 +135,7 @@ def test_openapi_python_client_generates_a_working_client_without_warnings(daemo
         made = create.sync_detailed(client=http, body=models.CollectionIn.from_dict({"name": "gen", "dimension": 2}))
         assert made.status_code == 201, made.content
         assert [c.name for c in listing.sync(client=http).collections] == ["gen"]
-        done_upsert = upsert.sync_detailed("gen", client=http, body=models.VectorInType0.from_dict(  # the vector (not text) form
+        done_upsert = upsert.sync_detailed("gen", client=http, body=models.VectorRecord.from_dict(  # the vector (not text) form
             {"id": "a", "vector": [1, 0], "metadata": {"genre": "drama"}}))
         assert done_upsert.status_code == 201, done_upsert.content
         patched = merge.sync_detailed("gen", "a", client=http, body=models.MetadataIn.from_dict(
