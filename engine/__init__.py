@@ -3,7 +3,8 @@ checkpoints, maintenance and event bus, between ``index``/``storage`` below and
 ``ops``/``daemon`` above."""
 
 from .backups import Backup, BackupCatalog, BackupConfig, BackupNotFound
-from .database import Database, EngineConfig, Query
+from .database import Database, EngineConfig, Query, ReadOnlyDatabase
+from .executors import Executors
 from .events import (
     ALL, EVENT_TYPES, JOB_EVENTS, VECTOR_EVENTS, Change, EventBus, EventKey, Notice, StandingQuery, Subscription,
     event_id, expand, parse_event_id, resume_value,
@@ -16,6 +17,6 @@ from s5vec.storage.datadir import DataDirLocked
 __all__ = [
     "ALL", "EVENT_TYPES", "JOB_EVENTS", "VECTOR_EVENTS", "Backup", "BackupCatalog", "BackupConfig", "BackupNotFound",
     "Change", "DataDirLocked", "Database", "EngineConfig", "EngineMetrics", "EventBus", "EventKey", "Notice",
-    "NullMetrics", "Query", "StandingQuery", "StorageHealth", "Subscription", "event_id", "expand", "parse_event_id",
+    "NullMetrics", "Query", "ReadOnlyDatabase", "Executors", "StandingQuery", "StorageHealth", "Subscription", "event_id", "expand", "parse_event_id",
     "read_manifest", "referenced_blobs", "resume_value",
 ]

@@ -14,7 +14,7 @@ import functools
 import logging
 import os
 import shutil
-import threading
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-import cbor2
 import msgspec
 import numpy as np
 
@@ -51,8 +50,9 @@ from .memory import release_free_memory
 from .backups import BackupCatalog
 from .embedding import Embedder
 from .manifest import SegmentRefs, new_manifest, read_collection, read_manifest, referenced_blobs, write_snapshot
+from .executors import Executors
 from .observer import EngineMetrics, NullMetrics
-from .walrecords import decode_record
+from .walrecords import Create, Delete, Drop, Lost, Meta, Upsert, WalRecord, decode_record, encode_record
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -94,27 +94,6 @@ class EngineConfig:
         return FilterLimits(self.filter_max_nodes, self.filter_max_in_values)
 
 
-def _lower_priority(nice: int) -> None:
-    """Thread initialiser: raise this thread's niceness by ``nice`` above the daemon's
-    (Linux niceness is per thread and inherited by the threads it starts, such as
-    hnswlib's build workers)."""
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
-    except (AttributeError, OSError):  # not Linux, or not permitted: run at normal priority
-        pass
-
-
-def background_pool(workers: int, prefix: str, nice: int) -> ThreadPoolExecutor:
-    """A pool for bulk background work (graph building, migration, compaction): with
-    ``nice`` > 0 the kernel serves the event loop, the WAL writer and searches first, so a
-    burst of indexing on a busy 2-core host delays the graph, not acknowledgements and
-    live events (which the exact buffer makes searchable meanwhile)."""
-    if nice <= 0:
-        return ThreadPoolExecutor(workers, thread_name_prefix=prefix)
-    return ThreadPoolExecutor(workers, thread_name_prefix=prefix, initializer=_lower_priority, initargs=(nice,))
-
-
 @dataclass(frozen=True, slots=True)
 class Query:
     """How to search: k, per-tier knobs, filter, what to return, time budget."""
@@ -136,12 +115,23 @@ class Query:
 
 @dataclass(slots=True)
 class _Op:
-    kind: str
-    collection: str
-    payload: dict[str, Any]
+    """A write waiting for the writer: the record to log (a merge patch is logged merged),
+    or None to stop the writer."""
+
+    record: WalRecord | MetaPatch | None
     future: asyncio.Future[Any]
-    batch: Batch | None = None
+    batch: Batch | None = None  # the validated batch of an upsert (replay rebuilds it from the record)
     config: CollectionConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MetaPatch:
+    """A merge patch of record ``id``'s metadata, turned into a :class:`Meta` record by the
+    writer against the state the earlier writes of its group leave."""
+
+    c: str
+    id: str
+    patch: dict[str, Any]
 
 
 def _checked_metadata(config: CollectionConfig, metadata: dict[str, Any]) -> dict[str, Any]:
@@ -155,26 +145,40 @@ def _checked_metadata(config: CollectionConfig, metadata: dict[str, Any]) -> dic
     return metadata
 
 
+class ReadOnlyDatabase(StorageError):
+    """A write, checkpoint or maintenance job on a database opened read-only."""
+
+
 class Database:
     """Everything one data directory holds. Create with :meth:`open`, end with :meth:`close`."""
 
     def __init__(self, data_dir: Path, config: EngineConfig, store: BlobStore | None = None,
                  events: EventBus | None = None, storage_mode: str = "local",
-                 metrics: EngineMetrics | None = None) -> None:
+                 metrics: EngineMetrics | None = None, executors: Executors | None = None,
+                 read_only: bool = False) -> None:
         self.data_dir = Path(data_dir)
         self.config = config
+        self.read_only = read_only
         self.events = events or EventBus()
         self.metrics: EngineMetrics = metrics or NullMetrics()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._scratch = self.data_dir / "tmp"
-        self._segment_dir = self.data_dir / "segments"
+        if read_only:  # scratch files of its own: the writer's tmp/ and segments/ are not ours to touch
+            self._private_scratch: Path | None = Path(tempfile.mkdtemp(prefix="s5vec-reader-"))
+            self._scratch = self._private_scratch / "tmp"
+            self._segment_dir = self._private_scratch / "segments"
+        else:
+            self._private_scratch = None
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self._scratch = self.data_dir / "tmp"
+            self._segment_dir = self.data_dir / "segments"
+        self._owns_executors = executors is None
+        self.executors = executors or Executors.create(config.search_threads, config.background_nice)
         self._segment_refs = SegmentRefs()
         self._migrate_lock = asyncio.Lock()
-        self._migrate_pool = background_pool(1, "s5vec-migrate", config.background_nice)
-        self._tier_pool = ThreadPoolExecutor(2, thread_name_prefix="s5vec-tier")
+        self._migrate_pool = self.executors.migrate
+        self._tier_pool = self.executors.tier
         self.last_migration: dict[str, Any] = {}
         self._checkpoint_token: tuple[Any, ...] = ()
-        self._io = ThreadPoolExecutor(4, thread_name_prefix="s5vec-io")
+        self._io = self.executors.io
         self.store: BlobStore = store or LocalBlobStore(self.data_dir, self._io)
         self.backups = BackupCatalog(self.data_dir, self.store)
         self.gc_grace_s = 0.0  # a blob unreferenced for less than this is kept (see keep_unreferenced_for)
@@ -183,12 +187,12 @@ class Database:
         self.storage = StorageHealth(storage_mode)
         self._retry_at = 0.0
         self._next_probe = 0.0
-        self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="s5vec-writer")
-        self._index_pool = background_pool(1, "s5vec-indexer", config.background_nice)
-        self._read_pool = ThreadPoolExecutor(config.search_threads, thread_name_prefix="s5vec-search")
+        self._writer_pool = self.executors.writer
+        self._index_pool = self.executors.index
+        self._read_pool = self.executors.read
         # Reads by id get their own threads: long searches that fill the read pool must not
         # make a GET by id wait (issue 17: four filter bombs made one wait 40 s).
-        self._get_pool = ThreadPoolExecutor(2, thread_name_prefix="s5vec-get")
+        self._get_pool = self.executors.get
         self.embedder = Embedder()  # text → vector for collections with an embedding_model
         self._wal = WriteAheadLog(self.data_dir / "wal", config.wal_segment_bytes)
         # Copy-on-write once open: the writer thread publishes a new dict for a create or a
@@ -215,7 +219,8 @@ class Database:
     @classmethod
     async def open(cls, data_dir: Path, config: EngineConfig | None = None,
                    store: BlobStore | None = None, events: EventBus | None = None,
-                   storage_mode: str = "local", metrics: EngineMetrics | None = None) -> Database:
+                   storage_mode: str = "local", metrics: EngineMetrics | None = None,
+                   executors: Executors | None = None, read_only: bool = False) -> Database:
         """Lock the directory, load the last checkpoint, replay the WAL, start workers.
         Replayed records are published to ``events`` (nobody listens yet: they fill its
         window, so feeds resume across a restart from the last checkpoint on).
@@ -223,8 +228,15 @@ class Database:
         receives search timings and job runs (nothing is recorded when None). The database runs
         no schedule of its own: periodic checkpoints, migrations and the rest are the jobs of
         :mod:`s5vec.ops.jobs`, which calls :meth:`checkpoint_due`, :meth:`checkpoint` and
-        :meth:`migrate`."""
-        db = cls(data_dir, config or EngineConfig(), store, events, storage_mode, metrics)
+        :meth:`migrate`. ``executors`` are the caller's to shut down (the database builds and
+        shuts down its own when None).
+
+        With ``read_only`` the database is a reader beside a writer (or over a copy): it takes
+        no lock, deletes and writes nothing in the directory (scratch files go to a private
+        temporary directory), reads the WAL up to its last complete record without cutting
+        anything, and serves searches and reads; writes, checkpoints and maintenance raise
+        ReadOnlyDatabase."""
+        db = cls(data_dir, config or EngineConfig(), store, events, storage_mode, metrics, executors, read_only)
         try:
             await db._open()
         except OSError as exc:  # name the file: "No space left on device" alone says nothing
@@ -237,12 +249,13 @@ class Database:
         return db
 
     async def _open(self) -> None:
-        self._lock_fd = lock_directory(self.data_dir)
-        if isinstance(self.store, LocalBlobStore):  # left by a crash between write and rename
-            await self._run(self._io, self.store.remove_stale_temporaries_sync)
-        shutil.rmtree(self._scratch, ignore_errors=True)
+        if not self.read_only:
+            self._lock_fd = lock_directory(self.data_dir)
+            if isinstance(self.store, LocalBlobStore):  # left by a crash between write and rename
+                await self._run(self._io, self.store.remove_stale_temporaries_sync)
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            shutil.rmtree(self._segment_dir, ignore_errors=True)
         self._scratch.mkdir()
-        shutil.rmtree(self._segment_dir, ignore_errors=True)
         self._segment_dir.mkdir()
         self.root = await self.store.get_root()
         if self.root is not None:
@@ -258,23 +271,23 @@ class Database:
         replayed = await self._run(self._writer_pool, self._replay)
         log.info("opened %s: %d collections, checkpoint LSN %d, %d WAL records replayed",
                  self.data_dir, len(self.collections), self.checkpoint_lsn, replayed)
-        self._tasks = [asyncio.create_task(self._writer(), name="s5vec-writer"),
-                       asyncio.create_task(self._indexer(), name="s5vec-indexer"),
-                       asyncio.create_task(self._search_dispatcher(), name="s5vec-search")]
+        self._tasks = [asyncio.create_task(self._writer(), name="s5vec-writer")] if not self.read_only else []
+        self._tasks += [asyncio.create_task(self._indexer(), name="s5vec-indexer"),
+                        asyncio.create_task(self._search_dispatcher(), name="s5vec-search")]
         self._pending_changed.set()
         self.ready = True
 
     def _replay(self) -> int:
         count = 0
         changes: list[Change] = []
-        for lsn, payload in self._wal.recover(self.checkpoint_lsn):
+        for lsn, payload in self._wal.recover(self.checkpoint_lsn, repair=not self.read_only):
             record = decode_record(lsn, payload)
             try:
                 self._apply_record(record, None, changes, lsn)
             except StorageError:
                 raise
             except Exception as exc:  # a CRC-valid record this state cannot take: stop, skip nothing
-                raise WalCorrupt(f"WAL record {lsn} ({record['op']} on {record['c']!r}) cannot be applied: "
+                raise WalCorrupt(f"WAL record {lsn} ({record.__struct_config__.tag} on {record.c!r}) cannot be applied: "
                                  f"{type(exc).__name__}: {exc}") from exc
             self.applied_lsn = lsn
             count += 1
@@ -291,10 +304,10 @@ class Database:
         writes queued behind it fail with StorageError and are not acknowledged.
         """
         self.ready = False
-        writer, others = self._tasks[:1], self._tasks[1:]
+        writer, others = ([], self._tasks) if self.read_only else (self._tasks[:1], self._tasks[1:])
         self._tasks = []
         if writer:
-            await self._queue.put(_Op("stop", "", {}, asyncio.get_running_loop().create_future()))
+            await self._queue.put(_Op(None, asyncio.get_running_loop().create_future()))
             await writer[0]
         for task in others:
             task.cancel()
@@ -311,7 +324,7 @@ class Database:
             if not future.done():
                 future.set_exception(StorageError("database is shutting down"))
         self._searches = []
-        if checkpoint and self._lock_fd is not None and not self.detached:
+        if checkpoint and self._lock_fd is not None and not self.detached and not self.read_only:
             if self.storage.degraded and not await self.probe_storage():
                 log.warning("storage backend unavailable: no final checkpoint; the WAL holds every write")
             else:
@@ -328,9 +341,10 @@ class Database:
         self._wal.close()
         for coll in self.collections.values():
             coll.close()
-        for pool in (self._writer_pool, self._index_pool, self._read_pool, self._io, self._migrate_pool,
-                     self._tier_pool, self._get_pool):
-            pool.shutdown(wait=True)
+        if self._owns_executors:
+            self.executors.shutdown(wait=True)
+        if self._private_scratch is not None:
+            shutil.rmtree(self._private_scratch, ignore_errors=True)
         if self._lock_fd is not None:
             unlock_directory(self._lock_fd)
             self._lock_fd = None
@@ -531,6 +545,8 @@ class Database:
 
     # --------------------------------------------------------------------- writes
     async def _submit(self, op: _Op) -> Any:
+        if self.read_only:
+            raise ReadOnlyDatabase(f"{self.data_dir} is open read-only: writes go to the writer")
         if not self.ready:
             raise StorageError("database is not open for writes")
         await self._queue.put(op)
@@ -545,13 +561,12 @@ class Database:
             return False
         await self.embedder.check(config)  # the model loads and fits the dimension (EmbeddingError)
         future = asyncio.get_running_loop().create_future()
-        return bool(await self._submit(_Op("create", config.name, {"config": config.to_dict()}, future,
-                                           config=config)))
+        return bool(await self._submit(_Op(Create(config.name, config.to_dict()), future, config=config)))
 
     async def drop_collection(self, name: str) -> None:
         self.collection(name)
         future = asyncio.get_running_loop().create_future()
-        await self._submit(_Op("drop", name, {}, future))
+        await self._submit(_Op(Drop(name), future))
 
     async def upsert(self, name: str, items: Sequence[RawItem]) -> tuple[list[str], list[ItemError]]:
         """Validate and durably upsert ``items``; returns (ids written, per-item errors).
@@ -576,9 +591,8 @@ class Database:
     async def upsert_batch(self, name: str, batch: Batch) -> None:
         """Durably upsert an already validated batch."""
         future = asyncio.get_running_loop().create_future()
-        payload = {"ids": batch.ids, "v": batch.vectors.tobytes(), "m": batch.metadata,
-                   "t": batch.timestamps.tobytes()}
-        await self._submit(_Op("upsert", name, payload, future, batch=batch))
+        record = Upsert(name, batch.ids, batch.vectors.tobytes(), batch.metadata, batch.timestamps.tobytes())
+        await self._submit(_Op(record, future, batch=batch))
 
     async def delete(self, name: str, ids: Sequence[str]) -> int:
         """Durably delete records by id; returns how many existed."""
@@ -587,7 +601,7 @@ class Database:
         if not present:
             return 0
         future = asyncio.get_running_loop().create_future()
-        return int(await self._submit(_Op("delete", name, {"ids": present}, future)))
+        return int(await self._submit(_Op(Delete(name, present), future)))
 
     async def update_metadata(self, name: str, record_id: str, metadata: dict[str, Any], merge: bool = False) -> None:
         """Durably replace one record's metadata, keeping its vector; with ``merge``, apply
@@ -605,8 +619,8 @@ class Database:
         if not coll.contains(record_id):
             raise RecordNotFound(f"no record {record_id!r} in collection {name!r}")
         future = asyncio.get_running_loop().create_future()
-        payload = {"id": record_id, "patch" if merge else "m": metadata}
-        result = await self._submit(_Op("meta", name, payload, future))
+        record = MetaPatch(name, record_id, metadata) if merge else Meta(name, record_id, metadata)
+        result = await self._submit(_Op(record, future))
         if isinstance(result, Exception):
             raise result
 
@@ -626,6 +640,8 @@ class Database:
         """Move records older than each collection's recent threshold into sealed IVF
         segments (one per time window). Safe to run at any time; a crash midway leaves
         every record in the recent tier, as the last checkpoint and the WAL describe it."""
+        if self.read_only:
+            raise ReadOnlyDatabase(f"{self.data_dir} is open read-only: the writer runs maintenance")
         started = time.perf_counter()
         try:
             result = await self._migrate(max_records, now)
@@ -681,14 +697,14 @@ class Database:
             ops = [await self._queue.get()]
             while len(ops) < _GROUP_MAX_OPS and not self._queue.empty():
                 ops.append(self._queue.get_nowait())
-            kinds = [op.kind for op in ops]
-            stop = "stop" in kinds
+            stops = [i for i, op in enumerate(ops) if op.record is None]
+            stop = bool(stops)
             if stop:
-                for late in ops[kinds.index("stop") + 1:]:
+                for late in ops[stops[0] + 1:]:
                     if not late.future.done():
                         late.future.set_exception(StorageError("database is shutting down"))
-                ops = ops[:kinds.index("stop")]
-            while self._total_pending() > self.config.max_pending and any(o.kind == "upsert" for o in ops):
+                ops = ops[:stops[0]]
+            while self._total_pending() > self.config.max_pending and any(isinstance(o.record, Upsert) for o in ops):
                 self._drained.clear()
                 await self._drained.wait()
             if ops:
@@ -722,26 +738,28 @@ class Database:
         """Writer thread: check each op against the state, log the good ones, apply them.
         Returns each op's result and the changes to publish as events."""
         names = set(self.collections)
-        accepted: list[tuple[int, _Op, dict[str, Any]]] = []
+        accepted: list[tuple[int, _Op, WalRecord]] = []
         results: list[Any] = [None] * len(ops)
         changes: list[Change] = []
         for position, op in enumerate(ops):
-            if op.kind == "create":
-                if op.collection in names:
-                    existing = self.collections.get(op.collection)
+            record = op.record
+            assert record is not None
+            name = record.c
+            if isinstance(record, Create):
+                if name in names:
+                    existing = self.collections.get(name)
                     if existing is not None and existing.config != op.config:
-                        results[position] = CollectionExists(f"collection {op.collection!r} exists with a different definition")
+                        results[position] = CollectionExists(f"collection {name!r} exists with a different definition")
                     else:
                         results[position] = False
                     continue
-                names.add(op.collection)
-            elif op.collection not in names:
-                results[position] = CollectionNotFound(f"collection {op.collection!r} does not exist")
+                names.add(name)
+            elif name not in names:
+                results[position] = CollectionNotFound(f"collection {name!r} does not exist")
                 continue
-            elif op.kind == "drop":
-                names.discard(op.collection)
-            record = {"op": op.kind, "c": op.collection, **op.payload}
-            if "patch" in record:
+            elif isinstance(record, Drop):
+                names.discard(name)
+            if isinstance(record, MetaPatch):
                 try:
                     record = self._merged(record, [r for _, _, r in accepted])
                 except (RecordNotFound, InvalidRecord) as exc:
@@ -749,82 +767,83 @@ class Database:
                     continue
             accepted.append((position, op, record))
         if accepted:
-            lsn = self._wal.append([cbor2.dumps(record) for _, _, record in accepted])
+            lsn = self._wal.append([encode_record(record) for _, _, record in accepted])
             first = lsn - len(accepted) + 1
             for offset, (position, op, record) in enumerate(accepted):
                 results[position] = self._apply_record(record, op, changes, first + offset)
                 self.applied_lsn = first + offset
         return results, changes
 
-    def _merged(self, record: dict[str, Any], earlier: list[dict[str, Any]]) -> dict[str, Any]:
-        """Writer thread: the "meta" WAL record of merge-patch ``record`` (the merged metadata
-        in full, so replay needs no merge), read from the state after ``earlier`` records of
-        this group (logged, not yet applied). Raises RecordNotFound, InvalidRecord."""
-        name, record_id = record["c"], record["id"]
+    def _merged(self, patch: MetaPatch, earlier: list[WalRecord]) -> Meta:
+        """Writer thread: the :class:`Meta` record of ``patch`` (the merged metadata in full,
+        so replay needs no merge), read from the state after ``earlier`` records of this group
+        (logged, not yet applied). Raises RecordNotFound, InvalidRecord."""
+        name, record_id = patch.c, patch.id
         current: dict[str, Any] | None = None
         for done in reversed(earlier):
-            if done["c"] != name:
+            if done.c != name:
                 continue
-            if done["op"] in ("drop", "create") or (done["op"] == "delete" and record_id in done["ids"]):
+            if isinstance(done, (Drop, Create)) or (isinstance(done, Delete) and record_id in done.ids):
                 raise RecordNotFound(f"no record {record_id!r} in collection {name!r}")
-            if done["op"] == "meta" and done["id"] == record_id:
-                current = done["m"]
-            elif done["op"] == "upsert" and record_id in done["ids"]:
-                current = done["m"][len(done["ids"]) - 1 - done["ids"][::-1].index(record_id)]
+            if isinstance(done, Meta) and done.id == record_id:
+                current = done.m
+            elif isinstance(done, Upsert) and record_id in done.ids:
+                current = done.m[len(done.ids) - 1 - done.ids[::-1].index(record_id)]
             if current is not None:
                 break
         if current is None:
             coll = self.collections[name]
             current = coll.get(record_id, include_vector=False).metadata or {}
-        merged = _checked_metadata(self.collections[name].config, merge_patch(current, record["patch"]))
-        return {"op": "meta", "c": name, "id": record_id, "m": merged}
+        merged = _checked_metadata(self.collections[name].config, merge_patch(current, patch.patch))
+        return Meta(name, record_id, merged)
 
-    def _apply_record(self, record: dict[str, Any], op: _Op | None = None, changes: list[Change] | None = None,
+    def _apply_record(self, record: WalRecord, op: _Op | None = None, changes: list[Change] | None = None,
                       lsn: int = 0) -> Any:
-        """Apply one WAL record; with ``changes``, append what it changed (for events)."""
-        kind, name = record["op"], record["c"]
-        if kind == "lost":  # an unreadable record that `s5vec wal salvage` set aside
-            log.warning("WAL record %d was lost to damage; its bytes are kept in %s", lsn, record.get("aside"))
+        """Apply one WAL record (the writer's, replay's, and a follower's one way to change
+        state); with ``changes``, append what it changed (for events)."""
+        name = record.c
+        if isinstance(record, Lost):  # an unreadable record that `s5vec wal salvage` set aside
+            log.warning("WAL record %d was lost to damage; its bytes are kept in %s", lsn, record.aside)
             return None
-        if kind == "create":
-            config = op.config if op and op.config else CollectionConfig.from_dict(record["config"])
+        if isinstance(record, Create):
+            config = op.config if op and op.config else CollectionConfig.from_dict(record.config)
             if name not in self.collections:
                 self.collections = {**self.collections, name: Collection(config, self._scratch)}  # copy-on-write
             return True
         coll = self.collections.get(name)
         if coll is None:
             return CollectionNotFound(f"collection {name!r} does not exist")
-        if kind == "drop":
+        if isinstance(record, Drop):
             self.collections = {n: c for n, c in self.collections.items() if n != name}  # copy-on-write
             coll.close()
             shutil.rmtree(self._segment_dir / name, ignore_errors=True)
             return None
-        if kind == "meta":
+        if isinstance(record, Meta):
             try:
-                coll.apply_metadata(record["id"], record["m"])
+                coll.apply_metadata(record.id, record.m)
             except RecordNotFound as exc:
                 return exc
             if changes is not None:
-                hit = coll.get(record["id"], include_vector=True)
-                changes.append(metadata_replaced(lsn, name, hit.id, hit.vector, record["m"], hit.timestamp or 0.0))
+                hit = coll.get(record.id, include_vector=True)
+                changes.append(metadata_replaced(lsn, name, hit.id, hit.vector, record.m, hit.timestamp or 0.0))
             return None
-        if kind == "upsert":
+        if isinstance(record, Upsert):
             batch = op.batch if op and op.batch is not None else Batch(
-                list(record["ids"]),
-                np.frombuffer(record["v"], np.float32).reshape(len(record["ids"]), coll.config.dimension),
-                list(record["m"]), np.frombuffer(record["t"], np.float64))
+                list(record.ids),
+                np.frombuffer(record.v, np.float32).reshape(len(record.ids), coll.config.dimension),
+                list(record.m), np.frombuffer(record.t, np.float64))
             existed = coll.apply_upsert(batch)
             if changes is not None:
                 changes.append(upserted(lsn, name, batch.ids, batch.vectors, batch.metadata, batch.timestamps,
                                         existed))
             return len(batch)
-        if kind == "delete":
+        if isinstance(record, Delete):
             if changes is not None:
-                present = [rid for rid in record["ids"] if coll.contains(rid)]
+                present = [rid for rid in record.ids if coll.contains(rid)]
                 if present:
                     changes.append(deleted(lsn, name, present))
-            return coll.apply_delete(record["ids"])
-        raise StorageError(f"unknown WAL operation {kind!r}")
+            return coll.apply_delete(record.ids)
+        raise StorageError(f"unknown WAL record {type(record).__name__}")
 
     # -------------------------------------------------------------------- indexer
     def _total_pending(self) -> int:
@@ -915,6 +934,8 @@ class Database:
         is not moved, the WAL is kept, and ``self.storage`` records the failure."""
         if self.detached:
             raise StorageError("the data directory was restored underneath this database; reopen it")
+        if self.read_only:
+            raise ReadOnlyDatabase(f"{self.data_dir} is open read-only: the writer checkpoints")
         unchanged = self.root
         started = time.perf_counter()
         try:
@@ -1062,6 +1083,8 @@ class Database:
     async def compact(self, tombstone_ratio: float) -> list[str]:
         """Rebuild the recent tier (HNSW graph) of every collection whose tombstones reach
         ``tombstone_ratio`` of its labels, off-lock (see Collection.compact); returns their names."""
+        if self.read_only:
+            raise ReadOnlyDatabase(f"{self.data_dir} is open read-only: the writer runs maintenance")
         compacted = []
         async with self._migrate_lock:
             for name, coll in list(self.collections.items()):
@@ -1078,6 +1101,8 @@ class Database:
         with no lock held, swapped in under the collection's write lock while no checkpoint
         is storing. ``stop`` is asked between segments. Returns how many segments were
         rebuilt, merged away and removed (no live rows left)."""
+        if self.read_only:
+            raise ReadOnlyDatabase(f"{self.data_dir} is open read-only: the writer runs maintenance")
         rebuilt = removed = merged = 0
         started = time.time()
         async with self._migrate_lock:

@@ -370,13 +370,15 @@ class WriteAheadLog:
         """Bytes held in all segments (what a checkpoint would free)."""
         return sum(path.stat().st_size for _, path in self._segments())
 
-    def recover(self, after_lsn: int) -> Iterator[tuple[int, bytes]]:
+    def recover(self, after_lsn: int, repair: bool = True) -> Iterator[tuple[int, bytes]]:
         """Yield every intact record with LSN > ``after_lsn``, in order.
 
         Cuts a torn tail (a partial or garbled last frame with no valid frame after it) so
-        new appends follow the last good record. Raises WalDamaged, changing nothing on
-        disk, when a damaged frame has valid records after it (see :func:`scan`); records
-        already yielded are then from before the damage.
+        new appends follow the last good record; with ``repair`` False (a reader beside the
+        writer) nothing on disk changes and reading stops there, and the log cannot be
+        appended to. Raises WalDamaged, changing nothing on disk, when a damaged frame has
+        valid records after it (see :func:`scan`); records already yielded are then from
+        before the damage.
         """
         segments = self._segments()
         chain = None  # first LSN the next segment must start with
@@ -389,9 +391,10 @@ class WriteAheadLog:
                 damage = _gap_damage(segments, position, chain)
                 if damage is not None:
                     raise WalDamaged(damage, self._dir)
-                log.warning("WAL segment %s starts at LSN %d, expected %d, and holds no record; removing it",
-                            path.name, first, chain)
-                self._drop(segments[position:])
+                if repair:
+                    log.warning("WAL segment %s starts at LSN %d, expected %d, and holds no record; removing it",
+                                path.name, first, chain)
+                    self._drop(segments[position:])
                 break
             records, good = parse_frames(data, first)
             for lsn, payload in records:
@@ -402,14 +405,17 @@ class WriteAheadLog:
                 damage = _damage_after(segments, position, data, good, chain - 1)
                 if damage is not None:
                     raise WalDamaged(damage, self._dir)
-                log.warning("WAL segment %s: torn last record at byte %d of %d (no valid record after it); "
-                            "truncating", path.name, good, len(data))
-                with open(path, "r+b") as fh:
-                    fh.truncate(good)
-                    os.fsync(fh.fileno())
-                self._drop(segments[position + 1:])
+                if repair:
+                    log.warning("WAL segment %s: torn last record at byte %d of %d (no valid record after it); "
+                                "truncating", path.name, good, len(data))
+                    with open(path, "r+b") as fh:
+                        fh.truncate(good)
+                        os.fsync(fh.fileno())
+                    self._drop(segments[position + 1:])
                 break
         self.next_lsn = max(after_lsn + 1, chain or 0)
+        if not repair:
+            return
         if chain is not None and chain < self.next_lsn:
             # The checkpoint is past the log's end: every record left is in it, and a frame
             # appended to the last segment would not follow its LSNs (recovery would cut it).
