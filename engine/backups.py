@@ -16,15 +16,20 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import cbor2
-
 from s5vec.storage import (
-    BlobCorrupt, BlobId, BlobNotFound, BlobStore, StorageError, decode_blob, encode_blob, write_atomic,
+    BlobCorrupt,
+    BlobId,
+    BlobNotFound,
+    BlobStore,
+    StorageError,
+    decode_blob,
+    encode_blob,
+    write_atomic,
 )
 
 from .manifest import read_manifest, referenced_blobs

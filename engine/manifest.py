@@ -18,7 +18,14 @@ from typing import Any, Final
 from s5vec.index import CollectionConfig, CollectionSnapshot, SealedSegment
 from s5vec.index.ivf import IvfSegment
 from s5vec.index.segment import segment_file
-from s5vec.storage import BlobCorrupt, BlobId, BlobStore, decode_blob, decode_bytes_blob, encode_blob
+from s5vec.storage import (
+    BlobCorrupt,
+    BlobId,
+    BlobStore,
+    decode_blob,
+    decode_bytes_blob,
+    encode_blob,
+)
 
 FORMAT: Final = "s5vec-manifest"
 VERSION: Final = 2

@@ -19,7 +19,6 @@ from typing import Any, Final
 
 import cbor2
 import msgspec
-
 from s5vec.storage import WalCorrupt
 from s5vec.storage.wal import Damage
 

@@ -239,7 +239,7 @@ def test_split_keeps_order_and_sizes_within_one() -> None:
 
 async def test_the_indexer_gives_freed_memory_back_once_a_burst_is_indexed(tmp_path: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    import s5vec.engine.database as database_module
+    import s5vec.engine.indexer as database_module
 
     trims: list[int] = []
     monkeypatch.setattr(database_module, "release_free_memory", lambda: trims.append(1) or True)
