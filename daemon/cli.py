@@ -75,7 +75,17 @@ def _raise_open_files() -> None:
 
 
 def _bench(argv: list[str]) -> int:
-    from s5vec.bench.run import main as bench_main
+    """Run the benchmarks of the s5vec-tools distribution (tools/), which the s5vec wheel
+    does not ship; exit 2 with how to install them when they are missing."""
+    try:
+        from s5vec_tools.run import main as bench_main
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] != "s5vec_tools":
+            raise  # the tools are there but one of their own dependencies is not
+        print("s5vec bench: the benchmark tools (the s5vec-tools distribution in the repository's tools/ "
+              "folder) are not installed; install them with `make install`, or `pip install -e ./tools` "
+              "in a checkout", file=sys.stderr)
+        return 2
     return int(bench_main(argv))
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 
-from s5vec.bench.fuzz import (
+from s5vec_tools.fuzz import (
     CANARY, COLLECTION, TARGETS, FuzzDaemon, Target, fuzz_settings, intact, prepared_daemon, run_ndjson,
     run_ws,
 )

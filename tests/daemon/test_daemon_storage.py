@@ -13,7 +13,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from s5vec.daemon.config import EX_CONFIG, ConfigError, load_config
 from s5vec.storage.s5 import generate_phrase, validate_phrase
-from s5vec.storage.testportal import BRIDGE, FAULTS, create_test_bridge, create_test_portal
+from s5vec.testing.portal import BRIDGE, FAULTS, create_test_bridge, create_test_portal
 
 PHRASE = generate_phrase()
 TOKEN = "portal-token-5d1e0c9b"

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from s5vec.bench.fuzz import (
+from s5vec_tools.fuzz import (
     ADMIN_KEY, FuzzDaemon, api_schema, intact, operations, prepared_daemon, run_operation,
 )
 from s5vec.daemon.openapi import build_openapi

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import DATA
-from s5vec.bench.crashloop import PHASES, Options, crash_loop
+from s5vec_tools.crashloop import PHASES, Options, crash_loop
 
 pytestmark = pytest.mark.e2e
 KILLS = 12  # two per phase: restarts take 5-10 s on a busy two-core machine; `make crash-loop` runs hundreds

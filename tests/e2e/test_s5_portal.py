@@ -21,7 +21,7 @@ from aiohttp import web
 from conftest import Daemon, free_port
 from s5vec.storage import decode_blob
 from s5vec.storage.s5 import Identity, b64url, decrypt_blob, generate_phrase
-from s5vec.storage.testportal import FAULTS, PORTAL, create_test_portal
+from s5vec.testing.portal import FAULTS, PORTAL, create_test_portal
 
 pytestmark = pytest.mark.e2e
 API = "/api/v1"

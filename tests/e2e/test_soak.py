@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from s5vec.bench import soak
+from s5vec_tools import soak
 
 MIB = 1 << 20
 
@@ -73,7 +73,7 @@ def test_a_short_soak_runs_every_process_without_errors_and_delivers_events(tmp_
     report = json.loads(out.read_text())
     summary = report["summary"]
     assert code == 0 and report["ok"], json.dumps({k: v for k, v in report.items() if k != "series"})[:3000]
-    assert report["name"] == "soak" and report["command"].startswith("python -m s5vec.bench.soak")
+    assert report["name"] == "soak" and report["command"].startswith("python -m s5vec_tools.soak")
     assert summary["errors"] == 0 and summary["requests"] > 0
     assert summary["workers_finished"] == summary["workers_with_traffic"] == 4
     assert {"upsert", "upsert_batch", "delete", "search", "search_filtered", "get", "subscribe",

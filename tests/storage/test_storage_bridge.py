@@ -9,7 +9,7 @@ import pytest
 import test_storage_portal as shared  # the harness and contract (see that module's docstring)
 from s5vec.storage import BackendUnavailable, BlobCorrupt, BlobId
 from s5vec.storage.bridge import BridgeBlobStore, listing_names
-from s5vec.storage.testportal import BRIDGE, FAULTS
+from s5vec.testing.portal import BRIDGE, FAULTS
 from test_storage_portal import CONTRACT, CONTRACT_IDS, DATA, Harness
 
 identity = shared.identity  # fixtures, re-bound so pytest finds them in this module too

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from s5vec.bench.faults import DiskFaults
 from s5vec.storage import (
     BlobCorrupt, BlobId, LocalBlobStore, StorageError, StorageFull, WalFailed, WriteAheadLog, fsync_dir,
 )
 from s5vec.storage.wal import frame
+from s5vec.testing.diskfaults import DiskFaults
 
 DATA = b"acknowledged bytes " * 64
 

@@ -2,7 +2,7 @@
 out (WalCorrupt, BlobCorrupt, ValueError, InvalidSeedPhrase), never an IndexError, a
 struct.error or a hang; and a damaged WAL directory recovers to a log that keeps working.
 
-The properties live in :mod:`s5vec.bench.fuzz` so ``make fuzz`` runs them for longer."""
+The properties live in :mod:`s5vec_tools.fuzz` so ``make fuzz`` runs them for longer."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 
-from s5vec.bench.fuzz import TARGETS, Target, fuzz_settings
+from s5vec_tools.fuzz import TARGETS, Target, fuzz_settings
 from s5vec.storage.wal import WriteAheadLog
 
 STORAGE = {t.name: t for t in TARGETS if t.name.startswith("storage.")}

@@ -43,7 +43,7 @@ from s5vec.storage.s5.registry import (
     signed_message,
 )
 from s5vec.storage.s5.seed import Identity, generate_phrase
-from s5vec.storage.testportal import (
+from s5vec.testing.portal import (
     FAULTS,
     PORTAL,
     create_test_bridge,
@@ -661,7 +661,7 @@ async def test_test_portal_can_be_run_standalone(tmp_path: Path) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "s5vec.storage.testportal", "--port", str(port),
+        sys.executable, "-m", "s5vec.testing.portal", "--port", str(port),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     try:
         async with aiohttp.ClientSession() as session, asyncio.timeout(20):

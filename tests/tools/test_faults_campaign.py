@@ -1,4 +1,4 @@
-"""``python -m s5vec.bench.faults``: one short round writes the report the reliability
+"""``python -m s5vec_tools.faults``: one short round writes the report the reliability
 page reads, with every fault kind injected and nothing lost or served corrupt."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from s5vec.bench.faults import main
+from s5vec_tools.faults import main
 
 
 def test_one_round_of_the_fault_campaign_injects_every_kind_and_loses_nothing(tmp_path: Path) -> None:
@@ -14,7 +14,7 @@ def test_one_round_of_the_fault_campaign_injects_every_kind_and_loses_nothing(tm
     assert main(["--rounds", "1", "--seed", "7", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["name"] == "faults" and report["ok"] is True and report["seconds"] > 0
-    assert report["command"].startswith("python -m s5vec.bench.faults")
+    assert report["command"].startswith("python -m s5vec_tools.faults")
     summary = report["summary"]
     assert summary["lost"] == 0 and summary["corrupt_served"] == 0
     assert summary["acknowledged"] > 0 and summary["refused"] > 0

@@ -1,4 +1,4 @@
-"""``python -m s5vec.bench.hybrid`` (also ``s5vec bench --hybrid``): the two-tier index in
+"""``python -m s5vec_tools.hybrid`` (also ``s5vec bench --hybrid``): the two-tier index in
 process, on real MiniLM vectors with synthetic video metadata.
 
 Phases: write the vectors (the real ones, plus ones derived from them past 100k), ingest
@@ -30,7 +30,7 @@ import msgspec
 import numpy as np
 
 from s5vec.index import Collection, CollectionConfig, RawItem, compile_filter, prepare_batch, prepare_vectors
-from s5vec.ops.memory import release_free_memory
+from s5vec.engine.memory import release_free_memory
 
 from .dataset import default_data_dir, load_arrays, recall_at_k
 from .report import MIB, f, finish, mib, table

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from s5vec.bench.rawhttp import HttpError, KeepAlive, LoadPool, prepare_post
+from s5vec_tools.rawhttp import HttpError, KeepAlive, LoadPool, prepare_post
 
 
 async def echo(request: web.Request) -> web.Response:

@@ -7,18 +7,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from s5vec.bench import reliability
+from s5vec_tools import reliability
 
 MACHINE = {"cpu_model": "Test CPU 9000", "cpu_count": 2, "cpu_usable": 2, "mem_total_bytes": 8 << 30,
            "platform": "Linux-test", "python": "3.11.7"}
 NOW = datetime(2026, 11, 25, 16, 0, tzinfo=UTC)
-CRASH = {"name": "crash-loop", "command": "python -m s5vec.bench.crashloop --kills 50", "started": "2026-11-25T15:00:00",
+CRASH = {"name": "crash-loop", "command": "python -m s5vec_tools.crashloop --kills 50", "started": "2026-11-25T15:00:00",
          "seconds": 612.5, "ok": True,
          "summary": {"kills": 50, "kills_per_phase": {"ingest": 20, "checkpoint": 15, "migration": 15},
                      "acknowledged_writes": 123456, "lost": 0, "min_recall": 0.97,
                      "restart_s": {"p50": 1.2, "max": 3.4}},
          "violations": []}
-FUZZ = {"name": "fuzz", "command": "python -m s5vec.bench.fuzz", "started": "2026-11-25T15:10:00", "seconds": 300,
+FUZZ = {"name": "fuzz", "command": "python -m s5vec_tools.fuzz", "started": "2026-11-25T15:10:00", "seconds": 300,
         "ok": False,
         "summary": {"decoder_inputs": {"cbor": 10000, "wal": 5000}, "http_calls": 2000, "ws_frames": 1500,
                     "ndjson_lines": 800, "failures": 1, "notes": ["storage/wal.py: " + "x" * 200, "daemon/errors.py: y"],
@@ -42,7 +42,7 @@ def test_report_renders_each_run_generically_and_lists_missing_ones(tmp_path: Pa
     assert "| Fault injection | not run | — | — |" in overview and "| Soak | not run |" in overview
     assert "| Fuzzing | **FAILED** |" in overview and "decoder inputs 15,000" in overview
     crash = text.split("## Crash loop", 1)[1].split("\n## ", 1)[0]
-    assert "`python -m s5vec.bench.crashloop --kills 50`" in crash
+    assert "`python -m s5vec_tools.crashloop --kills 50`" in crash
     assert "| kills | 50 |" in crash and "| acknowledged_writes | 123,456 |" in crash
     assert "#### kills_per_phase" in crash and "| ingest | 20 |" in crash  # a nested dict: a sub-table
     assert "### Violations\n\nnone" in crash
@@ -56,7 +56,7 @@ def test_report_renders_each_run_generically_and_lists_missing_ones(tmp_path: Pa
 def test_soak_series_become_a_bounded_table(tmp_path: Path) -> None:
     series = [{"t": i * 5.0, "ops_per_s": 100.0 + i, "p99_ms": 12.5, "errors": 0, "rss_bytes": 200 << 20,
                "by_op": {"search": 3}} for i in range(120)]
-    write(tmp_path, "soak.json", {"name": "soak", "command": "python -m s5vec.bench.soak --minutes 10",
+    write(tmp_path, "soak.json", {"name": "soak", "command": "python -m s5vec_tools.soak --minutes 10",
                                   "started": "x", "seconds": 640, "ok": True,
                                   "summary": {"requests": 60000, "errors": 0, "memory_growth_pct": 1.5},
                                   "series": series})
@@ -73,11 +73,11 @@ def test_cli_writes_the_file_and_refuses_broken_json(tmp_path: Path, capsys: pyt
     out = tmp_path / "RELIABILITY.md"
     assert reliability.main(["--dir", str(tmp_path), "--write", str(out)]) == 0
     assert "## Crash loop" in out.read_text() and f"1 of {len(reliability.RUNS)} reports" in capsys.readouterr().err
-    write(tmp_path, "soak-20min.json", {"name": "soak", "command": "python -m s5vec.bench.soak --minutes 20",
+    write(tmp_path, "soak-20min.json", {"name": "soak", "command": "python -m s5vec_tools.soak --minutes 20",
                                         "seconds": 1300, "ok": False, "summary": {"memory_growth_pct": 15.7}})
     text = reliability.render(reliability.load_reports(tmp_path), "d", MACHINE, "c", NOW)
     assert "| soak (soak-20min.json) | **FAILED** | 21.7 min (1300 s) | memory growth pct 15.7 |" in text
-    assert "## soak (soak-20min.json)" in text and "`python -m s5vec.bench.soak --minutes 20`" in text
+    assert "## soak (soak-20min.json)" in text and "`python -m s5vec_tools.soak --minutes 20`" in text
     (tmp_path / "faults.json").write_text("{not json")
     assert reliability.main(["--dir", str(tmp_path)]) == 1
     assert "faults.json: not valid JSON" in capsys.readouterr().err
@@ -88,11 +88,11 @@ def test_keep_carries_runs_without_a_new_report_over_from_the_file_it_replaces(t
     first.mkdir()
     second.mkdir()
     write(first, "crashloop.json", CRASH)
-    write(first, "soak-20min.json", {"name": "soak", "command": "python -m s5vec.bench.soak --minutes 20",
+    write(first, "soak-20min.json", {"name": "soak", "command": "python -m s5vec_tools.soak --minutes 20",
                                      "seconds": 1300, "ok": True, "summary": {"memory_growth_pct": 1.7}})
     out = tmp_path / "RELIABILITY.md"
     assert reliability.main(["--dir", str(first), "--write", str(out)]) == 0
-    write(second, "hostile.json", {"name": "hostile", "command": "python -m s5vec.bench.hostile", "seconds": 90,
+    write(second, "hostile.json", {"name": "hostile", "command": "python -m s5vec_tools.hostile", "seconds": 90,
                                    "ok": True, "summary": {"lost": 0}})
     assert reliability.main(["--dir", str(second), "--write", str(out), "--keep"]) == 0
     text = out.read_text()

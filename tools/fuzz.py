@@ -1,4 +1,4 @@
-"""``python -m s5vec.bench.fuzz``: the bad-input campaign behind the reliability report.
+"""``python -m s5vec_tools.fuzz``: the bad-input campaign behind the reliability report.
 
 Three parts, each counted:
 
@@ -45,8 +45,8 @@ from hypothesis import strategies as st
 from s5vec.daemon.errors import describe
 from s5vec.daemon.ingest import ndjson_lines
 from s5vec.daemon.wire import DECODERS, WS_DECODER, WS_ENVELOPE
-from s5vec.ops.manifest import manifest_problem, read_manifest, referenced_blobs
-from s5vec.ops.walrecord import decode_record
+from s5vec.engine.manifest import manifest_problem, read_manifest, referenced_blobs
+from s5vec.engine.walrecords import decode_record
 from s5vec.storage import BlobCorrupt, BlobId, WalCorrupt, decode_blob, encode_blob
 from s5vec.storage.blobid import multibase_decode
 from s5vec.storage.s5 import (
@@ -388,7 +388,7 @@ TARGETS: Final[tuple[Target, ...]] = (
     Target("storage.s5.seed.phrase_to_entropy", st.text(max_size=120) | st.lists(
         st.sampled_from(("abandon", "zoo", "ability", "able", "ab", "ZOO ", "")), min_size=14, max_size=16).map(
         " ".join), check_phrase),
-    Target("ops.walrecord.decode_record", st.binary(max_size=128) | _RECORDS | _CBOR.map(cbor2.dumps),
+    Target("engine.walrecords.decode_record", st.binary(max_size=128) | _RECORDS | _CBOR.map(cbor2.dumps),
            check_wal_record),
     Target("ops.manifest.read_manifest", mutated(_CBOR.map(encode_blob)), check_manifest_bytes),
     Target("ops.manifest.manifest_problem", _MANIFEST_DOCS, check_manifest_doc),
@@ -804,7 +804,7 @@ def campaign(examples: int, work: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m s5vec.bench.fuzz", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m s5vec_tools.fuzz", description=__doc__.split("\n\n")[0])
     parser.add_argument("--examples", type=int, default=2000, help="inputs per decoder and WebSocket frames "
                         "(schemathesis: a tenth per operation and mode; NDJSON bodies: a fifth)")
     parser.add_argument("--out", type=Path, default=Path("bench-results/reliability/fuzz.json"))
@@ -817,7 +817,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = campaign(args.examples, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    result = {"name": "fuzz", "command": " ".join(["python -m s5vec.bench.fuzz", *(argv or sys.argv[1:])]),
+    result = {"name": "fuzz", "command": " ".join(["python -m s5vec_tools.fuzz", *(argv or sys.argv[1:])]),
               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
               "seconds": round(time.time() - started, 1), "ok": summary["failures"] == 0, "summary": summary}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""The adversarial campaign (bench/hostile.py) on one round of each fault class."""
+"""The adversarial campaign (tools/hostile.py) on one round of each fault class."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from s5vec.bench import hostile
+from s5vec_tools import hostile
 
 pytestmark = pytest.mark.e2e
 

@@ -1,6 +1,6 @@
 """The over-HTTP part of the benchmark: daemon start, ingest, indexing, search, memory, restart.
 
-The daemon runs as a subprocess; load comes from :mod:`s5vec.bench.http_load` in another
+The daemon runs as a subprocess; load comes from :mod:`s5vec_tools.http_load` in another
 subprocess, so neither shares a GIL with this orchestrator (which only polls). The control
 requests here (create, poll, checkpoint, the searches after a restart) go through the
 Python client, :class:`s5vec.client.Client`; the load generator keeps raw aiohttp with
@@ -34,7 +34,7 @@ def _dir_bytes(path: Path) -> int:
 
 
 def _load_subprocess(mode: str, args: list[str], out: Path, log: Callable[[str], None]) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "s5vec.bench.http_load", mode, "--out", str(out), *args]
+    cmd = [sys.executable, "-m", "s5vec_tools.http_load", mode, "--out", str(out), *args]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in proc.stdout.splitlines():
         log(line)

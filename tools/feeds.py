@@ -16,7 +16,7 @@ Then a *connections* process opens up to ``--connections`` WebSocket connections
 subscribes), and one write is fanned out to all of them: the report gives how many were
 held and how long the last one took to get the event.
 
-Run ``python -m s5vec.bench.feeds <role> ...`` only through the orchestrator.
+Run ``python -m s5vec_tools.feeds <role> ...`` only through the orchestrator.
 """
 
 from __future__ import annotations
@@ -229,7 +229,7 @@ async def _connections(args: argparse.Namespace) -> None:
 
 # ------------------------------------------------------------------------ orchestrator
 def _role(role: str, args: list[str]) -> list[str]:
-    return [sys.executable, "-m", "s5vec.bench.feeds", role, *args]
+    return [sys.executable, "-m", "s5vec_tools.feeds", role, *args]
 
 
 def _summary(latencies: np.ndarray) -> dict[str, float]:
@@ -379,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] and argv[0] in ("subscribers", "writer", "connections"):
-        role = argparse.ArgumentParser(prog=f"s5vec.bench.feeds {argv[0]}")
+        role = argparse.ArgumentParser(prog=f"s5vec_tools.feeds {argv[0]}")
         role.add_argument("--url", required=True)
         role.add_argument("--out", required=True)
         role.add_argument("--subscribers", type=int, default=100)

@@ -1,13 +1,13 @@
 """Filter bombs against a running daemon (issue 17, item 5), for RELIABILITY.md.
 
-``python -m s5vec.bench.filterbomb [--out bench-results/reliability/filterbomb.json]``
+``python -m s5vec_tools.filterbomb [--out bench-results/reliability/filterbomb.json]``
 
 Starts ``s5vec serve``, loads 20,000 records, then fires the issue's repro at once: four long
 legal searches (330 date comparisons per record, no payload index) that fill the search
 threads, a depth-17 binary ``$or`` tree (2.6 MB), a 20 MB ``$or`` tree and four searches with
 50,000-value ``$in`` lists, while GET by id, ``/health`` and ``/metrics`` are timed in a loop.
 Then four more long searches and SIGTERM: seconds until the process exits. Writes
-``{"name": "filterbomb", ..., "summary": {...}}`` (the shape :mod:`s5vec.bench.reliability` renders).
+``{"name": "filterbomb", ..., "summary": {...}}`` (the shape :mod:`s5vec_tools.reliability` renders).
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ def sigterm_during_searches(daemon: Daemon, api_key: str | None) -> dict[str, An
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m s5vec.bench.filterbomb", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m s5vec_tools.filterbomb", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("bench-results/reliability/filterbomb.json"))
     args = parser.parse_args(argv)
     started = time.time()
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     ok = (summary["bombs_refused_400"] == len(summary["bombs"]) and not summary["read_failures"]
           and summary["within_promise"] and summary["exit_code"] == 0)
-    result = {"name": "filterbomb", "command": " ".join(["python -m s5vec.bench.filterbomb", *(argv or sys.argv[1:])]),
+    result = {"name": "filterbomb", "command": " ".join(["python -m s5vec_tools.filterbomb", *(argv or sys.argv[1:])]),
               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
               "seconds": round(time.time() - started, 1), "ok": ok, "summary": summary}
     args.out.parent.mkdir(parents=True, exist_ok=True)

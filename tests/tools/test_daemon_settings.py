@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from s5vec.bench.daemon_proc import Daemon, parse_settings
+from s5vec_tools.daemon_proc import Daemon, parse_settings
 
 
 def test_settings_become_the_daemons_environment(tmp_path) -> None:  # type: ignore[no-untyped-def]

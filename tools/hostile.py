@@ -1,6 +1,6 @@
 """Adversarial campaign for the reliability report: the fault classes an outside review
 found (issue "Hardening"), each against a real daemon subprocess. Filter bombs have their own
-run, :mod:`s5vec.bench.filterbomb`.
+run, :mod:`s5vec_tools.filterbomb`.
 
 - **Mid-WAL corruption**: acknowledged batches, SIGKILL, one byte flipped at a random
   offset before the last frame. The daemon must refuse to start (exit 65) naming the file,
@@ -11,7 +11,7 @@ run, :mod:`s5vec.bench.filterbomb`.
   folded line, over 8 KB) carrying a secret key: the key must appear in no response and no
   log line, every answer is the JSON error shape, and no traceback is logged.
 
-``python -m s5vec.bench.hostile --out bench-results/reliability/hostile.json [--rounds N]``
+``python -m s5vec_tools.hostile --out bench-results/reliability/hostile.json [--rounds N]``
 """
 
 from __future__ import annotations
@@ -208,7 +208,7 @@ def campaign(rounds: int, seed: int, workdir: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m s5vec.bench.hostile", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m s5vec_tools.hostile", description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=12, help="mid-WAL corruption rounds (a quarter more on the tail)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True)
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="s5vec-hostile-") as tmp:
         result = campaign(args.rounds, args.seed, Path(tmp))
-    report = {"name": "hostile", "command": " ".join(["python -m s5vec.bench.hostile", *(argv or sys.argv[1:])]),
+    report = {"name": "hostile", "command": " ".join(["python -m s5vec_tools.hostile", *(argv or sys.argv[1:])]),
               "started": datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
               "seconds": round(time.time() - started, 1), "ok": not result["violations"], **result}
     args.out.parent.mkdir(parents=True, exist_ok=True)

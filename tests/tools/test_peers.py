@@ -1,7 +1,7 @@
 """The peer benchmark's adapters on a tiny slice: recall computation and result shape.
 
 Only the engines of the default install run here (raw hnswlib, raw faiss, s5vec); the
-peers (Chroma, LanceDB, Qdrant) come with the optional ``bench`` extra and are exercised
+peers (Chroma, LanceDB, Qdrant) come with the tools' optional ``peers`` extra and are exercised
 by ``s5vec bench --peers`` itself, which reports any that cannot run.
 """
 
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from s5vec.bench import peers
-from s5vec.bench.dataset import exact_topk
+from s5vec_tools import peers
+from s5vec_tools.dataset import exact_topk
 
 DEFAULT_ENGINES = ("hnswlib", "faiss", "s5vec")
 log = logging.getLogger(__name__)

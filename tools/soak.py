@@ -1,6 +1,6 @@
 """Bounded soak: mixed read/write/subscribe load on one ``s5vec serve`` for N minutes.
 
-``python -m s5vec.bench.soak --minutes 10 --out bench-results/reliability/soak.json``
+``python -m s5vec_tools.soak --minutes 10 --out bench-results/reliability/soak.json``
 
 The daemon runs as a subprocess on a temporary data directory; load comes from separate
 processes on loopback (no shared GIL with the daemon or with each other):
@@ -545,7 +545,7 @@ def _terminate(signum: int, frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
-    parser = argparse.ArgumentParser(prog="python -m s5vec.bench.soak", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m s5vec_tools.soak", description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--out", type=Path, default=Path("bench-results/reliability/soak.json"))
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between samples")
@@ -562,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = parse_settings(args.set)
     except ValueError as exc:
         parser.error(str(exc))
-    command = "python -m s5vec.bench.soak " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m s5vec_tools.soak " + " ".join(argv if argv is not None else sys.argv[1:])
     began = time.perf_counter()
     report = run_soak(args.minutes * 60, args.interval, args.warmup, args.writers, args.readers, args.subscribers,
                       args.sse, args.ids, settings=settings)

@@ -8,9 +8,10 @@ without a checkpoint, as after SIGKILL the WAL is all there is) and reopens, the
 that every acknowledged record is there with its exact vector and metadata and that no
 read ever returned bytes other than the ones written.
 
-``python -m s5vec.bench.faults --out bench-results/reliability/faults.json [--rounds N]``
+``python -m s5vec_tools.faults --out bench-results/reliability/faults.json [--rounds N]``
 
-:class:`DiskFaults` is also what the fault tests use to inject failures in-process.
+The injection itself is :class:`s5vec.testing.diskfaults.DiskFaults`, which the fault
+tests use too.
 """
 
 from __future__ import annotations
@@ -24,11 +25,8 @@ import os
 import random
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -36,115 +34,14 @@ from typing import Any, Final
 import numpy as np
 
 from s5vec.index import CollectionConfig, RawItem
-from s5vec.ops import Database, EngineConfig
+from s5vec.engine import Database, EngineConfig
 from s5vec.storage import BlobCorrupt, BlobId, StorageError
+from s5vec.testing.diskfaults import CHECKPOINT_FAULT_NAMES, DiskFaults, checkpoint_faults
 
 DIM: Final = 8
-CALLS: Final = ("write", "fsync", "ftruncate", "replace", "open")
 ENGINE: Final = EngineConfig(checkpoint_interval_s=3600, storage_probe_s=3600, wal_segment_bytes=16 << 10,
                              index_threads=1, search_threads=1)
 log = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------------------- injection
-@dataclass
-class _Rule:
-    call: str
-    err: int
-    where: Callable[[str], bool]
-    times: int | None  # None: until disarmed
-    partial: bool  # a write puts half its bytes down before failing (a torn tail)
-    label: str  # what ``injected`` counts it as
-
-
-@dataclass
-class DiskFaults:
-    """Make ``os.write``/``os.fsync``/``os.ftruncate``/``os.replace``/``os.open`` raise
-    OSError for chosen paths while :meth:`installed`; other paths are untouched.
-
-    Paths of file descriptors come from ``/proc/self/fd`` (Linux). ``injected`` counts
-    raised faults by ``"call:ERRNO"``. Thread safe (the engine's workers call these)."""
-
-    rules: list[_Rule] = field(default_factory=list)
-    injected: Counter[str] = field(default_factory=Counter)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def arm(self, call: str, err: int = errno.ENOSPC, where: Callable[[str], bool] | str = "",
-            times: int | None = 1, partial: bool = False, label: str | None = None) -> None:
-        """Fail the next ``times`` (None: every) ``call`` on a path ``where`` accepts (a
-        substring or a predicate); ``label`` names the fault in ``injected``."""
-        if call not in CALLS:
-            raise ValueError(f"call must be one of {CALLS}")
-        test = where if callable(where) else (lambda path, part=where: part in path)
-        name = label or f"{call}:{errno.errorcode.get(err, err)}"
-        with self._lock:
-            self.rules.append(_Rule(call, err, test, times, partial, name))
-
-    def disarm(self) -> None:
-        with self._lock:
-            self.rules.clear()
-
-    def _match(self, call: str, path: str) -> _Rule | None:
-        with self._lock:
-            for rule in self.rules:
-                if rule.call == call and rule.where(path):
-                    if rule.times is not None:
-                        rule.times -= 1
-                        if rule.times <= 0:
-                            self.rules.remove(rule)
-                    self.injected[rule.label] += 1
-                    return rule
-        return None
-
-    @contextmanager
-    def installed(self) -> Iterator[DiskFaults]:
-        """Patch the ``os`` functions for the duration of the block."""
-        real = {name: getattr(os, name) for name in CALLS}
-
-        def fd_path(fd: int) -> str:
-            try:
-                return os.readlink(f"/proc/self/fd/{fd}")
-            except OSError:
-                return ""
-
-        def fail(rule: _Rule, path: str) -> OSError:
-            return OSError(rule.err, os.strerror(rule.err), path)
-
-        def write(fd: int, data: Any) -> int:
-            if self.rules and (rule := self._match("write", fd_path(fd))) is not None:
-                if rule.partial and len(data) > 1:
-                    real["write"](fd, bytes(memoryview(data)[:len(data) // 2]))
-                raise fail(rule, fd_path(fd))
-            return int(real["write"](fd, data))
-
-        def fsync(fd: int) -> None:
-            if self.rules and (rule := self._match("fsync", fd_path(fd))) is not None:
-                raise fail(rule, fd_path(fd))
-            real["fsync"](fd)
-
-        def ftruncate(fd: int, length: int) -> None:
-            if self.rules and (rule := self._match("ftruncate", fd_path(fd))) is not None:
-                raise fail(rule, fd_path(fd))
-            real["ftruncate"](fd, length)
-
-        def replace(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
-            if self.rules and (rule := self._match("replace", os.fspath(dst))) is not None:
-                raise fail(rule, os.fspath(dst))
-            real["replace"](src, dst, *args, **kwargs)
-
-        def open_(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
-            if self.rules and flags & os.O_CREAT and (rule := self._match("open", os.fspath(path))) is not None:
-                raise fail(rule, os.fspath(path))
-            return int(real["open"](path, flags, *args, **kwargs))
-
-        for name, fn in (("write", write), ("fsync", fsync), ("ftruncate", ftruncate), ("replace", replace),
-                         ("open", open_)):
-            setattr(os, name, fn)
-        try:
-            yield self
-        finally:
-            for name, fn in real.items():
-                setattr(os, name, fn)
 
 
 # ---------------------------------------------------------------------------- scenarios
@@ -217,7 +114,7 @@ async def reopen(db: Database | None, path: Path, tally: Tally) -> Database:
     if db is not None:
         await db.close(checkpoint=False)
         tally.restarts += 1
-    db = await Database.open(path, ENGINE, scheduled=True)
+    db = await Database.open(path, ENGINE)
     if "c" not in db.collections:
         await db.create_collection(CollectionConfig("c", DIM, "l2"))
     return db
@@ -258,28 +155,6 @@ async def wal_round(rng: random.Random, path: Path, disk: DiskFaults, tally: Tal
     finally:
         disk.disarm()
         await db.close(checkpoint=False)
-
-
-CHECKPOINT_FAULT_NAMES: Final = (
-    "checkpoint blob write ENOSPC", "checkpoint blob fsync EIO", "checkpoint blob rename EIO",
-    "checkpoint ROOT write ENOSPC", "checkpoint ROOT fsync EIO", "checkpoint ROOT rename EIO",
-    "checkpoint ROOT dir fsync EIO", "checkpoint WAL segment create ENOSPC")
-
-
-def checkpoint_faults(data_dir: Path) -> list[tuple[str, int, Callable[[str], bool] | str]]:
-    """Where a checkpoint can fail on a local directory: ``(call, errno, path test)``, in
-    the order of :data:`CHECKPOINT_FAULT_NAMES`."""
-    here = str(data_dir.resolve())
-    return [
-        ("write", errno.ENOSPC, "/blobs/"),  # a blob's bytes
-        ("fsync", errno.EIO, "/blobs/"),  # a blob file or its directory
-        ("replace", errno.EIO, "/blobs/"),  # a blob's rename
-        ("write", errno.ENOSPC, "/.ROOT."),  # the new root pointer's bytes
-        ("fsync", errno.EIO, "/.ROOT."),
-        ("replace", errno.EIO, "/ROOT"),  # the root swap itself
-        ("fsync", errno.EIO, lambda path: path == here),  # after the swap: the directory entry
-        ("open", errno.ENOSPC, "/wal/"),  # the new WAL segment the checkpoint starts
-    ]
 
 
 async def checkpoint_round(rng: random.Random, path: Path, disk: DiskFaults, tally: Tally) -> None:
@@ -339,7 +214,7 @@ async def torn_round(rng: random.Random, path: Path, disk: DiskFaults, tally: Ta
             victim = rng.choice(blobs)
             (victim.parent / f".{victim.name}.999999.1.tmp").write_bytes(os.urandom(rng.randint(0, 512)))
             tally.faults["torn blob temporary"] += 1
-        db = await Database.open(path, ENGINE, scheduled=True)
+        db = await Database.open(path, ENGINE)
         tally.restarts += 1
         await model.verify(db, tally)
         if list((path / "blobs").glob("*/.*.tmp")):
@@ -378,7 +253,7 @@ async def flip_round(rng: random.Random, path: Path, disk: DiskFaults, tally: Ta
     await model.verify(db, tally)  # the live database answers from memory
     await db.close(checkpoint=False)
     try:
-        db = await Database.open(path, ENGINE, scheduled=True)
+        db = await Database.open(path, ENGINE)
     except BlobCorrupt:
         tally.refused_cleanly += 1  # a clear refusal: restore from a backup
         return
@@ -404,7 +279,7 @@ async def portal_round(rng: random.Random, workdir: Path, tally: Tally) -> None:
     from s5vec.storage import RootMirror
     from s5vec.storage.portal import PortalBlobStore
     from s5vec.storage.s5.seed import Identity, generate_phrase
-    from s5vec.storage.testportal import FAULTS, create_test_portal
+    from s5vec.testing.portal import FAULTS, create_test_portal
 
     fast = {"backoff": 0.001, "max_backoff": 0.01, "timeout": 5.0, "connect_timeout": 1.0, "retries": 2}
     identity = Identity.from_phrase(generate_phrase())
@@ -418,7 +293,7 @@ async def portal_round(rng: random.Random, workdir: Path, tally: Tally) -> None:
         node_a.mkdir()
         remote = PortalBlobStore(url, identity, cache_dir=node_a / "s5-cache", **fast)  # type: ignore[arg-type]
         async with RootMirror(remote, node_a / "ROOT") as store:
-            db = await Database.open(node_a, ENGINE, store, storage_mode="portal", scheduled=True)
+            db = await Database.open(node_a, ENGINE, store, storage_mode="portal")
             try:
                 await db.create_collection(CollectionConfig("c", DIM, "l2"))
                 for _ in range(rng.randint(2, 4)):
@@ -457,7 +332,7 @@ async def portal_round(rng: random.Random, workdir: Path, tally: Tally) -> None:
         remote = PortalBlobStore(url, identity, cache_dir=node_b / "s5-cache", **fast)  # type: ignore[arg-type]
         async with RootMirror(remote, node_b / "ROOT") as store:
             try:
-                db = await Database.open(node_b, ENGINE, store, storage_mode="portal", scheduled=True)
+                db = await Database.open(node_b, ENGINE, store, storage_mode="portal")
             except BlobCorrupt:
                 tally.refused_cleanly += 1  # two bad copies of one blob in a row: refuse, never guess
                 return
@@ -495,7 +370,7 @@ async def campaign(rounds: int, seed: int, workdir: Path) -> Tally:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m s5vec.bench.faults", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m s5vec_tools.faults", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("bench-results/reliability/faults.json"))
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--seed", type=int, default=None)
@@ -508,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = round(time.time() - started, 2)
     ok = tally.lost == 0 and tally.corrupt_served == 0 and not tally.errors
     result = {
-        "name": "faults", "command": " ".join(["python -m s5vec.bench.faults", *(argv or sys.argv[1:])]),
+        "name": "faults", "command": " ".join(["python -m s5vec_tools.faults", *(argv or sys.argv[1:])]),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)), "seconds": seconds, "ok": ok,
         "summary": {
             "faults_injected": dict(sorted(tally.faults.items())), "acknowledged": tally.acknowledged,

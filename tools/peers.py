@@ -126,7 +126,7 @@ def prepare_data(name: str, work: Path, limit: int | None, queries: int, log: Lo
 
 def prepare_filters(work: Path, n: int, log: Log) -> list[dict[str, Any]]:
     """The synthetic catalogue's ``views`` column and one ``views >= X`` filter per target
-    selectivity (bench/synthetic.py), with exact filtered ground truth."""
+    selectivity (tools/synthetic.py), with exact filtered ground truth."""
     from .synthetic import day_anchor, filter_cases, make_catalogue
     cat = make_catalogue(n, 1.0, day_anchor(time.time()), seed=7)
     np.save(work / "views.npy", cat.views)
@@ -497,7 +497,7 @@ def available(engine: str) -> str | None:
     import importlib.util
     try:
         if importlib.util.find_spec(module) is None:
-            return f"not installed ({DISTRIBUTIONS[engine]}; pip install '.[bench]')"
+            return f"not installed ({DISTRIBUTIONS[engine]}; pip install -e './tools[peers]')"
     except (ImportError, ValueError) as exc:
         return f"not importable: {exc}"
     return None
@@ -601,7 +601,7 @@ def run_first_query(engine: str, work: Path) -> int:
 def _subprocess(args: list[str], timeout: float) -> tuple[int, str, float]:
     t = time.perf_counter()
     try:
-        proc = subprocess.run([sys.executable, "-m", "s5vec.bench.peers", *args], capture_output=True, text=True,
+        proc = subprocess.run([sys.executable, "-m", "s5vec_tools.peers", *args], capture_output=True, text=True,
                               timeout=timeout)
     except subprocess.TimeoutExpired:
         return -1, f"timed out after {timeout:.0f}s", time.perf_counter() - t
@@ -750,7 +750,7 @@ def run_s5vec_http(work: Path, data: dict[str, Any], efs: Sequence[int], clients
                            "settings": {"server": "s5vec serve (aiohttp + uvloop), query cache off", "metric": "cosine",
                                         "M": HNSW_M, "ef_construction": EF_CONSTRUCTION, "knob": "hnsw_ef per request",
                                         "durability": "batch acknowledged after the WAL fsync",
-                                        "ingest": "batches of 1000, 4 requests in flight (bench/http_load.py)"}}
+                                        "ingest": "batches of 1000, 4 requests in flight (tools/http_load.py)"}}
     base = np.load(work / "base.npy", mmap_mode="r")
     n = len(base)
     # http_load reads the data set from a directory of f16 files: write one for this data.
@@ -1108,7 +1108,7 @@ def main(argv: list[str] | None = None) -> int:
             for png in plot_all(results, out_dir):
                 _log(f"plot: {png}")
         except ImportError as exc:
-            _log(f"plots skipped: {exc} (pip install '.[bench]')")
+            _log(f"plots skipped: {exc} (pip install -e './tools[peers]')")
     print(markdown(results))
     _log(f"results in {out_dir}")
     return 0

@@ -1,7 +1,7 @@
-"""HTTP load generator, run as its own process (``python -m s5vec.bench.http_load``).
+"""HTTP load generator, run as its own process (``python -m s5vec_tools.http_load``).
 
 The benchmark machine is small (2 cores) and the daemon runs on it too, so the client
-must not share a GIL with the orchestrator: :mod:`s5vec.bench.run` starts this module as
+must not share a GIL with the orchestrator: :mod:`s5vec_tools.run` starts this module as
 a subprocess for each phase and reads its JSON report from ``--out``.
 
 Two modes:
@@ -194,7 +194,7 @@ async def _ingest_main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m s5vec.bench.http_load", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m s5vec_tools.http_load", description=__doc__.split("\n")[0])
     parser.add_argument("mode", choices=("ingest", "search"))
     parser.add_argument("--url", required=True, help="daemon base URL, e.g. http://127.0.0.1:7533")
     parser.add_argument("--collection", default="bench")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from s5vec.bench.crashloop import Model, Value, compare, phase_schedule
+from s5vec_tools.crashloop import Model, Value, compare, phase_schedule
 
 
 def written(**values: Value | None) -> Model:

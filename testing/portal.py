@@ -4,7 +4,7 @@ The portal double enforces what the Dart node enforces (S5.md): legacy CIDs on d
 signed registry entries with rising revisions and at most 48 data bytes, single-use login
 challenges bound to the host, and auth on writes. ``app[FAULTS]`` injects failures.
 
-Run one standalone: ``python -m s5vec.storage.testportal --port 5050 [--bridge] [--no-auth]``.
+Run one standalone: ``python -m s5vec.testing.portal --port 5050 [--bridge] [--no-auth]``.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from aiohttp.typedefs import Handler
 from nacl.exceptions import CryptoError
 from nacl.signing import VerifyKey
 
-from .blobid import LEGACY_PREFIX, BlobId, blake3_digest, multibase_decode
-from .portal import AUTH_COOKIE, REVISION_TOO_LOW, legacy_cid
-from .s5.registry import (
+from s5vec.storage.blobid import LEGACY_PREFIX, BlobId, blake3_digest, multibase_decode
+from s5vec.storage.portal import AUTH_COOKIE, REVISION_TOO_LOW, legacy_cid
+from s5vec.storage.s5.registry import (
     CHALLENGE_LOGIN,
     CHALLENGE_REGISTER,
     MAX_DATA_BYTES,
@@ -364,7 +364,7 @@ def create_test_bridge(*, list_shape: ListShape = "names",
 
 def main(argv: list[str] | None = None) -> None:
     """Serve a portal (or bridge) double until interrupted."""
-    parser = argparse.ArgumentParser(prog="python -m s5vec.storage.testportal", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m s5vec.testing.portal", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5050)
     parser.add_argument("--bridge", action="store_true", help="serve the bridge double instead")

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if "--feeds" in argv:  # live feeds: delivery latency and concurrent WebSocket connections
         from .feeds import main as feeds_main
         return feeds_main([a for a in argv if a != "--feeds"])
-    if "--peers" in argv:  # peer engines in one run (needs the `bench` extra for all but hnswlib/faiss)
+    if "--peers" in argv:  # peer engines in one run (needs the tools' `peers` extra for all but hnswlib/faiss)
         from .peers import main as peers_main
         return peers_main([a for a in argv if a != "--peers"])
     if "--crash-loop" in argv:  # SIGKILL the daemon under write load, check every acknowledged write
