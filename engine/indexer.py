@@ -20,6 +20,9 @@ labels: often enough after an ingest burst, rare enough to cost nothing (~10 ms 
 class Indexing:
     """The background indexer (mixed into :class:`~s5vec.engine.database.Database`)."""
 
+    _round_waiters: list[asyncio.Future[None]] | None = None
+    """Callers of :meth:`index_round` the next round answers (None when nobody asked)."""
+
     def _total_pending(self) -> int:
         return sum(c.pending for c in self.collections.values())
 
@@ -29,6 +32,7 @@ class Indexing:
         while True:
             await self._pending_changed.wait()
             self._pending_changed.clear()
+            waiters, self._round_waiters = self._round_waiters, None
             if linger > 0 and self._total_pending() < self.config.drain_batch:
                 # let a trickle of single-record writes gather: one graph batch (and one
                 # thread hop) per linger instead of one per write; until then the exact
@@ -49,6 +53,21 @@ class Indexing:
                 # over HTTP: 480 -> 461 MiB RSS after indexing).
                 since_trim = 0
                 await self._run(self._index_pool, release_free_memory)
+            for waiter in waiters or ():
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def index_round(self, timeout: float = 60.0) -> None:
+        """Wait until the indexer has run one whole round (drain everything pending, then give
+        memory back if due) that began after this call: the point after which a test can
+        assert what the indexer did, and did not do, with what was written before the call."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._round_waiters is None:
+            self._round_waiters = []
+        self._round_waiters.append(waiter)
+        self._pending_changed.set()  # the round starts even with nothing pending
+        async with asyncio.timeout(timeout):
+            await waiter
 
     async def wait_indexed(self, timeout: float = 600.0) -> None:
         """Wait until every acknowledged vector is in its HNSW graph."""
