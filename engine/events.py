@@ -310,6 +310,11 @@ class Debounced:
             self._handle.cancel()
             self._handle = None
 
+    @property
+    def pending(self) -> asyncio.TimerHandle | None:
+        """The wake-up scheduled now, if any (lets a test see a wake-up is due, or cancelled)."""
+        return self._handle
+
 
 class Subscription:
     """One consumer's view of the bus: what it wants, its queue and its position.

@@ -10,7 +10,7 @@ import numpy as np
 
 from s5vec.index import Collection, CollectionConfig, RawItem, compile_filter, prepare_batch, prepare_query
 from s5vec.engine import Change, Database, EngineConfig, EventBus, Notice, StandingQuery, Subscription
-from s5vec.engine.events import deleted, expand, parse_event_id, scores, upserted
+from s5vec.engine.events import Debounced, deleted, expand, parse_event_id, scores, upserted
 
 DIM = 4
 
@@ -305,16 +305,24 @@ async def test_with_a_flush_interval_a_burst_of_commits_wakes_a_subscriber_once(
 
     bus = EventBus(flush_s=0.05)
     wakes: list[float] = []
+    woken = asyncio.Event()
     loop = asyncio.get_running_loop()
-    sub = bus.subscribe(wake=lambda: wakes.append(loop.time()), kill=lambda s: None)
+    sub = bus.subscribe(wake=lambda: (wakes.append(loop.time()), woken.set()), kill=lambda s: None)
+    assert isinstance(sub.wake, Debounced)
     started = loop.time()
-    for lsn in range(1, 6):  # five commits in a burst
+    bus.publish([batch(1, ["r1"])])
+    scheduled = sub.wake.pending
+    assert scheduled is not None
+    for lsn in range(2, 6):  # five commits in a burst
         bus.publish([batch(lsn, [f"r{lsn}"])])
-    assert wakes == []  # not woken per commit...
-    await asyncio.sleep(0.15)
-    assert len(wakes) == 1 and wakes[0] - started >= 0.045  # ...but once, after the interval
+    assert wakes == [] and sub.wake.pending is scheduled  # not woken per commit: one wake-up for all...
+    async with asyncio.timeout(5):
+        await woken.wait()
+    assert len(wakes) == 1 and wakes[0] - started >= 0.045  # ...after the interval
+    assert sub.wake.pending is None  # and no other is due
     assert [e[1] for e in events(drain_all(sub))] == [1, 2, 3, 4, 5]  # with everything, in order
     bus.publish([batch(6, ["r6"])])
+    scheduled = sub.wake.pending
+    assert scheduled is not None
     bus.unsubscribe(sub)  # a pending wake-up of a closed subscriber is cancelled
-    await asyncio.sleep(0.1)
-    assert len(wakes) == 1
+    assert scheduled.cancelled() and sub.wake.pending is None and len(wakes) == 1
