@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from types import TracebackType
 
 
@@ -21,7 +22,8 @@ class RWLock:
     ordering the reads and writes of plain attributes (CPython with the GIL, as here).
     """
 
-    __slots__ = ("_mutex", "_cond", "_active", "_writer", "_writers_waiting", "_read", "_write", "_read_now")
+    __slots__ = ("_mutex", "_cond", "_active", "_writer", "_writers_waiting", "_read", "_write", "_read_now",
+                 "on_block")
 
     def __init__(self) -> None:
         self._mutex = threading.Lock()
@@ -32,6 +34,8 @@ class RWLock:
         self._read = _ReadSide(self)
         self._write = _WriteSide(self)
         self._read_now = _ReadNowSide(self)
+        self.on_block: Callable[[], None] | None = None
+        """Test hook: called (mutex held) by a thread about to sleep on the lock; None otherwise."""
 
     def read(self) -> _ReadSide:
         return self._read
@@ -43,6 +47,12 @@ class RWLock:
 
     def write(self) -> _WriteSide:
         return self._write
+
+    def _sleep(self) -> None:
+        """Wait on the condition (mutex held), telling ``on_block`` first."""
+        if self.on_block is not None:
+            self.on_block()
+        self._cond.wait()
 
     def _reader_left(self) -> None:
         """Wake a writer waiting for ``_active`` to empty (called when a reader leaves)."""
@@ -69,7 +79,7 @@ class _ReadSide:
                 rw._reader_left()
         with rw._mutex:
             while rw._writer or rw._writers_waiting:
-                rw._cond.wait()
+                rw._sleep()
             active.append(None)
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
@@ -91,7 +101,7 @@ class _ReadNowSide:
         rw = self._rw
         with rw._mutex:  # a writer checks ``_active`` and sets ``_writer`` under the mutex too
             while rw._writer:
-                rw._cond.wait()
+                rw._sleep()
             rw._active.append(None)
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
@@ -113,7 +123,7 @@ class _WriteSide:
         with rw._mutex:
             rw._writers_waiting += 1
             while rw._writer or rw._active:
-                rw._cond.wait()
+                rw._sleep()
             rw._writer = True  # before lowering the count: the flags never both read false
             rw._writers_waiting -= 1
 

@@ -8,8 +8,24 @@ import time
 from s5vec.index.rwlock import RWLock
 
 
+def settling(lock: RWLock, *names: str) -> dict[str, threading.Event]:
+    """An event per thread name, set when that thread goes to sleep on ``lock`` (its
+    ``on_block`` hook); a test thread sets its own when it gets in. Waiting for it tells
+    whether a thread was held back, with no sleep guessing how long that takes."""
+    settled = {name: threading.Event() for name in names}
+
+    def on_block() -> None:
+        event = settled.get(threading.current_thread().name)
+        if event is not None:
+            event.set()
+
+    lock.on_block = on_block
+    return settled
+
+
 def test_a_writer_waits_for_the_last_reader_and_then_runs_alone() -> None:
     lock = RWLock()
+    settled = settling(lock, "writer", "late reader")
     log: list[str] = []
     inside = threading.Barrier(3)
     release = threading.Event()
@@ -23,19 +39,21 @@ def test_a_writer_waits_for_the_last_reader_and_then_runs_alone() -> None:
     def writer() -> None:
         with lock.write():
             log.append("writer in")
+            settled["writer"].set()
 
     readers = [threading.Thread(target=reader, args=(f"r{i}",)) for i in range(2)]
     for t in readers:
         t.start()
     inside.wait(5)  # both readers hold the lock together
-    w = threading.Thread(target=writer)
+    w = threading.Thread(target=writer, name="writer")
     w.start()
-    time.sleep(0.05)
+    assert settled["writer"].wait(5)
     assert log == []  # the writer is blocked by the readers
     late: list[str] = []
-    late_reader = threading.Thread(target=lambda: (lock.read().__enter__(), late.append("late in")))
+    late_reader = threading.Thread(target=lambda: (lock.read().__enter__(), late.append("late in"),
+                                                   settled["late reader"].set()), name="late reader")
     late_reader.start()
-    time.sleep(0.05)
+    assert settled["late reader"].wait(5)
     assert late == []  # a waiting writer holds back new readers
     release.set()
     w.join(5)
@@ -108,12 +126,14 @@ def test_a_reader_that_registers_after_a_writer_got_in_steps_back() -> None:
     from s5vec.index import rwlock
 
     lock = RWLock()
+    settled = settling(lock, "reader")
     source, first = inspect.getsourcelines(rwlock._ReadSide.__enter__)
     append_line = first + next(i for i, line in enumerate(source) if "active.append(None)" in line)
     at_append = threading.Event()
     writer_inside = threading.Event()
     writer_done = threading.Event()
     seen: list[str] = []
+    writer_saw_the_reader_settle: list[bool] = []
 
     def pause_before_registering(frame, event, arg):  # type: ignore[no-untyped-def]
         if event == "call":
@@ -128,6 +148,7 @@ def test_a_reader_that_registers_after_a_writer_got_in_steps_back() -> None:
         try:
             with lock.read():
                 seen.append("reader in after the writer left" if writer_done.is_set() else "reader in beside the writer")
+                settled["reader"].set()
         finally:
             sys.settrace(None)
 
@@ -135,15 +156,16 @@ def test_a_reader_that_registers_after_a_writer_got_in_steps_back() -> None:
         at_append.wait(5)
         with lock.write():
             writer_inside.set()
-            time.sleep(0.2)  # the reader resumes meanwhile: it must not get in
+            # the reader resumes meanwhile: it must step back and sleep on the lock, not get in
+            writer_saw_the_reader_settle.append(settled["reader"].wait(5))
             writer_done.set()
 
-    threads = [threading.Thread(target=reader), threading.Thread(target=writer)]
+    threads = [threading.Thread(target=reader, name="reader"), threading.Thread(target=writer)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(10)
-    assert at_append.is_set() and writer_inside.is_set()
+    assert at_append.is_set() and writer_inside.is_set() and writer_saw_the_reader_settle == [True]
     assert seen == ["reader in after the writer left"]
     assert lock._active == [] and not lock._writer and lock._writers_waiting == 0
 
@@ -151,6 +173,7 @@ def test_a_reader_that_registers_after_a_writer_got_in_steps_back() -> None:
 def test_a_read_now_enters_beside_readers_while_a_writer_waits_but_never_beside_a_writer() -> None:
     """A read by id (``read_now``) must not queue behind a writer that waits for a long search."""
     lock = RWLock()
+    settled = settling(lock, "writer", "late reader")
     inside, release = threading.Event(), threading.Event()
     writer_in = threading.Event()
 
@@ -162,24 +185,26 @@ def test_a_read_now_enters_beside_readers_while_a_writer_waits_but_never_beside_
     def writer() -> None:
         with lock.write():
             writer_in.set()
+            settled["writer"].set()
             release_writer.wait(10)
 
     search = threading.Thread(target=long_search)
     search.start()
     assert inside.wait(5)
     release_writer = threading.Event()
-    w = threading.Thread(target=writer)
+    w = threading.Thread(target=writer, name="writer")
     w.start()
-    while not lock._writers_waiting:  # the writer is queued behind the search
-        time.sleep(0.001)
+    assert settled["writer"].wait(5) and not writer_in.is_set()  # the writer is queued behind the search
     with lock.read_now():  # would block until the search ends with read()
         assert not writer_in.is_set()
     release.set()
     assert writer_in.wait(5)
     entered = threading.Event()
-    late = threading.Thread(target=lambda: (lock.read_now().__enter__(), entered.set()))
+    late = threading.Thread(target=lambda: (lock.read_now().__enter__(), entered.set(),
+                                            settled["late reader"].set()), name="late reader")
     late.start()
-    assert not entered.wait(0.05)  # a writer inside excludes it
+    assert settled["late reader"].wait(5)
+    assert not entered.is_set()  # a writer inside excludes it
     release_writer.set()
     assert entered.wait(5)
     for t in (search, w, late):
