@@ -34,6 +34,7 @@ import hnswlib
 import msgspec
 import numpy as np
 
+from .metrics import raw_distances
 from .payload import PayloadIndex
 from .records import Batch, CollectionConfig
 from .rwlock import RWLock
@@ -375,11 +376,7 @@ class RecentTier:
         return pending[self.live[pending]] if len(pending) else pending
 
     def distances(self, labels: np.ndarray, query: np.ndarray) -> np.ndarray:
-        rows = self.vectors[labels]
-        if self.space == "ip":
-            return np.float32(1.0) - rows @ query
-        diff = rows - query
-        return np.einsum("ij,ij->i", diff, diff)
+        return raw_distances(self.space, self.vectors[labels], query)
 
     def exact(self, labels: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if not len(labels):
