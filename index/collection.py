@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import RecordNotFound
 from .filters import CHECK_EVERY, check_time, compile_filter, current_deadline, time_limit
-from .ivf import list_skew
+from .ivf import Codebook, list_skew
 from .metrics import distance_of, hit_values, score_of
 from .recent import GRAPH_CHUNK, RecentTier, decode_many, min_chunk
 from .records import Batch, CollectionConfig, Hit
@@ -669,15 +669,18 @@ class Collection:
                 }
             return MigrationPlan(cutoff, windows)
 
-    def build_migration(self, plan: MigrationPlan, directory: Path) -> list[SealedSegment]:
-        """Train one sealed segment per window of ``plan`` (CPU heavy, no lock held)."""
+    def build_migration(self, plan: MigrationPlan, directory: Path,
+                        codebook: Codebook | None = None) -> list[SealedSegment]:
+        """One sealed segment per window of ``plan`` (CPU heavy, no lock held), each filled
+        from ``codebook``, or from a codebook trained on its own rows when None."""
         built = []
         for window, part in sorted(plan.windows.items()):
             with self._seq_lock:
                 seq, self._next_seq = self._next_seq, self._next_seq + 1
             path = segment_file(directory, self.config.name, seq)
             built.append(SealedSegment.build(seq, window, self.config, part["vectors"], part["ids"],
-                                             part["timestamps"], None, path, part["raw_metadata"], part["payload"]))
+                                             part["timestamps"], None, path, part["raw_metadata"], part["payload"],
+                                             codebook))
         return built
 
     def commit_migration(self, plan: MigrationPlan, segments: list[SealedSegment]) -> int:
@@ -828,16 +831,18 @@ class Collection:
                 groups.append(run)
             return groups
 
-    def build_rebuild(self, plan: SegmentRebuild, directory: Path) -> SealedSegment | None:
-        """Train a replacement segment over the planned live rows (CPU heavy, no lock held);
-        None when the segments had no live rows (they are simply removed)."""
+    def build_rebuild(self, plan: SegmentRebuild, directory: Path,
+                      codebook: Codebook | None = None) -> SealedSegment | None:
+        """A replacement segment over the planned live rows (CPU heavy, no lock held), filled
+        from ``codebook`` or from one trained on those rows when None; None when the
+        segments had no live rows (they are simply removed)."""
         if not plan.rows:
             return None
         with self._seq_lock:
             seq, self._next_seq = self._next_seq, self._next_seq + 1
         path = segment_file(directory, self.config.name, seq)
         return SealedSegment.build(seq, plan.segment.window, self.config, plan.vectors, plan.ids, plan.timestamps,
-                                   decode_many(plan.raw_metadata), path, plan.raw_metadata)
+                                   decode_many(plan.raw_metadata), path, plan.raw_metadata, codebook=codebook)
 
     def commit_rebuild(self, plan: SegmentRebuild, built: SealedSegment | None) -> bool:
         """Swap ``built`` in for the planned segments (write lock), replaying deletes and

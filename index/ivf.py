@@ -152,6 +152,107 @@ class _OmpThreads:
             faiss.omp_set_num_threads(self._before)
 
 
+def _check_rows(vectors: np.ndarray) -> np.ndarray:
+    data = np.ascontiguousarray(vectors, dtype=np.float32)
+    if data.ndim != 2 or data.shape[0] < 1 or data.shape[1] < 1:
+        raise ValueError("vectors: must be a non-empty (n, d) array")
+    if not np.isfinite(data).all():
+        raise ValueError("vectors: contain NaN or infinite values")
+    return data
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Codebook:
+    """A trained coarse quantizer plus the code quantizer's state (PQ/SQ tables), kept as
+    an empty faiss index serialised to bytes, with the metric and the resolved params.
+
+    Training is separate from filling so that one codebook can serve every segment of a
+    collection (issue 19); today each segment still trains its own on its rows.
+    Immutable: :meth:`IvfSegment.build` fills a fresh copy (:meth:`empty_index`)."""
+
+    metric: str
+    dim: int
+    params: IvfParams  # nlist and pq_m resolved; nlist 1 = one exhaustive flat index
+    index: bytes  # faiss.serialize_index of the trained, empty index
+
+    @classmethod
+    def train(cls, sample: np.ndarray, metric: str, params: IvfParams) -> Codebook:
+        """Train on ``sample`` (n, d) float32, already normalised for cosine. The lists
+        (:func:`auto_nlist`) are sized for n rows, of which at most TRAIN_SAMPLE (a seeded
+        choice) train; below EXHAUSTIVE_BELOW rows the codebook is an exact flat index.
+        Deterministic for equal input. Raises ValueError on bad params, metric or sample."""
+        params.validate()
+        if metric not in IVF_METRICS:
+            raise ValueError(f"metric: must be one of {', '.join(IVF_METRICS)}")
+        data = _check_rows(sample)
+        index, resolved = _train(data, metric, params)
+        return cls(metric, int(data.shape[1]), resolved, faiss.serialize_index(index).tobytes())
+
+    def empty_index(self) -> Any:
+        """A new faiss index, trained and empty, for one segment to fill."""
+        return faiss.deserialize_index(np.frombuffer(self.index, dtype=np.uint8))
+
+    def to_parts(self) -> dict[str, Any]:
+        """The codebook as plain data (no pickle): metric, dim, resolved params, index bytes."""
+        return {"metric": self.metric, "dim": self.dim, "params": self.params.to_dict(), "index": self.index}
+
+    @classmethod
+    def from_parts(cls, parts: dict[str, Any]) -> Codebook:
+        """Restore :meth:`to_parts` output. Raises ValueError naming the first bad part."""
+        params = IvfParams.from_dict(parts["params"])
+        params.validate()
+        metric, dim = parts["metric"], parts["dim"]
+        if metric not in IVF_METRICS:
+            raise ValueError(f"metric: must be one of {', '.join(IVF_METRICS)}")
+        if not _is_int(dim) or dim < 1:
+            raise ValueError("dim: must be a positive integer")
+        codebook = cls(metric, int(dim), params, bytes(parts["index"]))
+        index = codebook.empty_index()
+        if index.d != dim or index.metric_type != _faiss_metric(metric) or not index.is_trained or index.ntotal:
+            raise ValueError("index: not a trained, empty index of this dimension and metric")
+        return codebook
+
+
+def _train(data: np.ndarray, metric: str, params: IvfParams) -> tuple[Any, IvfParams]:
+    n, d = data.shape
+    fm = _faiss_metric(metric)
+    if n < EXHAUSTIVE_BELOW:
+        return faiss.IndexFlat(d, fm), dataclasses.replace(params, nlist=1)
+    nlist = min(params.nlist or auto_nlist(n, params.nprobe), max(1, n // MIN_POINTS_PER_LIST))
+    if n > TRAIN_SAMPLE:
+        rows = np.sort(np.random.default_rng(SEED).choice(n, TRAIN_SAMPLE, replace=False))
+        sample = data[rows]
+    else:
+        sample = data
+    pq_m = params.pq_m
+    if params.quantizer == "pq4":
+        # 4-bit PQ over 4 dimensions per code, scanned with SIMD lookups ("fast scan"):
+        # 18x faster than SQ8 at equal recall after re-ranking, 1/8 of its memory.
+        # L2 encodes residuals from the centroid ("fsr": without them a 16-d random set
+        # lost true neighbours past rank 1000); inner product encodes the vectors
+        # themselves (MiniLM: 0.965 vs 0.936 with residuals at nprobe 16).
+        pq_m = _pq4_m(d)
+        spec = f"IVF{nlist},PQ{pq_m}x4fs{'r' if metric == 'l2' else ''}"
+    elif params.quantizer == "sq8":
+        spec = f"IVF{nlist},SQ8"
+    elif params.quantizer == "pq":
+        pq_m, nbits = _pq_shape(d, params.pq_m, len(sample))
+        # "np": no polysemous training (minutes of work that only serves Hamming
+        # thresholding, which the exact re-rank makes pointless).
+        spec = f"IVF{nlist},PQ{pq_m}x{nbits}np"
+    else:
+        spec = f"IVF{nlist},Flat"
+    index = faiss.index_factory(d, spec, fm)
+    faiss.extract_index_ivf(index).cp.seed = SEED
+    if params.quantizer == "pq4":
+        # 16 centroids per 4-d subspace settle fast: 10 k-means iterations train in
+        # 0.47 s instead of 1.05 s (100k MiniLM rows) at equal recall.
+        faiss.downcast_index(faiss.extract_index_ivf(index)).pq.cp.niter = 10
+    with _OmpThreads(BUILD_THREADS):
+        index.train(sample)
+    return index, dataclasses.replace(params, nlist=nlist, pq_m=pq_m)
+
+
 class IvfSegment:
     """Immutable IVF segment over n vectors; rows are addressed by position 0..n-1.
 
@@ -185,20 +286,17 @@ class IvfSegment:
     # -- construction -----------------------------------------------------------------
 
     @classmethod
-    def build(cls, vectors: np.ndarray, metric: str, params: IvfParams, path: Path) -> IvfSegment:
-        """Train, fill and return a segment over ``vectors`` (n, d) float32, already normalised
-        for cosine; writes them to ``path`` (owned by the segment) and maps it read-only.
-        Deterministic for equal input.  Raises ValueError on bad params, metric or vectors."""
-        params.validate()
-        if metric not in IVF_METRICS:
-            raise ValueError(f"metric: must be one of {', '.join(IVF_METRICS)}")
-        data = np.ascontiguousarray(vectors, dtype=np.float32)
-        if data.ndim != 2 or data.shape[0] < 1 or data.shape[1] < 1:
-            raise ValueError("vectors: must be a non-empty (n, d) array")
-        if not np.isfinite(data).all():
-            raise ValueError("vectors: contain NaN or infinite values")
+    def build(cls, vectors: np.ndarray, codebook: Codebook, path: Path) -> IvfSegment:
+        """Fill a copy of ``codebook``'s trained, empty index with ``vectors`` (n, d) float32,
+        already normalised for cosine; writes them to ``path`` (owned by the segment) and
+        maps it read-only. The codebook is not changed, so one may serve many segments.
+        Deterministic for equal input.  Raises DimensionMismatch when the widths differ,
+        ValueError on bad vectors."""
+        data = _check_rows(vectors)
         n, d = data.shape
-        index, params = cls._train(data, metric, params)
+        if d != codebook.dim:
+            raise DimensionMismatch(f"vectors have {d} dimensions, the codebook {codebook.dim}")
+        index = codebook.empty_index()
         with _OmpThreads(BUILD_THREADS):
             index.add(data)
         # A round trip drops the slack that growing the inverted lists left behind, so
@@ -206,48 +304,8 @@ class IvfSegment:
         blob = faiss.serialize_index(index)
         del index
         index = faiss.deserialize_index(blob)
-        return cls(index, file_backed(Path(path), data.data.cast("B"), np.float32, (n, d)), Path(path), metric,
-                   params, len(blob))
-
-    @staticmethod
-    def _train(data: np.ndarray, metric: str, params: IvfParams) -> tuple[Any, IvfParams]:
-        n, d = data.shape
-        fm = _faiss_metric(metric)
-        if n < EXHAUSTIVE_BELOW:
-            return faiss.IndexFlat(d, fm), dataclasses.replace(params, nlist=1)
-        nlist = min(params.nlist or auto_nlist(n, params.nprobe), max(1, n // MIN_POINTS_PER_LIST))
-        if n > TRAIN_SAMPLE:
-            rows = np.sort(np.random.default_rng(SEED).choice(n, TRAIN_SAMPLE, replace=False))
-            sample = data[rows]
-        else:
-            sample = data
-        pq_m = params.pq_m
-        if params.quantizer == "pq4":
-            # 4-bit PQ over 4 dimensions per code, scanned with SIMD lookups ("fast scan"):
-            # 18x faster than SQ8 at equal recall after re-ranking, 1/8 of its memory.
-            # L2 encodes residuals from the centroid ("fsr": without them a 16-d random set
-            # lost true neighbours past rank 1000); inner product encodes the vectors
-            # themselves (MiniLM: 0.965 vs 0.936 with residuals at nprobe 16).
-            pq_m = _pq4_m(d)
-            spec = f"IVF{nlist},PQ{pq_m}x4fs{'r' if metric == 'l2' else ''}"
-        elif params.quantizer == "sq8":
-            spec = f"IVF{nlist},SQ8"
-        elif params.quantizer == "pq":
-            pq_m, nbits = _pq_shape(d, params.pq_m, len(sample))
-            # "np": no polysemous training (minutes of work that only serves Hamming
-            # thresholding, which the exact re-rank makes pointless).
-            spec = f"IVF{nlist},PQ{pq_m}x{nbits}np"
-        else:
-            spec = f"IVF{nlist},Flat"
-        index = faiss.index_factory(d, spec, fm)
-        faiss.extract_index_ivf(index).cp.seed = SEED
-        if params.quantizer == "pq4":
-            # 16 centroids per 4-d subspace settle fast: 10 k-means iterations train in
-            # 0.47 s instead of 1.05 s (100k MiniLM rows) at equal recall.
-            faiss.downcast_index(faiss.extract_index_ivf(index)).pq.cp.niter = 10
-        with _OmpThreads(BUILD_THREADS):
-            index.train(sample)
-        return index, dataclasses.replace(params, nlist=nlist, pq_m=pq_m)
+        return cls(index, file_backed(Path(path), data.data.cast("B"), np.float32, (n, d)), Path(path),
+                   codebook.metric, codebook.params, len(blob))
 
     # -- properties -------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from typing import Any, Final
 import msgspec
 import numpy as np
 
-from .ivf import IvfParams, IvfSegment
+from .ivf import Codebook, IvfParams, IvfSegment
 from .payload import PayloadIndex
 from .records import CollectionConfig
 from .scratch import file_backed
@@ -39,6 +39,11 @@ def segment_file(directory: Path, collection: str, seq: int) -> Path:
 def ivf_params(config: CollectionConfig) -> IvfParams:
     return IvfParams(quantizer=config.ivf_quantizer, nlist=config.ivf_nlist or None,
                      nprobe=config.ivf_nprobe, rerank=config.ivf_rerank)
+
+
+def train_codebook(config: CollectionConfig, sample: np.ndarray) -> Codebook:
+    """A codebook for ``config``'s segments trained on ``sample`` (normalised rows)."""
+    return Codebook.train(np.ascontiguousarray(sample, np.float32), config.metric, ivf_params(config))
 
 
 class LazyIvf:
@@ -138,12 +143,19 @@ class SealedSegment:
     @classmethod
     def build(cls, seq: int, window: int, config: CollectionConfig, vectors: np.ndarray, ids: list[str],
               timestamps: np.ndarray, metadata: Sequence[dict[str, Any]] | None, path: Path,
-              raw_metadata: Sequence[bytes] | None = None, payload: PayloadIndex | None = None) -> SealedSegment:
-        """Train and fill the IVF index (CPU heavy; call without locks held).
+              raw_metadata: Sequence[bytes] | None = None, payload: PayloadIndex | None = None,
+              codebook: Codebook | None = None) -> SealedSegment:
+        """Fill the IVF index from ``codebook``, trained here on ``vectors`` when None (CPU
+        heavy; call without locks held).
         A migration passes the documents as the recent tier holds them: ``raw_metadata``
         (JSON bytes) and ``payload`` (its payload index taken for these records), and no
         ``metadata`` to decode and index again."""
-        ivf = IvfSegment.build(np.ascontiguousarray(vectors, np.float32), config.metric, ivf_params(config), path)
+        rows = np.ascontiguousarray(vectors, np.float32)
+        if codebook is None:
+            codebook = train_codebook(config, rows)
+        elif codebook.metric != config.metric:
+            raise ValueError(f"codebook: trained for metric {codebook.metric!r}, the collection uses {config.metric!r}")
+        ivf = IvfSegment.build(rows, codebook, path)
         if payload is None:
             if metadata is None:
                 raise ValueError("metadata is needed to build the payload index")

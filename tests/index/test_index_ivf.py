@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from s5vec.index.ivf import EXHAUSTIVE_BELOW, IvfParams, IvfSegment, auto_nlist
+from s5vec.index import CollectionConfig, DimensionMismatch, SealedSegment
+from s5vec.index.ivf import EXHAUSTIVE_BELOW, Codebook, IvfParams, IvfSegment, auto_nlist
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "minilm-100k"
 N_BASE = 20_000
@@ -30,6 +31,11 @@ class Real:
     truth: np.ndarray  # exact top-10 positions per query
 
 
+def build(vectors: np.ndarray, metric: str, params: IvfParams, path: Path) -> IvfSegment:
+    """A segment with a codebook of its own, as every segment is built today."""
+    return IvfSegment.build(vectors, Codebook.train(vectors, metric, params), path)
+
+
 @pytest.fixture(scope="module")
 def real() -> Real:
     assert DATA.is_dir(), f"shared data set missing at {DATA}"
@@ -40,7 +46,7 @@ def real() -> Real:
 
 @pytest.fixture(scope="module")
 def seg(real: Real, tmp_path_factory: pytest.TempPathFactory) -> IvfSegment:
-    return IvfSegment.build(real.base, "cosine", IvfParams(), tmp_path_factory.mktemp("pq4") / "vectors.f32")
+    return build(real.base, "cosine", IvfParams(), tmp_path_factory.mktemp("pq4") / "vectors.f32")
 
 
 def exact_top(base: np.ndarray, queries: np.ndarray, k: int, metric: str = "cosine",
@@ -79,7 +85,7 @@ def test_default_segment_reaches_recall_095_on_minilm_with_4bit_fast_scan_codes(
 ])
 def test_pq_and_flat_segments_reach_measured_recall(real: Real, tmp_path: Path, quantizer: str,
                                                       params: IvfParams, threshold: float) -> None:
-    segment = IvfSegment.build(real.base, "cosine", params, tmp_path / "vectors.f32")
+    segment = build(real.base, "cosine", params, tmp_path / "vectors.f32")
     positions, _ = segment.search(real.queries, 10)
     assert recall(positions, real.truth) >= threshold
     if params.quantizer == "pq":
@@ -171,7 +177,7 @@ def test_l2_and_ip_metrics_return_exact_ordering_on_random_data(tmp_path: Path, 
     # hold the exact top 10; re-rank every row so the test checks the metric arithmetic of
     # the re-rank, not the quantiser (its recall is tested on real data above).
     rerank = 300 if quantizer == "pq4" else 20
-    segment = IvfSegment.build(base, metric, IvfParams(quantizer=quantizer, rerank=rerank), tmp_path / "v.f32")
+    segment = build(base, metric, IvfParams(quantizer=quantizer, rerank=rerank), tmp_path / "v.f32")
     assert segment.nlist > 1
     positions, distances = segment.search(queries, 10, nprobe=segment.nlist)
     truth = exact_top(base, queries, 10, metric)
@@ -200,7 +206,7 @@ def test_parts_round_trip_gives_identical_results(real: Real, seg: IvfSegment, t
 
 def test_vectors_are_memory_mapped_from_the_segment_file(real: Real, tmp_path: Path) -> None:
     path = tmp_path / "mapped.f32"
-    segment = IvfSegment.build(real.base[:5_000], "cosine", IvfParams(), path)
+    segment = build(real.base[:5_000], "cosine", IvfParams(), path)
     assert path.stat().st_size == 5_000 * 384 * 4
     assert str(path) in Path("/proc/self/maps").read_text()
     rows = segment.vectors(np.array([1, 2]))
@@ -221,8 +227,8 @@ def test_pq4_memory_is_about_half_a_byte_per_four_dimensions_plus_the_id(seg: Iv
 
 def test_build_is_deterministic(tmp_path: Path) -> None:
     base = np.random.default_rng(2).standard_normal((2_000, 8)).astype(np.float32)
-    first = IvfSegment.build(base, "l2", IvfParams(), tmp_path / "a.f32").to_parts()
-    second = IvfSegment.build(base, "l2", IvfParams(), tmp_path / "b.f32").to_parts()
+    first = build(base, "l2", IvfParams(), tmp_path / "a.f32").to_parts()
+    second = build(base, "l2", IvfParams(), tmp_path / "b.f32").to_parts()
     assert first == second
 
 
@@ -232,7 +238,7 @@ def test_tiny_segments_search_exactly(tmp_path: Path, n: int) -> None:
     rng = np.random.default_rng(n)
     base = rng.standard_normal((n, 6)).astype(np.float32)
     base /= np.linalg.norm(base, axis=1, keepdims=True)
-    segment = IvfSegment.build(base, "cosine", IvfParams(), tmp_path / "tiny.f32")
+    segment = build(base, "cosine", IvfParams(), tmp_path / "tiny.f32")
     assert segment.nlist == 1
     queries = rng.standard_normal((3, 6)).astype(np.float32)
     positions, distances = segment.search(queries, 5)
@@ -275,16 +281,66 @@ def test_invalid_params_raise_value_error_naming_the_field(field: str, value: An
         params.validate()
 
 
-def test_build_rejects_bad_metric_and_vectors(tmp_path: Path) -> None:
+def test_training_and_building_reject_bad_metric_params_and_vectors(tmp_path: Path) -> None:
     good = np.ones((4, 3), np.float32)
     with pytest.raises(ValueError, match="^metric:"):
-        IvfSegment.build(good, "hamming", IvfParams(), tmp_path / "v")
-    with pytest.raises(ValueError, match="^vectors:"):
-        IvfSegment.build(np.zeros((0, 3), np.float32), "l2", IvfParams(), tmp_path / "v")
-    with pytest.raises(ValueError, match="^vectors:"):
-        IvfSegment.build(np.full((4, 3), np.nan, np.float32), "l2", IvfParams(), tmp_path / "v")
+        Codebook.train(good, "hamming", IvfParams())
     with pytest.raises(ValueError, match="^quantizer:"):
-        IvfSegment.build(good, "l2", IvfParams(quantizer="x"), tmp_path / "v")
+        Codebook.train(good, "l2", IvfParams(quantizer="x"))
+    codebook = Codebook.train(good, "l2", IvfParams())
+    for bad in (np.zeros((0, 3), np.float32), np.full((4, 3), np.nan, np.float32)):
+        with pytest.raises(ValueError, match="^vectors:"):
+            Codebook.train(bad, "l2", IvfParams())
+        with pytest.raises(ValueError, match="^vectors:"):
+            IvfSegment.build(bad, codebook, tmp_path / "v")
+    with pytest.raises(DimensionMismatch):
+        IvfSegment.build(np.ones((4, 5), np.float32), codebook, tmp_path / "v")
+
+
+def test_one_codebook_fills_several_segments_without_changing(real: Real, tmp_path: Path) -> None:
+    codebook = Codebook.train(real.base[:10_000], "cosine", IvfParams())
+    trained = codebook.index
+    halves = [(0, 10_000), (10_000, N_BASE)]
+    segments = [IvfSegment.build(real.base[lo:hi], codebook, tmp_path / f"{lo}.f32") for lo, hi in halves]
+    assert codebook.index == trained and codebook.empty_index().ntotal == 0
+    assert [s.n for s in segments] == [10_000, 10_000] and all(s.params == codebook.params for s in segments)
+    found = 0
+    for row, query in enumerate(real.queries):
+        best = []
+        for (lo, _), segment in zip(halves, segments):
+            pos, dist = segment.search(query, 10)
+            best += [(d, lo + p) for p, d in zip(pos[0].tolist(), dist[0].tolist()) if p >= 0]
+        found += len({p for _, p in sorted(best)[:10]} & set(real.truth[row].tolist()))
+    assert found / (10 * len(real.queries)) >= 0.95  # the second half was never trained on
+
+
+def test_a_codebook_round_trips_as_plain_data_and_fills_identical_segments(real: Real, tmp_path: Path) -> None:
+    codebook = Codebook.train(real.base[:5_000], "l2", IvfParams(quantizer="sq8"))
+    copy = Codebook.from_parts(codebook.to_parts())
+    assert (copy.metric, copy.dim, copy.params, copy.index) == (codebook.metric, codebook.dim, codebook.params,
+                                                               codebook.index)
+    first = IvfSegment.build(real.base[:5_000], codebook, tmp_path / "a.f32").to_parts()
+    second = IvfSegment.build(real.base[:5_000], copy, tmp_path / "b.f32").to_parts()
+    assert first["index"] == second["index"]
+    filled = IvfSegment.build(real.base[:2_000], codebook, tmp_path / "c.f32").to_parts()
+    with pytest.raises(ValueError, match="^index:"):  # a segment's index is not a codebook: it holds rows
+        Codebook.from_parts({**codebook.to_parts(), "index": filled["index"]})
+    with pytest.raises(ValueError, match="^index:"):
+        Codebook.from_parts({**codebook.to_parts(), "dim": 7})
+
+
+def test_sealed_segments_take_a_shared_codebook_of_their_metric_only(real: Real, tmp_path: Path) -> None:
+    config = CollectionConfig("c", real.base.shape[1], "cosine")
+    codebook = Codebook.train(real.base[:2_000], "cosine", IvfParams())
+    rows = real.base[2_000:3_000]
+    ids = [str(i) for i in range(len(rows))]
+    stamps = np.zeros(len(rows))
+    segment = SealedSegment.build(0, 0, config, rows, ids, stamps, [{}] * len(rows), tmp_path / "s.f32",
+                                  codebook=codebook)
+    assert segment.ivf.params == codebook.params
+    other = Codebook.train(real.base[:2_000], "l2", IvfParams())
+    with pytest.raises(ValueError, match="^codebook:"):
+        SealedSegment.build(1, 0, config, rows, ids, stamps, [{}] * len(rows), tmp_path / "t.f32", codebook=other)
 
 
 def test_search_rejects_bad_arguments(seg: IvfSegment, real: Real) -> None:

@@ -8,10 +8,14 @@ from pathlib import Path
 
 import numpy as np
 from s5vec.index import Collection, CollectionConfig, RawItem, prepare_batch
-from s5vec.index.ivf import IvfParams, IvfSegment, list_skew
+from s5vec.index.ivf import Codebook, IvfParams, IvfSegment, list_skew
 
 DIM = 8
 OLD = time.time() - 30 * 86_400
+
+
+def build(rows: np.ndarray, metric: str, params: IvfParams, path: Path) -> IvfSegment:
+    return IvfSegment.build(rows, Codebook.train(rows, metric, params), path)
 
 
 def filled(tmp_path: Path, count: int, timestamp: float | None = None) -> Collection:
@@ -26,7 +30,7 @@ def filled(tmp_path: Path, count: int, timestamp: float | None = None) -> Collec
 
 def test_list_sizes_count_rows_per_list_without_deleted_ones(tmp_path: Path) -> None:
     rows = np.random.default_rng(0).normal(size=(2000, DIM)).astype(np.float32)
-    segment = IvfSegment.build(rows, "l2", IvfParams(quantizer="sq8"), tmp_path / "s.f32")
+    segment = build(rows, "l2", IvfParams(quantizer="sq8"), tmp_path / "s.f32")
     sizes = segment.list_sizes()
     assert len(sizes) == segment.nlist and sizes.sum() == 2000
     deleted = np.zeros(2000, bool)
@@ -34,7 +38,7 @@ def test_list_sizes_count_rows_per_list_without_deleted_ones(tmp_path: Path) -> 
     assert segment.list_sizes(deleted).sum() == 1500
     assert list_skew(np.array([5, 5, 5, 5])) == 1.0 and list_skew(np.array([8, 0, 0, 0])) == 4.0
     assert list_skew(np.zeros(3, np.int64)) == 1.0
-    small = IvfSegment.build(rows[:10], "l2", IvfParams(), tmp_path / "t.f32")
+    small = build(rows[:10], "l2", IvfParams(), tmp_path / "t.f32")
     assert small.list_sizes().tolist() == [10]
 
 
