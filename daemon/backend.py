@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Final
 
 from s5vec.storage import BlobStore, RemoteStore, RootMirror
+from s5vec.storage.datadir import DataDir
 from s5vec.storage.s5 import Identity
 
 from .config import Config, read_seed_phrase
@@ -19,7 +20,6 @@ from .config import Config, read_seed_phrase
 log = logging.getLogger(__name__)
 
 CACHE_DIR: Final = "s5-cache"  # under the data directory: read cache and upload journal
-ROOT_COPY: Final = "ROOT"      # under the data directory: the last root the backend acknowledged
 
 
 def build_remote(config: Config) -> RemoteStore:
@@ -59,7 +59,7 @@ async def open_store(config: Config) -> AsyncIterator[BlobStore | None]:
     if not config.storage.encrypt:
         log.warning("storage.encrypt = false: blobs are uploaded in plain text, and anyone who learns "
                     "a blob's hash can read it")
-    store = RootMirror(remote, config.data_dir / ROOT_COPY)
+    store = RootMirror(remote, DataDir(config.data_dir).root_file)  # the last root the backend acknowledged
     await store.open()
     try:
         log.info("storage: %s", config.storage.summary())

@@ -21,9 +21,9 @@ import sys
 from pathlib import Path
 from typing import Any, Final
 
-from s5vec.storage.datadir import DataDirLocked, lock_directory, unlock_directory
 from s5vec.engine.walrecords import lost_record
 from s5vec.storage import StorageError
+from s5vec.storage.datadir import DataDir, DataDirLocked, lock_directory, unlock_directory
 from s5vec.storage.wal import WalReport, salvage, scan
 
 from .config import EX_CONFIG, ConfigError, load_config
@@ -31,7 +31,6 @@ from .config import EX_CONFIG, ConfigError, load_config
 EX_DATAERR: Final = 65
 EXIT_FAILED: Final = 1
 EXIT_LOCKED: Final = 75
-ASIDE: Final = "wal-damaged"
 
 
 def add_commands(sub: Any) -> None:
@@ -44,7 +43,7 @@ def add_commands(sub: Any) -> None:
     actions = wal.add_subparsers(dest="wal_command", required=True)
     actions.add_parser("inspect", parents=[common], help="list segments, damaged ranges and a torn tail (read only)")
     actions.add_parser("salvage", parents=[common],
-                       help=f"daemon stopped: keep damaged bytes in <data-dir>/{ASIDE}/, replay every record after them")
+                       help="daemon stopped: keep damaged bytes in <data-dir>/wal-damaged/, replay every record after them")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"s5vec: configuration error: {exc}", file=sys.stderr)
         return EX_CONFIG
     data_dir = Path(config.data_dir)
-    wal_dir = data_dir / "wal"
+    layout = DataDir(data_dir)
+    wal_dir = layout.wal
     if not wal_dir.is_dir():
         print(f"s5vec: {data_dir} has no write-ahead log (no {wal_dir})", file=sys.stderr)
         return EXIT_FAILED
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
             return EX_DATAERR if report.damages else 0
         fd = lock_directory(data_dir)
         try:
-            handled = salvage(wal_dir, lost_record, data_dir / ASIDE)
+            handled = salvage(wal_dir, lost_record, layout.wal_damaged)
         finally:
             unlock_directory(fd)
     except DataDirLocked as exc:
@@ -79,9 +79,9 @@ def run(args: argparse.Namespace) -> int:
     lost = sum(len(d.lost) for d in handled)
     text = "\n".join([f"salvaged: {d.describe()}" for d in handled]
                      + [f"{len(handled)} damaged range(s), {lost} record(s) lost and marked; damaged bytes kept in "
-                        f"{data_dir / ASIDE}" if handled else "the write-ahead log is not damaged: nothing to do"])
+                        f"{layout.wal_damaged}" if handled else "the write-ahead log is not damaged: nothing to do"])
     _print(args, {"salvaged": [d.as_dict() for d in handled], "lost_records": lost,
-                  "aside": str(data_dir / ASIDE)}, text)
+                  "aside": str(layout.wal_damaged)}, text)
     return 0
 
 

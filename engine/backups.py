@@ -31,11 +31,11 @@ from s5vec.storage import (
     encode_blob,
     write_atomic,
 )
+from s5vec.storage.datadir import DataDir
 
 from .manifest import read_manifest, referenced_blobs
 
 log = logging.getLogger(__name__)
-BACKUPS_FILE: Final = "BACKUPS"
 RECORD_FORMAT: Final = "s5vec-backup"
 INDEX_FORMAT: Final = "s5vec-backups"
 VERSION: Final = 1
@@ -127,7 +127,7 @@ class BackupCatalog:
     file replaced by another process (``s5vec backup import`` on a stopped daemon)."""
 
     def __init__(self, data_dir: Path, store: BlobStore) -> None:
-        self._file = Path(data_dir) / BACKUPS_FILE
+        self._file = DataDir(Path(data_dir)).backups_file
         self._store = store
         self._lock = asyncio.Lock()
         self._index: BlobId | None = None

@@ -38,7 +38,7 @@ from s5vec.storage import (
     WriteAheadLog,
 )
 from s5vec.storage.blobstore import os_failure
-from s5vec.storage.datadir import lock_directory, unlock_directory
+from s5vec.storage.datadir import DataDir, lock_directory, unlock_directory
 
 from .backups import BackupCatalog
 from .checkpoint import Checkpointing
@@ -75,6 +75,7 @@ class Database(Reads, Writes, Indexing, Checkpointing, Maintenance):
                  metrics: EngineMetrics | None = None, executors: Executors | None = None,
                  read_only: bool = False) -> None:
         self.data_dir = Path(data_dir)
+        self.layout = DataDir(self.data_dir)
         self.config = config
         self.read_only = read_only
         self.events = events or EventBus()
@@ -86,8 +87,8 @@ class Database(Reads, Writes, Indexing, Checkpointing, Maintenance):
         else:
             self._private_scratch = None
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            self._scratch = self.data_dir / "tmp"
-            self._segment_dir = self.data_dir / "segments"
+            self._scratch = self.layout.scratch
+            self._segment_dir = self.layout.segments
         self._owns_executors = executors is None
         self.executors = executors or Executors.create(config.search_threads, config.background_nice)
         self._segment_refs = SegmentRefs()
@@ -112,7 +113,7 @@ class Database(Reads, Writes, Indexing, Checkpointing, Maintenance):
         # make a GET by id wait (issue 17: four filter bombs made one wait 40 s).
         self._get_pool = self.executors.get
         self.embedder = Embedder()  # text → vector for collections with an embedding_model
-        self._wal = WriteAheadLog(self.data_dir / "wal", config.wal_segment_bytes)
+        self._wal = WriteAheadLog(self.layout.wal, config.wal_segment_bytes)
         # Copy-on-write once open: the writer thread publishes a new dict for a create or a
         # drop and never changes a published one, so readers on the event loop can iterate
         # the dict they hold while collections come and go (see collection_items).

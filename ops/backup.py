@@ -23,40 +23,41 @@ adds the backup to the target's catalog.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import io
 import logging
 import os
 import shutil
 import tarfile
-import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import blake3
 import cbor2
+from s5vec.engine import Database
+from s5vec.engine.backups import (  # noqa: F401  (re-exported: the catalog is the engine's, procedures are here)
+    _PARALLEL,
+    VERSION,
+    Backup,
+    BackupCatalog,
+    BackupConfig,
+    BackupNotFound,
+    Progress,
+    record_of,
+    retained,
+)
+from s5vec.engine.manifest import new_manifest, read_manifest, referenced_blobs  # noqa: F401  (re-exported)
 from s5vec.storage import (
     BlobCorrupt,
     BlobId,
-    BlobNotFound,
     BlobStore,
     LocalBlobStore,
     StorageError,
     decode_blob,
     encode_blob,
     fsync_dir,
-    write_atomic,
 )
+from s5vec.storage.datadir import DataDir, lock_directory, unlock_directory  # noqa: F401  (re-exported for the backup commands)
 from s5vec.storage.wal import SEGMENT_SUFFIX, parse_frames
-
-from s5vec.engine import Database
-from s5vec.engine.backups import (  # noqa: F401  (re-exported: the catalog is the engine's, procedures are here)
-    _PARALLEL, VERSION, Backup, BackupCatalog, BackupConfig, BackupNotFound, Progress, record_of, retained,
-)
-from s5vec.engine.manifest import new_manifest, read_manifest, referenced_blobs
-from s5vec.storage.datadir import lock_directory, unlock_directory  # noqa: F401  (re-exported for the backup commands)
 
 log = logging.getLogger(__name__)
 EXPORT_FORMAT: Final = "s5vec-export"
@@ -128,7 +129,7 @@ async def restore_raw(data_dir: Path, store: BlobStore, catalog: BackupCatalog, 
     if not report["ok"]:
         raise BlobCorrupt(f"backup {backup.id} is damaged: missing {report['missing']}, corrupt {report['corrupt']}")
     current = await store.get_root()
-    lsn = await asyncio.to_thread(wal_last_lsn, Path(data_dir) / "wal")
+    lsn = await asyncio.to_thread(wal_last_lsn, DataDir(Path(data_dir)).wal)
     if current is not None:
         try:
             lsn = max(lsn, int((await read_manifest(store, current))["lsn"]))

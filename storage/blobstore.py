@@ -21,10 +21,10 @@ from types import TracebackType
 from typing import Final, Protocol, Self, TypeVar
 
 from .blobid import BlobId
+from .datadir import DataDir
 from .errors import BlobCorrupt, BlobNotFound, RootConflict, StorageError, StorageFull
 
 T = TypeVar("T")
-ROOT_FILE: Final = "ROOT"
 _FULL: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
@@ -104,7 +104,7 @@ class LocalBlobStore:
 
     def __init__(self, root: Path, executor: Executor | None = None) -> None:
         self._root = Path(root)
-        self._blobs = self._root / "blobs"
+        self._blobs = DataDir(self._root).blobs
         self._blobs.mkdir(parents=True, exist_ok=True)
         self._executor = executor
         self._root_lock = threading.Lock()
@@ -198,7 +198,7 @@ class LocalBlobStore:
 
     def get_root_sync(self) -> BlobId | None:
         try:
-            text = (self._root / ROOT_FILE).read_text().strip()
+            text = DataDir(self._root).root_file.read_text().strip()
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -216,7 +216,7 @@ class LocalBlobStore:
                 raise RootConflict(f"root pointer is {current}, expected {expected}")
             self._count("requests", "root")
             try:
-                write_atomic(self._root / ROOT_FILE, (new.base32() + "\n").encode())
+                write_atomic(DataDir(self._root).root_file, (new.base32() + "\n").encode())
             except OSError as exc:
                 self._count("errors", "root")
                 raise os_failure("cannot swap the root pointer", exc) from exc

@@ -1,5 +1,17 @@
-"""The data directory's exclusive lock: one process (a daemon, or an offline command such as
-``backup restore`` or ``wal salvage``) owns a data directory at a time.
+"""The data directory: its layout (every file and folder name, in one place) and its
+exclusive lock: one process (a daemon, or an offline command such as ``backup restore`` or
+``wal salvage``) owns a data directory at a time; readers take no lock.
+
+Layout::
+
+    <data_dir>/
+      ROOT                 the current manifest's blob id (atomically replaced)
+      BACKUPS              the backup catalog's blob id
+      wal/<first LSN>.wal  write-ahead log segments
+      blobs/xx/b<blob id>  immutable CBOR+zstd blobs (local storage)
+      tmp/                 scratch files, emptied at every start
+      segments/<collection>/<seq>.f32   sealed segments' vectors, rebuilt from blobs at start
+      wal-damaged/         bytes `s5vec wal salvage` set aside
 
 The lock is ``flock`` on the directory itself, not on a file inside it: a lock file can be
 deleted under a running daemon (``rm data/LOCK``), after which a second process would
@@ -11,9 +23,49 @@ from __future__ import annotations
 
 import fcntl
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from .errors import StorageError
+
+ROOT_FILE: Final = "ROOT"
+BACKUPS_FILE: Final = "BACKUPS"
+
+
+@dataclass(frozen=True, slots=True)
+class DataDir:
+    """The paths of one data directory (nothing is created or checked here)."""
+
+    path: Path
+
+    @property
+    def root_file(self) -> Path:
+        return self.path / ROOT_FILE
+
+    @property
+    def backups_file(self) -> Path:
+        return self.path / BACKUPS_FILE
+
+    @property
+    def wal(self) -> Path:
+        return self.path / "wal"
+
+    @property
+    def blobs(self) -> Path:
+        return self.path / "blobs"
+
+    @property
+    def scratch(self) -> Path:
+        return self.path / "tmp"
+
+    @property
+    def segments(self) -> Path:
+        return self.path / "segments"
+
+    @property
+    def wal_damaged(self) -> Path:
+        return self.path / "wal-damaged"
 
 
 class DataDirLocked(StorageError):

@@ -46,7 +46,7 @@ from s5vec.daemon.errors import describe
 from s5vec.daemon.ingest import ndjson_lines
 from s5vec.daemon.wire import DECODERS, WS_DECODER, WS_ENVELOPE
 from s5vec.engine.manifest import manifest_problem, read_manifest, referenced_blobs
-from s5vec.engine.walrecords import decode_record
+from s5vec.engine.walrecords import Record, decode_record
 from s5vec.storage import BlobCorrupt, BlobId, WalCorrupt, decode_blob, encode_blob
 from s5vec.storage.blobid import multibase_decode
 from s5vec.storage.s5 import (
@@ -79,7 +79,7 @@ FOUND_AND_FIXED: Final = (
     "a segment; sorting first, its garbage made recovery truncate it and drop every real segment after "
     "it (now only all-digit names are segments)",
     "ops/database.py: a CRC-valid WAL record of the wrong shape stopped recovery with a bare "
-    "KeyError/TypeError/ValueError (now ops/walrecord.decode_record checks it and replay raises "
+    "KeyError/TypeError/ValueError (now engine/walrecords.decode_record checks it and replay raises "
     "WalCorrupt naming the LSN and the field)",
     "ops/manifest.py: a manifest of the right format/version but the wrong shape raised KeyError/"
     "TypeError from read_collection/referenced_blobs and ValueError for a bad blob id (now BlobCorrupt "
@@ -259,7 +259,7 @@ def check_phrase(text: str) -> None:
 def check_wal_record(payload: bytes) -> None:
     record = _only((WalCorrupt,), decode_record, 7, payload)
     if record is not None:
-        assert isinstance(record, dict) and isinstance(record["c"], str)
+        assert isinstance(record, Record) and isinstance(record.c, str)
 
 
 _RECORDS: Final = st.fixed_dictionaries(
