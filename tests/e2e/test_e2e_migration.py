@@ -48,9 +48,17 @@ def test_kill_during_migration_leaves_every_id_in_exactly_one_tier(daemon: Daemo
 
     async def migrate_then_kill() -> None:
         async with aiohttp.ClientSession() as session:
-            request = asyncio.create_task(session.post(f"{daemon.url}{API}/admin/migrate"))
-            await asyncio.sleep(0.1)  # segments are being trained (or, on a fast run, just committed)
-            daemon.kill()
+            # the change feed from the start: no migration_started can slip by before the stream subscribes
+            async with session.get(f"{daemon.url}{API}/stream/updates",
+                                   params={"types": "migration_started", "since": "0"}) as feed:
+                request = asyncio.create_task(session.post(f"{daemon.url}{API}/admin/migrate"))
+                async with asyncio.timeout(60):
+                    async for line in feed.content:
+                        if line.strip() == b"event: migration_started":
+                            break  # planned: the first segments are being trained now
+                    else:
+                        raise AssertionError("the change feed ended before the migration started")
+                daemon.kill()
             try:
                 (await request).release()
             except aiohttp.ClientError:
