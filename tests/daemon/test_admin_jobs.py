@@ -51,8 +51,10 @@ async def test_each_job_can_be_triggered_and_reports_its_result(client: Any, nam
 async def test_a_job_triggered_without_waiting_answers_202_and_a_second_trigger_409(client: Any) -> None:
     jobs = client.server.app[JOBS]
     gate = asyncio.Event()
+    runs: list[asyncio.Future[Any]] = []
 
     async def slow(run: JobRun) -> dict[str, Any]:
+        runs.append(asyncio.current_task())  # type: ignore[arg-type]
         await gate.wait()
         return {"checked": 0}
 
@@ -63,8 +65,8 @@ async def test_a_job_triggered_without_waiting_answers_202_and_a_second_trigger_
     assert resp.status == 409 and (await resp.json())["error"]["code"] == "job_running"
     gate.set()
     async with asyncio.timeout(5):
-        while jobs.status("scrub")["running"]:
-            await asyncio.sleep(0.01)
+        await runs[0]  # the job's own task: done once the run is recorded and its lock released
+    assert not jobs.status("scrub")["running"]
     assert (await client.post(f"{API}/admin/scrub")).status == 200
 
 
