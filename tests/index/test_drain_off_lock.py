@@ -121,10 +121,23 @@ def test_snapshot_waits_for_the_drain_and_restores_exactly(tmp_path: Path, minil
     coll = loaded(tmp_path, base, 300)
     held, thread = held_drain(coll, monkeypatch, max_items=300, chunk=100)
     snaps: list[Any] = []
-    snapper = threading.Thread(target=lambda: snaps.append(coll.snapshot()), daemon=True)
+    settled = threading.Event()  # the snapshot went in, or found the drain's mutex taken
+    mutex = coll._drain_mutex
+
+    class Watched:  # the mutex as the snapshot sees it (the drain holds the real one already)
+        def __enter__(self) -> None:
+            if not mutex.acquire(blocking=False):
+                settled.set()
+                mutex.acquire()
+
+        def __exit__(self, *exc: object) -> None:
+            mutex.release()
+
+    monkeypatch.setattr(coll, "_drain_mutex", Watched())
+    snapper = threading.Thread(target=lambda: (snaps.append(coll.snapshot()), settled.set()), daemon=True)
     snapper.start()
-    snapper.join(0.5)
-    assert snapper.is_alive(), "a snapshot must not save a graph holding unpublished labels"
+    assert settled.wait(30)
+    assert snaps == [], "a snapshot must not save a graph holding unpublished labels"
     held.release.set()  # every chunk now goes straight through
     thread.join(30)
     snapper.join(30)
