@@ -18,11 +18,11 @@ from aiohttp import web
 from s5vec.ops.jobs import Jobs
 
 from .errors import RequestInvalid
-from .rest import CONFIG, DB, flag, reply
+from .params import flag, reply
+from .services import SERVICES
 from .wire import JsonDecoder
 
-JOBS: Final = web.AppKey("jobs", Jobs)
-routes = web.RouteTableDef()
+routes = web.RouteTableDef()  # the admin table (see app.ROUTE_TABLES)
 
 
 class BackupIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -34,18 +34,17 @@ _BACKUP: Final = JsonDecoder(BackupIn)
 
 async def jobs_ctx(app: web.Application) -> AsyncIterator[None]:
     """Start the scheduled jobs once the database is open; stop them before it closes."""
-    config = app[CONFIG]
-    from .monitoring import METRICS  # monitoring imports the feeds, which import this module's neighbours
-
-    jobs = Jobs(app[DB], config.jobs, config.backup, metrics=app[METRICS])
-    app[JOBS] = jobs
+    services = app[SERVICES]
+    config = services.config
+    jobs = Jobs(services.db, config.jobs, config.backup, metrics=services.metrics)
+    services.jobs_started(jobs)
     await jobs.start()
     yield
     await jobs.stop()
 
 
 async def run_job(request: web.Request, name: str, **args: Any) -> web.Response:
-    jobs = request.app[JOBS]
+    jobs = request.app[SERVICES].jobs
     if not flag(request, "wait", True):
         return reply(await jobs.run(name, wait=False, **args), 202)
     return reply(await jobs.run(name, **args))
@@ -53,7 +52,7 @@ async def run_job(request: web.Request, name: str, **args: Any) -> web.Response:
 
 @routes.get("/api/v1/admin/jobs")
 async def list_jobs(request: web.Request) -> web.Response:
-    jobs = request.app[JOBS]
+    jobs = request.app[SERVICES].jobs
     return reply({"jobs": jobs.overview(), "quiet_hours": str(jobs.quiet) if jobs.quiet else None,
                   "quiet_now": jobs.quiet_now()})
 
@@ -75,7 +74,7 @@ async def admin_backup(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/admin/backups")
 async def list_backups(request: web.Request) -> web.Response:
-    catalog = request.app[DB].backups
+    catalog = request.app[SERVICES].db.backups
     backups = await catalog.backups()
     return reply({"backups": [{**b.as_dict(), "bytes": await catalog.size_of(b)} for b in backups],
                   "count": len(backups)})
@@ -83,21 +82,24 @@ async def list_backups(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/admin/backups/{id}/verify")
 async def verify_backup(request: web.Request) -> web.Response:
-    catalog = request.app[DB].backups
+    catalog = request.app[SERVICES].db.backups
     return reply(await catalog.verify(await catalog.find(request.match_info["id"])))
 
 
 @routes.get("/api/v1/admin/statistics")
 async def admin_statistics(request: web.Request) -> web.Response:
-    db = request.app[DB]
+    services = request.app[SERVICES]
+    db = services.db
     backups = await db.backups.backups()
     collections = db.collection_items()
-    segments = await asyncio.to_thread(lambda: {n: c.segment_report() for n, c in collections})
-    return reply({"collections": {n: c.stats() for n, c in collections},
+    # statistics and segment reports read live collection state: on a worker, never on the loop
+    stats, segments = await asyncio.to_thread(
+        lambda: ({n: c.stats() for n, c in collections}, {n: c.segment_report() for n, c in collections}))
+    return reply({"collections": stats,
                   "wal_bytes": db.wal_bytes, "applied_lsn": db.applied_lsn,
                   "checkpoint_lsn": db.checkpoint_lsn, "root": str(db.root) if db.root else None,
                   "storage": {**db.storage.as_dict(), "requests": getattr(db.store, "stats", {})},
                   "segments": segments,
-                  "jobs": request.app[JOBS].statistics(),
+                  "jobs": services.jobs.statistics(),
                   "backups": {"count": len(backups), "last": backups[0].as_dict() if backups else None}})
 

@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         return mcp_stdio.run(args)
     if args.command in client_cli.COMMANDS:
         return client_cli.run(args)
-    from .rest import VERSION
+    from .services import VERSION
     print(VERSION)
     return 0
 

@@ -8,8 +8,6 @@ import logging
 from collections.abc import Iterable
 from typing import Final, Protocol
 
-from aiohttp import web
-
 from s5vec.engine import EVENT_TYPES
 
 from .errors import RequestInvalid
@@ -47,9 +45,6 @@ class Feeds:
         for result in results:
             if isinstance(result, Exception):
                 log.warning("closing a feed failed: %s", result)
-
-
-FEEDS: Final = web.AppKey("feeds", Feeds)
 
 
 def parse_types(values: Iterable[str] | None, field: str = "types") -> frozenset[str] | None:

@@ -18,7 +18,9 @@ from aiohttp import StreamReader, web
 
 from s5vec.engine import Database
 
-from .rest import DB, decode_items, reply
+from .operations import decode_items
+from .params import reply
+from .services import SERVICES
 
 BATCH_LINES: Final = 1_000
 BATCH_BYTES: Final = 4 << 20
@@ -98,7 +100,7 @@ async def _apply(db: Database, name: str, lines: list[bytes], numbers: list[int]
 @routes.post("/api/v1/collections/{c}/ingest")
 async def ingest(request: web.Request) -> web.Response:
     """NDJSON upserts, streamed; answers totals and per-line errors."""
-    db, name = request.app[DB], request.match_info["c"]
+    db, name = request.app[SERVICES].db, request.match_info["c"]
     db.collection(name)
     report = IngestReport()
     lines: list[bytes] = []

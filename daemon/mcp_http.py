@@ -23,7 +23,7 @@ from s5vec.engine import Database
 
 from .asgi import call_asgi
 from .auth import MCP_PATH
-from .rest import CONFIG, DB
+from .services import SERVICES
 
 if TYPE_CHECKING:  # the SDK (seconds of imports) loads on the first MCP request, not at start-up
     from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
@@ -95,15 +95,13 @@ class McpEndpoint:
         return await call_asgi(manager.handle_request, request)
 
 
-MCP: Final = web.AppKey("mcp", McpEndpoint)
-
-
 async def mcp_ctx(app: web.Application) -> AsyncIterator[None]:
     """Lifecycle: after the database opens; stops before it closes, once requests are drained."""
     if not log.isEnabledFor(logging.DEBUG):  # the SDK logs every stateless request at INFO
         logging.getLogger("mcp.server.streamable_http").setLevel(logging.WARNING)
-    endpoint = McpEndpoint(app[DB], bool(app[CONFIG].auth.keys), app[CONFIG].cors.allow_origins)
-    app[MCP] = endpoint
+    services = app[SERVICES]
+    endpoint = McpEndpoint(services.db, bool(services.config.auth.keys), services.config.cors.allow_origins)
+    services.serving_mcp(endpoint)
     try:
         yield
     finally:
@@ -117,4 +115,4 @@ async def mcp(request: web.Request) -> web.StreamResponse:
     the transport's specification allows, rather than a stream that would idle until shutdown."""
     if request.method != "POST":
         raise web.HTTPMethodNotAllowed(request.method, ["POST"])
-    return await request.app[MCP].handle(request)
+    return await request.app[SERVICES].mcp.handle(request)

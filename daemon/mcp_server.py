@@ -23,13 +23,14 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.types import CallToolResult, InputRequiredResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
-from s5vec.index import MAX_K, Hit, parse_datetime
+from s5vec.index import MAX_K, parse_datetime
 from s5vec.engine import Database
 from yarl import URL
 
+from . import operations
 from .errors import describe
-from .rest import VERSION, execute_search
-from .wire import SearchIn
+from .services import VERSION
+from .wire import RecordOut, SearchIn
 
 ToolFn = Callable[..., Awaitable[BaseModel]]
 
@@ -139,9 +140,8 @@ def collection_info(stats: dict[str, Any]) -> CollectionInfo:
                           count=stats["count"], stats=rest)
 
 
-def _record(hit: Hit) -> Record:
-    vector = hit.vector.tolist() if hit.vector is not None else None
-    return Record(id=hit.id, metadata=hit.metadata or {}, timestamp=hit.timestamp or 0.0, vector=vector)
+def _record(record: RecordOut) -> Record:
+    return Record(id=record.id, metadata=record.metadata, timestamp=record.timestamp, vector=record.vector)
 
 
 # -------------------------------------------------------------------- backends
@@ -184,22 +184,22 @@ class DatabaseBackend:
         self.db = db
 
     async def collections(self) -> list[dict[str, Any]]:
-        return [c.stats() for _, c in self.db.collection_items()]
+        return await operations.list_collections(self.db)
 
     async def search(self, collection: str, vector: list[float] | None, k: int,
                      spec: dict[str, Any] | None, text: str | None = None) -> list[Match]:
         with _as_tool_error():
-            results, _ = await execute_search(self.db, collection, SearchIn(vector, k, spec, text=text))
+            results, _ = await operations.search(self.db, collection, SearchIn(vector, k, spec, text=text))
         return [Match(id=r.id, score=r.score, distance=r.distance, metadata=r.metadata) for r in results]
 
     async def get(self, collection: str, record_id: str, include_vector: bool) -> Record:
         with _as_tool_error():
-            return _record(await self.db.get(collection, record_id, include_vector))
+            return _record(await operations.get(self.db, collection, record_id, include_vector))
 
     async def find(self, collection: str, spec: dict[str, Any], limit: int, offset: int) -> tuple[int, list[Record]]:
         with _as_tool_error():
-            total, hits = await self.db.find(collection, spec, limit, offset)
-        return total, [_record(h) for h in hits]
+            page = await operations.find(self.db, collection, spec, limit, offset, False)
+        return page.total, [_record(r) for r in page.records]
 
 
 class RestBackend:

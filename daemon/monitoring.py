@@ -24,14 +24,14 @@ from s5vec.ops import HealthMonitor, Metrics
 
 from . import sse, ws
 from .errors import CLIENT_CLOSED_REQUEST, Handler, client_gone
-from .feeds import FEEDS, Feeds
-from .rest import CONFIG, DB, reply
+from .feeds import Feeds
+from .params import reply
+from .services import SERVICES
 
 log = logging.getLogger(__name__)
-METRICS: Final = web.AppKey("metrics", Metrics)
-MONITOR: Final = web.AppKey("monitor", HealthMonitor)
 UNMATCHED: Final = "unmatched"
-routes = web.RouteTableDef()
+read_routes = web.RouteTableDef()   # /metrics
+admin_routes = web.RouteTableDef()  # the health report
 
 
 def route_of(request: web.Request) -> str:
@@ -87,10 +87,11 @@ def feed_connections(feeds: Feeds) -> dict[str, int]:
 async def monitor_ctx(app: web.Application) -> AsyncIterator[None]:
     """After the database opened: export its state, check health every
     ``health.check_interval_s`` (logging each alert once as it starts and ends)."""
-    db, feeds, config = app[DB], app[FEEDS], app[CONFIG]
+    services = app[SERVICES]
+    db, feeds, config = services.db, services.feeds, services.config
     monitor = HealthMonitor(db, config.health)
-    app[MONITOR] = monitor
-    app[METRICS].attach(db, feeds=lambda: feed_connections(feeds),
+    services.monitoring(monitor)
+    services.metrics.attach(db, feeds=lambda: feed_connections(feeds),
                         alerts=lambda: [(a.alert, a.severity) for a in monitor.alerts()])
     task = asyncio.create_task(_check_health(monitor, config.health.check_interval_s), name="s5vec-health")
     yield
@@ -110,14 +111,14 @@ async def _check_health(monitor: HealthMonitor, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
-@routes.get("/metrics")
+@read_routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition format (scope: see ``[metrics] require_auth``)."""
-    body, content_type = request.app[METRICS].render(request.headers.get("Accept"))
+    body, content_type = request.app[SERVICES].metrics.render(request.headers.get("Accept"))
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
-@routes.get("/api/v1/admin/health")
+@admin_routes.get("/api/v1/admin/health")
 async def admin_health(request: web.Request) -> web.Response:
     """The health report: ``status`` (ok, warning, critical), each check, active alerts."""
-    return reply(request.app[MONITOR].report())
+    return reply(request.app[SERVICES].monitor.report())

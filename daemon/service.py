@@ -22,26 +22,28 @@ from aiohttp import web
 
 from s5vec.engine.memory import tune_malloc
 
-from . import logs, ws
+from . import logs
 from .app import create_app
 from .config import Config, ConfigError
-from .rest import DB
 from .runner import DaemonRunner
-from .systemd import NOTIFIER, Notifier
+from .services import SERVICES
+from .systemd import Notifier
 
 log = logging.getLogger("s5vec")
 SHUTDOWN_TIMEOUT_S: Final = 10.0  # in-flight requests get this long after SIGTERM (TimeoutStopSec is 120)
 
 
 def serving_status(app: web.Application, host: str, port: int) -> str:
-    db = app.get(DB)
-    return f"serving {len(db.collections)} collections on {host}:{port}" if db is not None else "loading data"
+    services = app[SERVICES]
+    if not services.is_open:
+        return "loading data"
+    return f"serving {len(services.db.collections)} collections on {host}:{port}"
 
 
 def apply_reload(app: web.Application, current: Config, new: Config) -> Config:
     """Apply what a reload may change (log level and format, API keys); returns the config now in force."""
     logs.configure(new.log_level, new.log_format)
-    app[ws.KEYS].replace(new.auth.keys)
+    app[SERVICES].keys.replace(new.auth.keys)
     applied = dataclasses.replace(current, log_level=new.log_level, log_format=new.log_format, auth=new.auth)
     if applied != new:
         log.warning("reload: only log_level, log_format and auth.keys change while running; "
@@ -58,8 +60,7 @@ class ListenError(Exception):
 async def serve(config: Config, reload: Callable[[], Config], notifier: Notifier) -> None:
     """Run until SIGTERM or SIGINT; raises what opening the database or the socket raises."""
     loop = asyncio.get_running_loop()
-    app = create_app(config)
-    app[NOTIFIER] = notifier
+    app = create_app(config, notifier=notifier)
     runner = DaemonRunner(app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S,
                           access_log=logging.getLogger("aiohttp.access") if config.http.access_log else None)
     stop = asyncio.Event()

@@ -29,8 +29,9 @@ from s5vec.index import compile_filter
 from s5vec.engine import ALL, EventKey, Notice, Subscription, parse_event_id, resume_value
 
 from .errors import RequestInvalid
-from .feeds import CLOSE_GRACE_S, FEEDS, FRAME_EVENTS, parse_types
-from .rest import CONFIG, DB, flag
+from .feeds import CLOSE_GRACE_S, FRAME_EVENTS, parse_types
+from .params import flag
+from .services import SERVICES
 from .wire import ENCODER, decode_json
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,8 @@ def _since(request: web.Request) -> EventKey | None:
 @routes.get("/api/v1/stream/updates")
 async def stream_updates(request: web.Request) -> web.StreamResponse:
     """The change feed as server-sent events (see module docstring)."""
-    db, config = request.app[DB], request.app[CONFIG]
+    services = request.app[SERVICES]
+    db, config = services.db, services.config
     names = [n for value in request.query.getall("collection", []) for n in value.split(",") if n]
     for name in names:
         db.collection(name)  # 404 for a typo rather than a silent, empty stream
@@ -161,7 +163,7 @@ async def stream_updates(request: web.Request) -> web.StreamResponse:
     stream = EventStream(request, response, config.events.heartbeat_s)
     sub = db.events.subscribe(wake=stream.wakeup.set, kill=stream.too_slow, collections=names or None,
                               types=types, predicate=predicate, since=since)
-    feeds = request.app[FEEDS]
+    feeds = services.feeds
     feeds.open.add(stream)
     try:
         await stream.run(sub, include_vector)

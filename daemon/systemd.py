@@ -18,8 +18,6 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Final
 
-from aiohttp import web
-
 log = logging.getLogger(__name__)
 STATUS_CHARS: Final = 200  # systemctl status shows one line
 
@@ -118,6 +116,3 @@ class Notifier:
         while True:
             self.watchdog()
             await asyncio.sleep(interval)
-
-
-NOTIFIER: Final = web.AppKey("notifier", Notifier)

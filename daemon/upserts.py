@@ -1,12 +1,10 @@
-"""Single-record upserts gathered into engine batches (used by the WebSocket ``upsert``)."""
+"""Single-record upserts gathered into engine batches (REST and WebSocket single upserts)."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from typing import Any, Final
-
-from aiohttp import web
+from typing import Any
 
 from s5vec.index import DimensionMismatch, ItemError, RawItem
 from s5vec.engine import Database
@@ -78,6 +76,3 @@ class SingleUpserts:
                 future.set_exception(item_exception(error))
             else:
                 future.set_result(result)  # type: ignore[arg-type]
-
-
-UPSERTS: Final = web.AppKey("single_upserts", SingleUpserts)

@@ -24,28 +24,26 @@ from typing import Any, Final
 import msgspec
 from aiohttp import WSMsgType, web
 
-from s5vec.index import RecordNotFound, compile_filter, prepare_query
+from s5vec.index import compile_filter, prepare_query
 from s5vec.engine import (
-    ALL, Database, EventBus, Notice, Query, StandingQuery, Subscription, event_id, expand, parse_event_id,
+    ALL, EventBus, Notice, Query, StandingQuery, Subscription, event_id, expand, parse_event_id,
 )
 
-from .auth import RANK, WS_PATH, KeyRing, bearer_token
-from .config import Config
+from . import operations
+from .auth import RANK, WS_PATH, bearer_token
 from .errors import ApiError, Forbidden, RequestInvalid, Unauthorized, describe
 from .feeds import (
-    CLOSE_GRACE_S, FEEDS, FRAME_BYTES, FRAME_EVENTS, GOING_AWAY, MESSAGE_TOO_BIG, POLICY_VIOLATION, TOO_SLOW, parse_types,
+    CLOSE_GRACE_S, FRAME_BYTES, FRAME_EVENTS, GOING_AWAY, MESSAGE_TOO_BIG, POLICY_VIOLATION, TOO_SLOW, parse_types,
 )
-from .rest import CONFIG, DB, decode_items, delete_records, execute_search, record_out, upsert_items
-from .upserts import UPSERTS
+from .services import SERVICES, Services
 from .wire import (
     ENCODER, MAX_BATCH, WS_DECODER, WS_ENVELOPE, DeleteIn, SearchOut, SearchResult, WsAuth, WsDelete, WsGet,
     WsMessage, WsPing, WsSearch, WsSubscribe, WsSubscribeQuery, WsUnsubscribe, WsUpsert, WsUpsertBatch,
 )
 
 log = logging.getLogger(__name__)
-KEYS: Final = web.AppKey("keys", KeyRing)
 _WRITES: Final = (WsUpsert, WsUpsertBatch, WsDelete)
-routes = web.RouteTableDef()
+routes = web.RouteTableDef()  # in the read table: a follower's engine refuses the write messages
 
 
 class SubscriptionNotFound(ApiError):
@@ -104,20 +102,20 @@ class Feed:
 class Connection:
     """One WebSocket: receives requests, runs them, pushes its subscriptions' events."""
 
-    def __init__(self, request: web.Request, ws: web.WebSocketResponse, config: Config, db: Database,
-                 ring: KeyRing, rank: int) -> None:
-        self.request, self.ws, self.config, self.db, self.ring, self.rank = request, ws, config, db, ring, rank
-        self.bus: EventBus = db.events
+    def __init__(self, request: web.Request, ws: web.WebSocketResponse, services: Services, rank: int) -> None:
+        self.request, self.ws, self.services, self.rank = request, ws, services, rank
+        self.config, self.db, self.ring = services.config, services.db, services.keys
+        self.bus: EventBus = self.db.events
         self.feeds: dict[str, Feed] = {}
         self.reserved: set[str] = set()  # standing queries still running their seeding search
         self.wakeup = asyncio.Event()
         self.outbox: deque[bytes] = deque()  # frames taken from queues, not yet written
         self.tasks: set[asyncio.Task[None]] = set()
-        self.slots = asyncio.Semaphore(config.ws.max_inflight)
+        self.slots = asyncio.Semaphore(self.config.ws.max_inflight)
         self.sender: asyncio.Task[None] | None = None
         self.closer: asyncio.Task[None] | None = None
         self.stopping = False
-        self.rate = float(config.ws.max_messages_per_s)
+        self.rate = float(self.config.ws.max_messages_per_s)
         self.tokens = self.rate
         self.stamp = asyncio.get_running_loop().time()
         self.counter = 0
@@ -278,29 +276,23 @@ class Connection:
             self.rank = rank
             await self._send({"type": "authenticated", "id": msg.id, "scope": _scope_name(rank)})
         elif isinstance(msg, WsUpsert):
-            record_id = await self.request.app[UPSERTS].upsert(msg.collection, msg.record)
+            record_id = await operations.upsert_one(self.services, msg.collection, msg.record)
             await self._result(msg.id, {"id": record_id, "status": "upserted"})
         elif isinstance(msg, WsUpsertBatch):
             if len(msg.records) > MAX_BATCH:
                 raise RequestInvalid(f"a batch holds at most {MAX_BATCH} records, got {len(msg.records)}",
                                      "records")
-            db.collection(msg.collection)
-            if len(msg.records) > 64:
-                items, positions, errors = await asyncio.to_thread(decode_items, msg.records)
-            else:
-                items, positions, errors = decode_items(msg.records)
-            await self._result(msg.id, await upsert_items(db, msg.collection, items, positions, errors))
+            await self._result(msg.id, await operations.upsert_batch(self.services, msg.collection, msg.records))
         elif isinstance(msg, WsDelete):
-            db.collection(msg.collection)
-            deleted = await delete_records(db, msg.collection, DeleteIn(msg.ids, msg.filter))
+            deleted = await operations.delete(db, msg.collection, DeleteIn(msg.ids, msg.filter))
             await self._result(msg.id, {"deleted": deleted})
         elif isinstance(msg, WsGet):
-            coll = db.collection(msg.collection)
-            found, missing = await asyncio.to_thread(_get_many, coll, [str(i) for i in msg.ids], msg.include_vector)
-            await self._result(msg.id, {"records": [record_out(h) for h in found], "missing": missing})
+            found, missing = await operations.get_many(db, msg.collection, [str(i) for i in msg.ids],
+                                                       msg.include_vector)
+            await self._result(msg.id, {"records": found, "missing": missing})
         elif isinstance(msg, WsSearch):
             started = asyncio.get_running_loop().time()
-            results, partial = await execute_search(db, msg.collection, msg)
+            results, partial = await operations.search(db, msg.collection, msg)
             took = round((asyncio.get_running_loop().time() - started) * 1000, 3)
             await self._result(msg.id, SearchOut(results, len(results), took, partial))
         elif isinstance(msg, WsSubscribe):
@@ -435,20 +427,11 @@ def _scope_name(rank: int) -> str:
     return next(name for name, value in RANK.items() if value == rank)
 
 
-def _get_many(coll: Any, ids: list[str], include_vector: bool) -> tuple[list[Any], list[str]]:
-    found, missing = [], []
-    for record_id in ids:
-        try:
-            found.append(coll.get(record_id, include_vector))
-        except RecordNotFound:
-            missing.append(record_id)
-    return found, missing
-
-
 @routes.get(WS_PATH)
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     """Upgrade to the WebSocket API (auth: bearer header, or a first ``auth`` message)."""
-    config, ring = request.app[CONFIG], request.app[KEYS]
+    services = request.app[SERVICES]
+    config, ring = services.config, services.keys
     rank = RANK["admin"]
     if ring.enabled:
         token = bearer_token(request)
@@ -458,8 +441,8 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(max_msg_size=config.ws.max_message_bytes, compress=False,
                                heartbeat=config.events.heartbeat_s, decode_text=False)
     await ws.prepare(request)
-    conn = Connection(request, ws, config, request.app[DB], ring, rank)
-    feeds = request.app[FEEDS]
+    conn = Connection(request, ws, services, rank)
+    feeds = services.feeds
     feeds.open.add(conn)
     try:
         await conn.run()

@@ -112,3 +112,19 @@ def test_every_module_of_the_wheel_imports_without_test_or_tool_dependencies() -
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_only_the_app_factory_imports_the_rest_handlers() -> None:
+    """The daemon's transports (WebSocket, SSE, ingest, admin, MCP) reach the engine through
+    daemon/operations.py and their state through daemon/services.py, never through rest.py."""
+    importers = set()
+    for path in (REPO / "daemon").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                modules = [f"{node.module or ''}.{a.name}" if node.level and not node.module else node.module or ""
+                           for a in node.names]
+                if any(m in ("rest", ".rest", "s5vec.daemon.rest") or m.endswith(".rest") for m in modules):
+                    importers.add(path.relative_to(REPO).as_posix())
+            elif isinstance(node, ast.Import) and any(a.name == "s5vec.daemon.rest" for a in node.names):
+                importers.add(path.relative_to(REPO).as_posix())
+    assert importers == {"daemon/app.py"}

@@ -7,7 +7,7 @@ import dataclasses
 from typing import Any
 
 import pytest
-from s5vec.daemon.admin import JOBS
+from s5vec.daemon.services import SERVICES
 from s5vec.ops.jobs import JOB_NAMES, JobRun
 
 API = "/api/v1"
@@ -49,7 +49,7 @@ async def test_each_job_can_be_triggered_and_reports_its_result(client: Any, nam
 
 
 async def test_a_job_triggered_without_waiting_answers_202_and_a_second_trigger_409(client: Any) -> None:
-    jobs = client.server.app[JOBS]
+    jobs = client.server.app[SERVICES].jobs
     gate = asyncio.Event()
     runs: list[asyncio.Future[Any]] = []
 

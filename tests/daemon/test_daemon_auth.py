@@ -89,13 +89,6 @@ TABLE: Final[dict[tuple[str, str], Row]] = {
     ("POST", f"{API}/admin/backups/{{id}}/verify"): Row("admin", f"{API}/admin/backups/nope/verify", ok=(404,)),
     ("GET", f"{API}/admin/statistics"): Row("admin", f"{API}/admin/statistics"),
     ("GET", f"{API}/admin/health"): Row("admin", f"{API}/admin/health", ok=(200, 503)),
-    # any other method on the POST-only paths: 405 Allow: POST (called as POST here, which the POST route takes)
-    ("*", f"{API}/collections/{{c}}/vectors/batch"): Row(
-        "write", f"{API}/collections/v/vectors/batch", {"vectors": [{"id": "m", "vector": [0, 1]}]}),
-    ("*", f"{API}/collections/{{c}}/vectors/delete"): Row("write", f"{API}/collections/v/vectors/delete",
-                                                          {"ids": ["b"]}),
-    ("*", f"{API}/collections/{{c}}/vectors/query"): Row("read", f"{API}/collections/v/vectors/query", {"limit": 1}),
-    ("*", f"{API}/vectors/batch"): Row("write", f"{API}/vectors/batch", {"vectors": [{"id": "e", "vector": [1, 0]}]}),
     ("*", "/mcp"): Row("read", "/mcp", MCP_PING, headers=(("Accept", "application/json, text/event-stream"),)),
 }
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 
-from s5vec.daemon.rest import DB
+from s5vec.daemon.services import SERVICES
 
 API = "/api/v1"
 
@@ -217,7 +217,7 @@ async def test_slow_stream_reader_is_disconnected_with_a_final_event(make_client
     resp = await client.post(f"{API}/collections", json={"name": "videos", "dimension": 512})
     assert resp.status == 201
     stream = await client.get(f"{API}/stream/updates?include_vector=true")  # and then it does not read
-    bus = client.app[DB].events
+    bus = client.app[SERVICES].db.events
     batches = 0
     while bus.subscribers:  # write until the server gives up on the reader
         assert batches < 200, "the slow reader was never disconnected"

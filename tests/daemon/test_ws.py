@@ -15,7 +15,7 @@ import websockets
 from websockets.asyncio.client import connect as ws_connect
 
 from s5vec.daemon import ConfigError, load_config
-from s5vec.daemon.rest import DB
+from s5vec.daemon.services import SERVICES
 from s5vec.daemon.upserts import SingleUpserts
 from s5vec.daemon.wire import VectorIn
 from s5vec.index import CollectionConfig, CollectionNotFound, DimensionMismatch
@@ -323,7 +323,7 @@ async def test_independent_websocket_client_subscribes_and_receives_events(clien
 async def test_slow_consumer_gets_lagged_then_4008_while_others_keep_up(make_client: Any) -> None:
     client = await make_client({"S5VEC_EVENTS__QUEUE_EVENTS": "20", "S5VEC_EVENTS__MAX_LAG_EVENTS": "200"})
     await create(client, dimension=512)
-    bus = client.app[DB].events
+    bus = client.app[SERVICES].db.events
     url = str(client.make_url(f"{API}/ws")).replace("http://", "ws://")
     # the slow consumer: an independent client that stops reading after subscribing
     async with ws_connect(url, max_queue=1, max_size=None) as slow, open_ws(client) as fast:
