@@ -17,6 +17,7 @@ from .records import (
     parse_timestamp, prepare_batch, prepare_query, prepare_vectors,
 )
 from .schema import SCHEMAS, validate_video_nft
+from .search import SearchResult, SearchSpec
 from .segment import SealedSegment
 
 __all__ = [
@@ -25,6 +26,6 @@ __all__ = [
     "PAYLOAD_TYPES", "QUANTIZERS", "SCHEMAS", "Batch", "Collection", "CollectionConfig",
     "Codebook", "CollectionExists", "CollectionNotFound", "CollectionSnapshot", "DimensionMismatch", "Hit",
     "IndexError_", "InvalidFilter", "IvfParams", "InvalidRecord", "ItemError", "MigrationPlan", "Predicate", "RawItem",
-    "RecordNotFound", "SealedSegment", "check_same_definition", "compile_filter", "normalize_id",
+    "RecordNotFound", "SealedSegment", "SearchResult", "SearchSpec", "check_same_definition", "compile_filter", "normalize_id",
     "parse_datetime", "parse_timestamp", "prepare_batch", "prepare_query", "prepare_vectors", "validate_video_nft",
 ]

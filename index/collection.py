@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, overload
 
 import msgspec
 import numpy as np
@@ -32,6 +32,7 @@ from .recent import GRAPH_CHUNK, RecentTier, decode_many, min_chunk
 from .records import Batch, CollectionConfig, Hit
 from .rwlock import RWLock
 from .scoring import merge as merge_hits
+from .search import SearchResult, SearchSpec
 from .segment import SealedSegment, hash_ids, segment_file
 
 EXACT_FILTER_LIMIT: Final = 20_000
@@ -396,37 +397,123 @@ class Collection:
             out.append((pos[row][keep], dist[row][keep]))
         return out
 
+    # ------------------------------------------------------------------- search
+    @overload
+    def search(self, query: np.ndarray, k: SearchSpec, *, executor: Executor | None = None,
+               ) -> SearchResult[list[Hit]]: ...
+
+    @overload
     def search(self, query: np.ndarray, k: int = 10, ef: int | None = None,
                filter: Mapping[str, Any] | None = None, score_threshold: float | None = None,
-               include_metadata: bool = True, include_vector: bool = False, **options: Any) -> list[Hit]:
-        """Top-``k`` live records nearest to one query (validated, normalised), best first.
-        Options as :meth:`search_batch`; thread safe (read lock)."""
-        if filter is None:
-            if not options:  # the plain query: every option at its default
-                if ef is None or ef < k or ef != self.recent.ef:
-                    self._use_ef(ef, k)
-                found = self._search_graph(query, k, score_threshold, include_metadata, include_vector, True, 1, None)
-            elif options.get("recent", True) and options.get("merge", "take_best") == "take_best":
+               include_metadata: bool = True, include_vector: bool = False, **options: Any) -> list[Hit]: ...
+
+    def search(self, query: np.ndarray, k: int | SearchSpec = 10, ef: int | None = None,
+               filter: Mapping[str, Any] | None = None, score_threshold: float | None = None,
+               include_metadata: bool = True, include_vector: bool = False,
+               **options: Any) -> SearchResult[list[Hit]] | list[Hit]:
+        """``search(query, spec, executor=None)``: the top ``spec.k`` live records nearest to
+        one query (validated, normalised), best first, as a :class:`SearchResult`. Segments
+        are searched on ``executor`` in parallel with the recent tier when one is given.
+        Thread safe (read lock).
+
+        The older form ``search(query, k, ef, filter, score_threshold, include_metadata,
+        include_vector, **options)`` returns the hits alone and takes the other
+        :class:`SearchSpec` fields, ``executor`` and a ``report`` dict (filled with
+        "partial" and "seconds") as options: kept for the engine until it moves to
+        SearchSpec."""
+        if type(k) is SearchSpec:
+            return self._query(query, k, options.get("executor"))
+        assert not isinstance(k, SearchSpec)
+        if filter is None and not options:  # the plain query: no spec to build
+            if ef is None or ef < k or ef != self.recent.ef:
                 self._use_ef(ef, k)
-                found = self._search_graph(query, k, score_threshold, include_metadata, include_vector,
-                                           options.get("historical", True), options.get("num_threads", 1),
-                                           options.get("report"))
-            else:
-                found = None
+            found = self._search_graph(query, k, score_threshold, include_metadata, include_vector, True, 1, None)
             if found is not None:
                 return found[0]
-        return self.search_batch(query[None, :], k, ef, filter, score_threshold, include_metadata,
-                                 include_vector, **options)[0]
+        report = options.pop("report", None)
+        executor = options.pop("executor", None)
+        result = self._query(query, SearchSpec(k=k, ef=ef, filter=filter, score_threshold=score_threshold,
+                                               include_metadata=include_metadata, include_vector=include_vector,
+                                               **options), executor)
+        if report is not None:
+            report["partial"] = result.partial
+            report["seconds"] = result.seconds
+        return result.hits
+
+    @overload
+    def search_batch(self, queries: np.ndarray, k: SearchSpec, *, executor: Executor | None = None,
+                     ) -> SearchResult[list[list[Hit]]]: ...
+
+    @overload
+    def search_batch(self, queries: np.ndarray, k: int = 10, ef: int | None = None,
+                     filter: Mapping[str, Any] | None = None, score_threshold: float | None = None,
+                     include_metadata: bool = True, include_vector: bool = False, *,
+                     executor: Executor | None = None, report: dict[str, Any] | None = None,
+                     **options: Any) -> list[list[Hit]]: ...
+
+    def search_batch(self, queries: np.ndarray, k: int | SearchSpec = 10, ef: int | None = None,
+                     filter: Mapping[str, Any] | None = None, score_threshold: float | None = None,
+                     include_metadata: bool = True, include_vector: bool = False, *,
+                     executor: Executor | None = None, report: dict[str, Any] | None = None,
+                     **options: Any) -> SearchResult[list[list[Hit]]] | list[list[Hit]]:
+        """``search_batch(queries, spec, executor=None)``: the top ``spec.k`` for each query
+        row over both tiers, merged without duplicates (by distance, or by ``spec.merge``),
+        as one :class:`SearchResult` whose ``hits`` hold a list per row.
+
+        Filters are applied inside each tier (payload-index masks; exact search over the
+        matching records when few match, filtered ANN otherwise). Segments are searched on
+        ``executor`` in parallel with the recent tier when one is given. A ``spec.deadline``
+        (time.monotonic) skips segments not started in time; the result is then ``partial``.
+
+        The older form takes the :class:`SearchSpec` fields as arguments and returns the
+        hit lists alone, with ``report["partial"]`` / ``report["seconds"]``: kept for the
+        engine until it moves to SearchSpec."""
+        if type(k) is SearchSpec:
+            return self._query_batch(queries, k, executor)
+        assert not isinstance(k, SearchSpec)
+        result = self._query_batch(queries, SearchSpec(k=k, ef=ef, filter=filter, score_threshold=score_threshold,
+                                                       include_metadata=include_metadata,
+                                                       include_vector=include_vector, **options), executor)
+        if report is not None:
+            report["partial"] = result.partial
+            report["seconds"] = result.seconds
+        return result.hits
+
+    def _query(self, query: np.ndarray, spec: SearchSpec, executor: Executor | None) -> SearchResult[list[Hit]]:
+        k, ef = spec.k, spec.ef
+        if ef is None or ef < k or ef != self.recent.ef:
+            self._use_ef(ef, k)
+        if spec.filter is None and spec.recent and spec.merge == "take_best":
+            seconds: dict[str, float] = {}
+            found = self._search_graph(query, k, spec.score_threshold, spec.include_metadata, spec.include_vector,
+                                       spec.historical, spec.num_threads, seconds)
+            if found is not None:
+                return SearchResult(found[0], False, seconds)
+        hits, partial, seconds = self._search_tiers(query[None, :], spec, executor)
+        return SearchResult(hits[0], partial, seconds)
+
+    def _query_batch(self, queries: np.ndarray, spec: SearchSpec,
+                     executor: Executor | None) -> SearchResult[list[list[Hit]]]:
+        k, ef = spec.k, spec.ef
+        if ef is None or ef < k or ef != self.recent.ef:
+            self._use_ef(ef, k)
+        if spec.filter is None and spec.recent and spec.merge == "take_best" and len(queries):
+            seconds: dict[str, float] = {}
+            found = self._search_graph(queries, k, spec.score_threshold, spec.include_metadata, spec.include_vector,
+                                       spec.historical, spec.num_threads, seconds)
+            if found is not None:
+                return SearchResult(found, False, seconds)
+        return SearchResult(*self._search_tiers(queries, spec, executor))
 
     def _search_graph(self, queries: np.ndarray, k: int, threshold: float | None, include_metadata: bool,
                       include_vector: bool, historical: bool, num_threads: int,
-                      report: dict[str, Any] | None) -> list[list[Hit]] | None:
+                      seconds: dict[str, float] | None) -> list[list[Hit]] | None:
         """The common query on a short path: unfiltered, and every live record searched is in
         the graph (nothing pending or parked, no live segment), for one query (1-d) or a
         batch. With 50-d vectors a graph search takes ~0.1 ms, and the general path's fixed
         cost (per-tier candidate lists, merge arrays, a dedupe set) doubled the latency; for
         a coalesced batch of 4 MiniLM queries it added 71 us per query. None when the case
-        does not apply."""
+        does not apply. The graph's wall time goes to ``seconds["recent"]`` when given."""
         if k <= 0:
             return None
         with self._lock.read():
@@ -434,15 +521,14 @@ class Collection:
             if (r.next != r.hnsw_upto or r.parked or r.hnsw_live <= 0
                     or (historical and self.segments and any(s.live for s in self.segments))):
                 return None
-            started = time.perf_counter() if report is not None else 0.0
+            started = time.perf_counter() if seconds is not None else 0.0
             try:
                 # positional: pybind11 matches keyword arguments by name (~0.45 us a call)
                 labels, dists = r.hnsw.knn_query(queries, min(k, r.hnsw_live), num_threads)
-            except RuntimeError:  # too many deletions for k live results: search_batch falls back to exact
+            except RuntimeError:  # too many deletions for k live results: the general path falls back to exact
                 return None
-            if report is not None:
-                report["partial"] = False
-                report["seconds"] = {"recent": time.perf_counter() - started}
+            if seconds is not None:
+                seconds["recent"] = time.perf_counter() - started
             # Whole batch to lists at once (no per-row views); take, not fancy indexing:
             # ~0.5 us less for ten uint64 labels.
             stamps = r.timestamps.take(labels).tolist()
@@ -469,31 +555,16 @@ class Collection:
                        r.vectors[label].copy() if include_vector else None, stamp))
         return out
 
-    def search_batch(self, queries: np.ndarray, k: int = 10, ef: int | None = None,
-                     filter: Mapping[str, Any] | None = None, score_threshold: float | None = None,
-                     include_metadata: bool = True, include_vector: bool = False, *,
-                     nprobe: int | None = None, recent: bool = True, historical: bool = True,
-                     num_threads: int = 1, executor: Executor | None = None,
-                     deadline: float | None = None, report: dict[str, Any] | None = None,
-                     merge: str = "take_best", weights: Sequence[float] | None = None) -> list[list[Hit]]:
-        """Top-``k`` for each query row over both tiers, merged by distance without duplicates.
-
-        Filters are applied inside each tier (payload-index masks; exact search over the
-        matching records when few match, filtered ANN otherwise). Segments are searched on
-        ``executor`` in parallel with the recent tier when one is given. A ``deadline``
-        (time.monotonic) skips segments not started in time; ``report["partial"]`` then says so,
-        and ``report["seconds"]`` holds the wall time of each tier searched (recent, historical).
-        """
-        self._use_ef(ef, k)
-        if filter is None and recent and merge == "take_best" and len(queries):
-            found = self._search_graph(queries, k, score_threshold, include_metadata, include_vector, historical,
-                                       num_threads, report)
-            if found is not None:
-                return found
+    def _search_tiers(self, queries: np.ndarray, spec: SearchSpec,
+                      executor: Executor | None) -> tuple[list[list[Hit]], bool, dict[str, float]]:
+        """The general path of :meth:`search_batch`: each tier searched, then merged; returns
+        the hit lists, whether a deadline skipped segments, and the seconds per tier."""
+        k, filter, nprobe, deadline = spec.k, spec.filter, spec.nprobe, spec.deadline
+        threshold, include_metadata, include_vector = spec.score_threshold, spec.include_metadata, spec.include_vector
         with self._lock.read():
             parts: list[tuple[int, list[Candidates]]] = []
             jobs: list[tuple[int, Callable[[], list[Candidates]]]] = []
-            if historical:
+            if spec.historical:
                 for index, segment in enumerate(self.segments):
                     if segment.live:
                         jobs.append((index, lambda s=segment: self._search_segment(s, queries, k, filter, nprobe)))
@@ -513,9 +584,9 @@ class Collection:
                     else:
                         parts.append((index, result))
                 seconds["historical"] = time.perf_counter() - started
-            if recent:
+            if spec.recent:
                 recent_started = time.perf_counter()
-                parts.append((-1, self._search_recent(queries, k, filter, num_threads)))
+                parts.append((-1, self._search_recent(queries, k, filter, spec.num_threads)))
                 seconds["recent"] = time.perf_counter() - recent_started
             for index, future in futures:
                 result = future.result()
@@ -525,14 +596,11 @@ class Collection:
                     parts.append((index, result))
             if futures:
                 seconds["historical"] = max(finished, default=started) - started
-            if report is not None:
-                report["partial"] = partial
-                report["seconds"] = seconds
-            if merge != "take_best":
-                return [self._merge_by(row, parts, k, score_threshold, include_metadata, include_vector,
-                                       merge, weights) for row in range(len(queries))]
-            return [self._merge(row, parts, k, score_threshold, include_metadata, include_vector)
-                    for row in range(len(queries))]
+            if spec.merge != "take_best":
+                return [self._merge_by(row, parts, k, threshold, include_metadata, include_vector, spec.merge,
+                                       spec.weights) for row in range(len(queries))], partial, seconds
+            return [self._merge(row, parts, k, threshold, include_metadata, include_vector)
+                    for row in range(len(queries))], partial, seconds
 
     def _merge_by(self, row: int, parts: list[tuple[int, list[Candidates]]], k: int, threshold: float | None,
                   include_metadata: bool, include_vector: bool, strategy: str,
@@ -612,7 +680,7 @@ class Collection:
             truth = _exact_ids(queries, [(recent_rows, [r.ids[i] for i in recent_labels.tolist()])], k, r.space)
             for ef in _EF_STEPS:
                 got = [[h.id for h in hits] for hits in self.search_batch(
-                    queries, k, ef, include_metadata=False, historical=False)]
+                    queries, SearchSpec(k=k, ef=ef, include_metadata=False, historical=False)).hits]
                 result.setdefault("ef_recall", {})[ef] = recall = _recall(got, truth)
                 if recall >= target:
                     result["ef"] = ef
@@ -625,7 +693,7 @@ class Collection:
             truth = _exact_ids(queries, live_rows, k, "l2" if self.config.metric == "l2" else "ip")
             for nprobe in _NPROBE_STEPS:
                 got = [[h.id for h in hits] for hits in self.search_batch(
-                    queries, k, None, include_metadata=False, recent=False, nprobe=nprobe)]
+                    queries, SearchSpec(k=k, include_metadata=False, recent=False, nprobe=nprobe)).hits]
                 result.setdefault("nprobe_recall", {})[nprobe] = recall = _recall(got, truth)
                 if recall >= target:
                     result["nprobe"] = nprobe
