@@ -8,8 +8,7 @@ knows a request, a socket or a status code.
 
 Loop-thread contract: nothing here touches a collection's live structures (its lock, its
 tiers, its segment list) on the event loop. Reads go through the database's worker methods
-(``get``, ``get_many``, ``find``, ``search``); statistics, which the engine has no worker
-method for, are gathered on a worker thread (``asyncio.to_thread``). ``db.collection(name)``
+(``get``, ``get_many``, ``find``, ``search``, ``stats``). ``db.collection(name)``
 itself is a lookup in the engine's copy-on-write catalog (safe on the loop): it is used for
 the 404 before any work and for a collection's immutable ``config`` and ``version``.
 """
@@ -47,13 +46,12 @@ def record_out(hit: Hit) -> RecordOut:
 # ------------------------------------------------------------------ collections
 async def list_collections(db: Database) -> list[dict[str, Any]]:
     """Every collection's statistics (gathered on a worker thread)."""
-    items = db.collection_items()
-    return await asyncio.to_thread(lambda: [c.stats() for _, c in items])
+    return await db.stats()
 
 
 async def collection_stats(db: Database, name: str) -> dict[str, Any]:
     """One collection's statistics (CollectionNotFound: 404)."""
-    return await asyncio.to_thread(db.collection(name).stats)
+    return (await db.stats(name))[0]
 
 
 async def create_collection(db: Database, body: CollectionIn) -> tuple[dict[str, Any], bool]:

@@ -191,6 +191,12 @@ class Reads:
             if not future.done():
                 future.set_result(hits)
 
+    async def stats(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Statistics of collection ``name`` (CollectionNotFound), or of every collection, read
+        on a worker thread (they walk the segments)."""
+        items = [(name, self.collection(name))] if name is not None else self.collection_items()
+        return await self._run(self._get_pool, lambda: [coll.stats() for _, coll in items])
+
     async def get(self, name: str, record_id: str, include_vector: bool = True) -> Hit:
         # on a worker: a lazily loaded segment may have to fetch its blobs first
         return await self._run(self._get_pool, self.collection(name).get, record_id, include_vector)

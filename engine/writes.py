@@ -140,7 +140,8 @@ class Writes:
     async def delete(self, name: str, ids: Sequence[str]) -> int:
         """Durably delete records by id; returns how many existed."""
         coll = self.collection(name)
-        present = [rid for rid in dict.fromkeys(ids) if coll.contains(rid)]
+        # on a worker: an id lookup in sealed segments is CPU work the event loop must not do
+        present = await self._run(self._get_pool, lambda: [rid for rid in dict.fromkeys(ids) if coll.contains(rid)])
         if not present:
             return 0
         future = asyncio.get_running_loop().create_future()
@@ -159,7 +160,7 @@ class Writes:
             check_metadata_depth(metadata)  # bounds merge_patch's recursion; the result is checked in the writer
         else:
             metadata = _checked_metadata(coll.config, metadata)
-        if not coll.contains(record_id):
+        if not await self._run(self._get_pool, coll.contains, record_id):
             raise RecordNotFound(f"no record {record_id!r} in collection {name!r}")
         future = asyncio.get_running_loop().create_future()
         record = MetaPatch(name, record_id, metadata) if merge else Meta(name, record_id, metadata)
