@@ -76,8 +76,8 @@ def _key(value: Any) -> tuple[str, Any] | None:
     (containers, NaN): booleans only equal booleans, numbers compare across int and float."""
     if isinstance(value, bool):
         return ("b", value)
-    if isinstance(value, (int, float)):
-        return None if math.isnan(value) else ("n", value)
+    if isinstance(value, (int, float)):  # an int is never NaN (and may be too large for a float)
+        return None if isinstance(value, float) and math.isnan(value) else ("n", value)
     if isinstance(value, str):
         return ("s", value)
     if value is None:

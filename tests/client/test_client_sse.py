@@ -97,6 +97,9 @@ async def test_resuming_after_a_data_event_gets_the_job_event_emitted_at_its_lsn
     assert after.record is not None and after.record.id == "b"
 
 
+BIG = 4000
+
+
 async def test_a_stream_broken_mid_batch_after_a_job_event_resumes_without_repeating_it(
         client: AsyncClient) -> None:
     await client.create_collection("s-mid", 2, "l2")
@@ -104,14 +107,16 @@ async def test_a_stream_broken_mid_batch_after_a_job_event_resumes_without_repea
     async with client.updates(["s-mid"], types=types) as stream:
         await client.upsert("s-mid", "a", [1, 0])
         await client.checkpoint()
-        await client.upsert_batch("s-mid", [{"id": f"r{i:03d}", "vector": [1, i]} for i in range(600)])
+        # 4,000 events (~0.6 MB) cannot all be in the client's buffer (aiohttp pauses reading at
+        # 128 KiB) when the connection breaks: the rest must come through a reconnect
+        await client.upsert_batch("s-mid", [{"id": f"r{i:04d}", "vector": [1, i]} for i in range(BIG)])
         seen = await take(stream, 3)
         assert stream._response is not None
         stream._response.close()  # the connection breaks in the middle of the batch
-        seen += await take(stream, 599)
+        seen += await take(stream, BIG - 1)
         assert stream.connections == 2
     assert [e.type for e in seen].count("checkpoint_completed") == 1
-    assert [e.record.id for e in seen if e.record is not None] == ["a"] + [f"r{i:03d}" for i in range(600)]
+    assert [e.record.id for e in seen if e.record is not None] == ["a"] + [f"r{i:04d}" for i in range(BIG)]
 
 
 async def test_a_stream_reconnects_after_the_daemon_restarts_and_misses_nothing(
