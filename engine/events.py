@@ -41,6 +41,8 @@ from typing import Any, Final
 import msgspec
 import numpy as np
 
+from s5vec.index.metrics import raw_distances, score_of
+
 VECTOR_EVENTS: Final = ("vector_added", "vector_updated", "vector_deleted")
 JOB_EVENTS: Final = ("migration_started", "migration_completed", "checkpoint_completed", "backup_completed")
 EVENT_TYPES: Final = VECTOR_EVENTS + JOB_EVENTS
@@ -230,17 +232,9 @@ def deleted(lsn: int, collection: str, ids: Sequence[str]) -> Change:
 
 
 def scores(metric: str, vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """Search scores of ``vectors`` against one query, as ``index/`` reports them: cosine
-    (1 + cos)/2 (both unit length), ip the inner product, l2 1/(1 + distance)."""
-    out: np.ndarray
-    if metric == "l2":
-        diff = vectors - query
-        out = 1.0 / (1.0 + np.sqrt(np.einsum("ij,ij->i", diff, diff)))
-    elif metric == "cosine":
-        out = np.clip((1.0 + vectors @ query) * 0.5, 0.0, 1.0)
-    else:
-        out = vectors @ query
-    return out
+    """Search scores of ``vectors`` against one query, exactly as ``index/`` reports them
+    (the one formula: :mod:`s5vec.index.metrics`)."""
+    return score_of(metric, raw_distances(metric, vectors, query))
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from s5vec.index import (
 from s5vec.index.errors import SearchTimeout
 from s5vec.index.filters import check_filter_size, check_time, time_limit
 from s5vec.index.scoring import ScoringSpec
+from s5vec.index.search import SearchSpec
 from s5vec.storage import (
     StorageError,
 )
@@ -123,21 +124,20 @@ class Reads:
 
     def _search_one(self, coll: Collection, query: np.ndarray, q: Query) -> tuple[list[Hit], bool]:
         """Worker thread: search, then the scoring re-rank over a wider candidate set."""
-        report: dict[str, Any] = {}
         deadline = time.monotonic() + q.timeout_ms / 1000.0 if q.timeout_ms else None
-        fetch = scoring.candidate_count(q.k) if q.scoring is not None else q.k
-        threshold = None if q.scoring is not None else q.score_threshold
-        hits = coll.search(query, fetch, q.ef, q.filter, threshold, q.include_metadata or q.scoring is not None,
-                           q.include_vector, nprobe=q.nprobe, recent=q.recent, historical=q.historical,
-                           executor=self._tier_pool, deadline=deadline, report=report, merge=q.merge,
-                           weights=q.weights)
+        spec = SearchSpec(k=scoring.candidate_count(q.k) if q.scoring is not None else q.k, ef=q.ef, filter=q.filter,
+                          score_threshold=None if q.scoring is not None else q.score_threshold,
+                          include_metadata=q.include_metadata or q.scoring is not None,
+                          include_vector=q.include_vector, nprobe=q.nprobe, recent=q.recent, historical=q.historical,
+                          deadline=deadline, merge=q.merge, weights=q.weights)
+        result = coll.search(query, spec, executor=self._tier_pool)
+        hits = result.hits
         if q.scoring is not None:
             hits = scoring.rerank(hits, q.scoring, time.time(), q.k)
             if q.score_threshold is not None:
                 hits = [h for h in hits if h.score >= q.score_threshold]
-        partial = bool(report.get("partial"))
-        self.metrics.observe_search(report.get("seconds", {}), 1, partial)
-        return hits, partial
+        self.metrics.observe_search(result.seconds, 1, result.partial)
+        return hits, result.partial
 
     async def _search_dispatcher(self) -> None:
         inflight: set[asyncio.Task[None]] = set()
@@ -172,12 +172,12 @@ class Reads:
             coll = self.collection(name)
             queries = np.stack([item[1] for item in items]) if len(items) > 1 else items[0][1][None, :]
             threads = max(1, self.config.index_threads // max(1, self.config.search_batches))
-            report: dict[str, Any] = {}
-            results = await self._run(self._read_pool, functools.partial(
-                coll.search_batch, queries, k, ef, None, None, include_metadata, include_vector,
-                nprobe=nprobe, recent=recent, historical=historical, num_threads=threads,
-                executor=self._tier_pool, report=report))
-            self.metrics.observe_search(report.get("seconds", {}), len(items))
+            spec = SearchSpec(k=k, ef=ef, include_metadata=include_metadata, include_vector=include_vector,
+                              nprobe=nprobe, recent=recent, historical=historical, num_threads=threads)
+            result = await self._run(self._read_pool, functools.partial(coll.search_batch, queries, spec,
+                                                                        executor=self._tier_pool))
+            results = result.hits
+            self.metrics.observe_search(result.seconds, len(items))
         except BaseException as exc:
             for item in items:
                 if not item[3].done():
