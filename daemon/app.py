@@ -8,12 +8,13 @@ write route does not exist (404, or 405 where a read shares its path).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable
 from typing import Final
 
 from aiohttp import web
 
-from s5vec.engine import Database, EventBus
+from s5vec.engine import Database, EventBus, Executors
 from s5vec.ops import Metrics
 
 from . import admin, ingest, mcp_http, monitoring, rest, sse, ws
@@ -43,15 +44,21 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     events = config.events
     bus = EventBus(events.window_events, events.window_bytes, events.queue_events, events.max_lag_events,
                    events.flush_ms / 1000.0)
-    async with open_store(config) as store:  # opened before the database, closed after it
-        services.notifier.status(f"loading data from {config.data_dir}")
-        # admin.jobs_ctx runs checkpoints, migrations and the other jobs
-        db = await Database.open(config.data_dir, config.engine, store, events=bus,
-                                 storage_mode=config.storage.mode, metrics=services.metrics)
-        services.opened(db)
-        yield
-        services.notifier.status("checkpointing and closing the database")
-        await db.close(checkpoint=True)
+    # the daemon owns the engine's thread pools: built here, shut down after the database closed
+    executors = Executors.create(config.engine.search_threads, config.engine.background_nice)
+    try:
+        async with open_store(config) as store:  # opened before the database, closed after it
+            services.notifier.status(f"loading data from {config.data_dir}")
+            # admin.jobs_ctx runs checkpoints, migrations and the other jobs
+            db = await Database.open(config.data_dir, config.engine, store, events=bus,
+                                     storage_mode=config.storage.mode, metrics=services.metrics,
+                                     executors=executors)
+            services.opened(db)
+            yield
+            services.notifier.status("checkpointing and closing the database")
+            await db.close(checkpoint=True)
+    finally:
+        await asyncio.to_thread(executors.shutdown)
 
 
 async def close_streams(app: web.Application) -> None:
