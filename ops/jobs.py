@@ -39,7 +39,7 @@ from .metrics import Metrics
 if TYPE_CHECKING:
     from s5vec.index import Collection
 
-    from s5vec.engine.database import Database
+    from .views import Maintainable
 
 log = logging.getLogger(__name__)
 JOB_NAMES: Final = ("checkpoint", "migrate", "rebalance", "compact", "scrub", "backup")
@@ -176,7 +176,7 @@ class Jobs:
     """The scheduled jobs of one database (see the module docstring). Create, then
     :meth:`start`; :meth:`stop` before the database closes."""
 
-    def __init__(self, db: Database, config: JobsConfig | None = None, backup: BackupConfig | None = None,
+    def __init__(self, db: Maintainable, config: JobsConfig | None = None, backup: BackupConfig | None = None,
                  now: Callable[[], float] = time.time, rng: random.Random | None = None,
                  metrics: Metrics | None = None) -> None:
         self.db = db

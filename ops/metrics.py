@@ -35,7 +35,7 @@ from prometheus_client.registry import Collector
 from .process_metrics import ProcessCollector
 
 if TYPE_CHECKING:
-    from s5vec.engine.database import Database
+    from .views import EngineState
 
 NAMESPACE: Final = "s5vec"
 CONTENT_TYPE: Final = CONTENT_TYPE_PLAIN_0_0_4  # the classic text format, without content negotiation
@@ -133,7 +133,7 @@ class Metrics:
         self.backup_last_bytes.set(last_bytes or 0)
 
     # ------------------------------------------------------------------- state
-    def attach(self, db: Database, feeds: FeedCounter | None = None,
+    def attach(self, db: EngineState, feeds: FeedCounter | None = None,
                alerts: Callable[[], Iterable[tuple[str, str]]] | None = None) -> None:
         """Export ``db``'s live state at scrape time. ``feeds`` returns open live-feed
         connections by transport; ``alerts`` the (name, severity) of active health alerts."""
@@ -169,7 +169,7 @@ def _counter(name: str, doc: str, labels: Iterable[str] = ()) -> CounterMetricFa
 class StateCollector(Collector):
     """Reads the database (and the daemon's feeds) when scraped; never on the hot path."""
 
-    def __init__(self, db: Database, feeds: FeedCounter | None = None,
+    def __init__(self, db: EngineState, feeds: FeedCounter | None = None,
                  alerts: Callable[[], Iterable[tuple[str, str]]] | None = None) -> None:
         self._db, self._feeds, self._alerts = db, feeds, alerts
 
@@ -195,7 +195,7 @@ class StateCollector(Collector):
             yield alerts
 
     @staticmethod
-    def _collections(db: Database) -> Iterator[Metric]:
+    def _collections(db: EngineState) -> Iterator[Metric]:
         points = _gauge("s5vec_points", "Live points by collection and tier", ["collection", "tier"])
         tombstones = _gauge("s5vec_tombstones", "Deleted points still held by an index, by collection and tier",
                             ["collection", "tier"])
@@ -220,7 +220,7 @@ class StateCollector(Collector):
         yield count
 
     @staticmethod
-    def _durability(db: Database) -> Iterator[Metric]:
+    def _durability(db: EngineState) -> Iterator[Metric]:
         now = time.time()
         ready = _gauge("s5vec_ready", "1 once the data is loaded and the database serves, else 0")
         ready.add_metric([], 1 if db.ready else 0)
@@ -248,7 +248,7 @@ class StateCollector(Collector):
         ))
 
     @staticmethod
-    def _storage(db: Database) -> Iterator[Metric]:
+    def _storage(db: EngineState) -> Iterator[Metric]:
         health = db.storage
         info = _gauge("s5vec_storage_info", "Storage backend mode (value 1)", ["mode"])
         info.add_metric([health.mode], 1)
@@ -284,7 +284,7 @@ class StateCollector(Collector):
             yield requests
 
     @staticmethod
-    def _events(db: Database) -> Iterator[Metric]:
+    def _events(db: EngineState) -> Iterator[Metric]:
         bus = db.events
         subs = list(bus._subs)
         lag = max((bus.total - sub.cursor_total for sub in subs), default=0)

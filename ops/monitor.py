@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 from .metrics import resident_memory_bytes
 
 if TYPE_CHECKING:
-    from s5vec.engine.database import Database
+    from .views import EngineState
 
 log = logging.getLogger(__name__)
 SEVERITIES: Final = ("warning", "critical")
@@ -85,7 +85,7 @@ def _graded(value: float, limit: float) -> str | None:
 class HealthMonitor:
     """Evaluates :class:`HealthThresholds` against one database. Loop thread only."""
 
-    def __init__(self, db: Database, thresholds: HealthThresholds | None = None) -> None:
+    def __init__(self, db: EngineState, thresholds: HealthThresholds | None = None) -> None:
         self.db = db
         self.thresholds = thresholds or HealthThresholds()
         memory = self.thresholds.memory_max_bytes
