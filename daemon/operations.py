@@ -223,10 +223,11 @@ async def search(db: Database, name: str, body: SearchIn) -> tuple[list[SearchRe
         assert body.vector is not None  # check_search
         query = prepare_query(coll.config, body.vector)
     options = body.options
-    q = Query(body.k, options.hnsw_ef, body.filter or None, options.score_threshold, options.include_metadata,
-              options.include_vector, options.ivf_nprobe, options.search_recent, options.search_historical,
-              options.timeout_ms, options.merge_strategy,
-              tuple(options.tier_weights) if options.tier_weights else None, options.scoring)
+    q = Query(k=body.k, ef=options.hnsw_ef, filter=body.filter or None, score_threshold=options.score_threshold,
+              include_metadata=options.include_metadata, include_vector=options.include_vector,
+              nprobe=options.ivf_nprobe, recent=options.search_recent, historical=options.search_historical,
+              timeout_ms=options.timeout_ms, merge=options.merge_strategy,
+              weights=tuple(options.tier_weights) if options.tier_weights else None, scoring=options.scoring)
     hits, partial = await db.search(name, query, q)
     if not all(math.isfinite(h.distance) and math.isfinite(h.score) for h in hits):
         # JSON has no inf/NaN (msgspec would write null): an explicit error instead. Only a

@@ -6,6 +6,7 @@ tier pools."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
@@ -33,22 +34,13 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Query:
-    """How to search: k, per-tier knobs, filter, what to return, time budget."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Query(SearchSpec):
+    """An engine search: the index's :class:`~s5vec.index.search.SearchSpec` (k, per-tier
+    knobs, filter, what to return) plus a time budget, ``timeout_ms``, which becomes the
+    spec's deadline when the search starts, and an optional ``scoring`` re-rank."""
 
-    k: int = 10
-    ef: int | None = None
-    filter: dict[str, Any] | None = None
-    score_threshold: float | None = None
-    include_metadata: bool = True
-    include_vector: bool = False
-    nprobe: int | None = None
-    recent: bool = True
-    historical: bool = True
     timeout_ms: float | None = None
-    merge: str = "take_best"
-    weights: tuple[float, ...] | None = None
     scoring: ScoringSpec | None = None
 
 
@@ -125,11 +117,10 @@ class Reads:
     def _search_one(self, coll: Collection, query: np.ndarray, q: Query) -> tuple[list[Hit], bool]:
         """Worker thread: search, then the scoring re-rank over a wider candidate set."""
         deadline = time.monotonic() + q.timeout_ms / 1000.0 if q.timeout_ms else None
-        spec = SearchSpec(k=scoring.candidate_count(q.k) if q.scoring is not None else q.k, ef=q.ef, filter=q.filter,
-                          score_threshold=None if q.scoring is not None else q.score_threshold,
-                          include_metadata=q.include_metadata or q.scoring is not None,
-                          include_vector=q.include_vector, nprobe=q.nprobe, recent=q.recent, historical=q.historical,
-                          deadline=deadline, merge=q.merge, weights=q.weights)
+        spec = q if deadline is None and q.scoring is None else dataclasses.replace(
+            q, deadline=deadline, k=scoring.candidate_count(q.k) if q.scoring is not None else q.k,
+            score_threshold=None if q.scoring is not None else q.score_threshold,
+            include_metadata=q.include_metadata or q.scoring is not None)
         result = coll.search(query, spec, executor=self._tier_pool)
         hits = result.hits
         if q.scoring is not None:

@@ -421,9 +421,8 @@ class Collection:
         :class:`SearchSpec` fields, ``executor`` and a ``report`` dict (filled with
         "partial" and "seconds") as options: kept for the engine until it moves to
         SearchSpec."""
-        if type(k) is SearchSpec:
+        if isinstance(k, SearchSpec):  # also an engine Query, which extends it
             return self._query(query, k, options.get("executor"))
-        assert not isinstance(k, SearchSpec)
         if filter is None and not options:  # the plain query: no spec to build
             if ef is None or ef < k or ef != self.recent.ef:
                 self._use_ef(ef, k)
@@ -468,9 +467,8 @@ class Collection:
         The older form takes the :class:`SearchSpec` fields as arguments and returns the
         hit lists alone, with ``report["partial"]`` / ``report["seconds"]``: kept for the
         engine until it moves to SearchSpec."""
-        if type(k) is SearchSpec:
+        if isinstance(k, SearchSpec):  # also an engine Query, which extends it
             return self._query_batch(queries, k, executor)
-        assert not isinstance(k, SearchSpec)
         result = self._query_batch(queries, SearchSpec(k=k, ef=ef, filter=filter, score_threshold=score_threshold,
                                                        include_metadata=include_metadata,
                                                        include_vector=include_vector, **options), executor)
