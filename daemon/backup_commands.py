@@ -47,7 +47,8 @@ from s5vec.ops.backup import (
 from s5vec.storage import BlobStore, LocalBlobStore, StorageError
 
 from .backend import open_store
-from .config import EX_CONFIG, Config, ConfigError, load_config
+from . import offline
+from .config import Config
 
 EXIT_FAILED: Final = 1
 EXIT_NOT_FOUND: Final = 3
@@ -65,10 +66,7 @@ class CommandFailed(Exception):
 
 def add_commands(sub: Any) -> None:
     """Register ``backup`` and its actions on the top-level subparsers ``sub``."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", help="TOML config file (as for s5vec serve)")
-    common.add_argument("--data-dir", help="data directory (default: from the config, ./data)")
-    common.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    common = offline.common_options()
     backup = sub.add_parser("backup", help="create, list, verify, restore, export and import backups")
     actions = backup.add_subparsers(dest="backup_command", required=True)
     create = actions.add_parser("create", parents=[common], help="checkpoint and keep the state as a backup")
@@ -96,12 +94,9 @@ def add_commands(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run a ``backup`` action; returns the exit code."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="s5vec: %(levelname)s %(message)s")
-    overrides: dict[str, Any] = {"data_dir": args.data_dir} if args.data_dir else {}
-    try:
-        config = load_config(Path(args.config) if args.config else None, os.environ, overrides)
-    except ConfigError as exc:
-        print(f"s5vec: configuration error: {exc}", file=sys.stderr)
-        return EX_CONFIG
+    config = offline.load(args)
+    if isinstance(config, int):
+        return config
     action: Callable[[argparse.Namespace, Config], Any] = {
         "create": _create, "list": _list, "verify": _verify, "restore": _restore, "export": _export,
         "import": _import}[args.backup_command]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any, Final
@@ -26,7 +25,7 @@ from s5vec.storage import StorageError
 from s5vec.storage.datadir import DataDir, DataDirLocked, lock_directory, unlock_directory
 from s5vec.storage.wal import WalReport, salvage, scan
 
-from .config import EX_CONFIG, ConfigError, load_config
+from . import offline
 
 EX_DATAERR: Final = 65
 EXIT_FAILED: Final = 1
@@ -35,10 +34,7 @@ EXIT_LOCKED: Final = 75
 
 def add_commands(sub: Any) -> None:
     """Register ``wal`` and its actions on the top-level subparsers ``sub``."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", help="TOML config file (as for s5vec serve)")
-    common.add_argument("--data-dir", help="data directory (default: from the config, ./data)")
-    common.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    common = offline.common_options()
     wal = sub.add_parser("wal", help="inspect or salvage a damaged write-ahead log")
     actions = wal.add_subparsers(dest="wal_command", required=True)
     actions.add_parser("inspect", parents=[common], help="list segments, damaged ranges and a torn tail (read only)")
@@ -48,12 +44,9 @@ def add_commands(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run a ``wal`` action; returns the exit code."""
-    overrides: dict[str, Any] = {"data_dir": args.data_dir} if args.data_dir else {}
-    try:
-        config = load_config(Path(args.config) if args.config else None, os.environ, overrides)
-    except ConfigError as exc:
-        print(f"s5vec: configuration error: {exc}", file=sys.stderr)
-        return EX_CONFIG
+    config = offline.load(args)
+    if isinstance(config, int):
+        return config
     data_dir = Path(config.data_dir)
     layout = DataDir(data_dir)
     wal_dir = layout.wal
