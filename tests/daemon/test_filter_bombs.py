@@ -16,21 +16,10 @@ import pytest
 from conftest import Daemon
 from s5vec.daemon.config import ConfigError, load_config
 
+from s5vec_tools.filterbomb import or_tree, slow_filter  # the reliability run's bombs, one copy
+
 API = "/api/v1"
 JSON_TYPE = {"Content-Type": "application/json"}
-
-
-def or_tree(depth: int) -> bytes:
-    """A binary ``$or`` tree of ``depth`` levels as JSON (depth 17: 2.6 MB, depth 20: 21 MB)."""
-    text = '{"g":"x"}'
-    for _ in range(depth):
-        text = '{"$or":[' + text + "," + text + "]}"
-    return text.encode()
-
-
-def slow_filter(seed: int, leaves: int = 330) -> dict[str, Any]:
-    """Legal (under every limit) but slow: ``leaves`` date comparisons per record, no payload index."""
-    return {"$or": [{"t": {"$gt": f"2030-01-{seed % 28 + 1:02d}T00:00:00.{i:06d}"}} for i in range(leaves)]}
 
 
 def records(count: int, start: int = 0) -> list[dict[str, Any]]:
