@@ -1,11 +1,6 @@
-"""Backups: immutable, content-addressed snapshots of a data directory, and their catalog.
-
-A backup is one small record blob ``{manifest, lsn, created, label}``; the record's blob id
-is the backup's id, so a backup cannot change without changing its name. The catalog is
-one index blob listing every retained backup; the data directory's ``BACKUPS`` file names
-it and is replaced atomically. A backup pins its manifest and every blob the manifest
-references: the database's garbage collection keeps whatever :meth:`BackupCatalog.pinned`
-returns.
+"""Backup procedures: create, restore (in place or into a new directory), export, import.
+The catalog of retained backups, and the blobs they pin, is engine state:
+:mod:`s5vec.engine.backups` (its names are re-exported here).
 
 Restore never edits blobs. In place it writes a new manifest holding the backup's
 collections at the directory's current LSN (so the write-ahead log, whose records are
