@@ -73,6 +73,7 @@ def parse_frames(data: bytes | memoryview, first_lsn: int | None = None) -> tupl
 
 
 _SCAN_CHUNK: Final = 1 << 22
+_U64_MAX: Final = (1 << 64) - 1
 _LSN_WINDOW: Final = 1 << 32
 """How far past the last good LSN a frame found after damage may be numbered (random bytes
 rarely pass the LSN window, and then never the CRC)."""
@@ -147,13 +148,17 @@ def find_frame(data: bytes | memoryview, start: int, after_lsn: int) -> tuple[in
     view = memoryview(data)
     raw = np.frombuffer(view, dtype=np.uint8)
     last = len(raw) - HEADER.size  # last offset a header fits at
-    low, high = np.uint64(after_lsn), np.uint64(after_lsn + _LSN_WINDOW)
+    # LSNs are u64 on disk; a segment named 0 makes ``after_lsn`` -1 (any LSN is above it)
+    low = np.uint64(min(max(after_lsn, 0), _U64_MAX))
+    high = np.uint64(min(max(after_lsn + _LSN_WINDOW, 0), _U64_MAX))
+    strictly = after_lsn >= 0
     for base in range(start, last + 1, _SCAN_CHUNK):
         stop = min(base + _SCAN_CHUNK, last + 1)
         lsn = np.zeros(stop - base, dtype=np.uint64)
         for byte in range(8):  # the little-endian u64 at offset + 8 of every candidate offset
             lsn |= raw[base + 8 + byte:stop + 8 + byte].astype(np.uint64) << np.uint64(8 * byte)
-        for hit in np.flatnonzero((lsn > low) & (lsn <= high)):
+        above = lsn > low if strictly else lsn >= low
+        for hit in np.flatnonzero(above & (lsn <= high)):
             found = _valid_frame_at(view, base + int(hit))
             if found is not None:
                 return base + int(hit), found[0]

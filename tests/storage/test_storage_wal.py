@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from s5vec.storage import StorageError, WalCorrupt, WalDamaged, WriteAheadLog
-from s5vec.storage.wal import HEADER, frame, parse_frames, salvage, scan
+from s5vec.storage.wal import HEADER, find_frame, frame, parse_frames, salvage, scan
 
 BIG_SEGMENT = 64 << 20
 FRAME_OVERHEAD = 16
@@ -445,3 +445,20 @@ def test_wal_recovery_after_a_cut_returns_exactly_the_complete_prefix(groups, se
             assert wal.size_bytes == (ends[keep - 1] if keep else 0)
             assert wal.append([b"after crash"]) == keep + 1
         assert recovered(directory, segment_bytes=segment_bytes) == numbered(flat[:keep] + [b"after crash"])
+
+
+@pytest.mark.parametrize("after_lsn", [-1, 0, (1 << 64) - 2, (1 << 64) + 5])
+def test_find_frame_takes_any_python_lsn_bound_without_overflow(after_lsn):
+    data = b"\x00" * 7 + frame(1, b"one") + frame((1 << 64) - 1, b"last")
+    found = find_frame(data, 0, after_lsn)
+    if after_lsn < 1:
+        assert found == (7, 1)
+    elif after_lsn < (1 << 64) - 1:
+        assert found is not None and found[1] == (1 << 64) - 1
+    else:
+        assert found is None
+
+
+def test_recovery_of_a_segment_named_zero_with_garbage_does_not_overflow(tmp_path):
+    (tmp_path / f"{0:020d}.wal").write_bytes(b"\xff" * 40)
+    assert recovered(tmp_path) == []
