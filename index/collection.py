@@ -28,6 +28,7 @@ from .errors import RecordNotFound
 from .filters import CHECK_EVERY, check_time, compile_filter, current_deadline, time_limit
 from .ivf import Codebook, list_skew
 from .metrics import distance_of, hit_values, score_of
+from .payload import filter_intervals
 from .recent import GRAPH_CHUNK, RecentTier, decode_many, min_chunk
 from .records import Batch, CollectionConfig, Hit
 from .rwlock import RWLock
@@ -122,6 +123,12 @@ class Collection:
         self._masks: dict[tuple[bytes, int, int], tuple[np.ndarray, int, np.ndarray | None, int]] = {}
         self._masks_lock = threading.Lock()
         self._drain_mutex = threading.Lock()  # one drain at a time; a snapshot waits for it
+        # A filtered search skips segments whose payload ranges the filter excludes (issue 19);
+        # off only to measure or compare. The counters are for stats(): segments searched or
+        # skipped by filtered searches (approximate under concurrent searches: plain ints).
+        self.prune_segments = True
+        self.segments_searched = 0
+        self.segments_pruned = 0
 
     # ------------------------------------------------------------------ lookups
     def _segment_of(self, record_id: str) -> tuple[SealedSegment, int] | None:
@@ -153,6 +160,7 @@ class Collection:
             **self.recent.stats(), "historical": historical, "segments": len(self.segments),
             "historical_memory_bytes": sum(s.memory_bytes() for s in self.segments),
             "segments_loaded": sum(1 for s in self.segments if getattr(s.ivf, "loaded", True)),
+            "segments_searched": self.segments_searched, "segments_pruned": self.segments_pruned,
             "payload_indexes": self.config.payload_fields, "version": self.version, "tuned": self.tuned,
             "embedding_model": self.config.embedding_model,
         }
@@ -282,7 +290,7 @@ class Collection:
             out: list[str] = []
             mask = self._recent_mask(spec)
             out.extend(self.recent.ids[i] for i in np.flatnonzero(mask).tolist())  # type: ignore[misc]
-            for segment in self.segments:
+            for segment in self._segments_for(spec):
                 out.extend(segment.id_of(i) for i in np.flatnonzero(self._segment_mask(segment, spec)).tolist())
             return out
 
@@ -316,6 +324,20 @@ class Collection:
                     check_time()
                 mask[pos] = predicate(segment.meta(pos))
         return mask & ~segment.deleted
+
+    def _segments_for(self, spec: Mapping[str, Any] | None, count: bool = False) -> list[SealedSegment]:
+        """The live segments a search with filter ``spec`` must look at: those whose payload
+        ranges the filter's bounded number/datetime fields can meet (all of them without a
+        filter or with pruning off). ``count``: add to the stats counters (filtered searches)."""
+        live = [s for s in self.segments if s.live]
+        if spec is None or not self.prune_segments:
+            return live
+        intervals = filter_intervals(spec, self.config.payload_fields)
+        wanted = [s for s in live if s.payload.may_match(intervals)] if intervals else live
+        if count:
+            self.segments_searched += len(wanted)
+            self.segments_pruned += len(live) - len(wanted)
+        return wanted
 
     def _search_recent(self, queries: np.ndarray, k: int, spec: Mapping[str, Any] | None,
                        num_threads: int) -> list[Candidates]:
@@ -563,8 +585,9 @@ class Collection:
             parts: list[tuple[int, list[Candidates]]] = []
             jobs: list[tuple[int, Callable[[], list[Candidates]]]] = []
             if spec.historical:
+                wanted = {id(s) for s in self._segments_for(filter, count=True)}
                 for index, segment in enumerate(self.segments):
-                    if segment.live:
+                    if id(segment) in wanted:
                         jobs.append((index, lambda s=segment: self._search_segment(s, queries, k, filter, nprobe)))
             partial = False
             futures = []

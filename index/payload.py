@@ -9,9 +9,11 @@ returns None and the caller falls back to the per-record predicate.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import operator
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
@@ -548,6 +550,97 @@ class _BoolColumn(_ValuesColumn):
 
 
 
+# ------------------------------------------------------------ segment pruning
+_BOUNDING: Final = frozenset({"$eq", "$gt", "$gte", "$lt", "$lte"})
+_ORDERED_KINDS: Final = frozenset({"number", "datetime"})
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    """The values one declared field must hold for a record to match a filter: numbers
+    ("number", compared as Python numbers, so exactly) or instants in microseconds
+    ("datetime", as the payload index stores them). None: unbounded on that side."""
+
+    kind: str
+    lo: float | None = None
+    lo_open: bool = False
+    hi: float | None = None
+    hi_open: bool = False
+
+    def narrowed(self, op: str, value: float) -> Interval:
+        """This interval intersected with the values satisfying ``op value``."""
+        lo, lo_open, hi, hi_open = self.lo, self.lo_open, self.hi, self.hi_open
+        if op in ("$eq", "$gt", "$gte"):
+            opened = op == "$gt"
+            if lo is None or value > lo:
+                lo, lo_open = value, opened
+            elif value == lo:
+                lo_open = lo_open or opened
+        if op in ("$eq", "$lt", "$lte"):
+            opened = op == "$lt"
+            if hi is None or value < hi:
+                hi, hi_open = value, opened
+            elif value == hi:
+                hi_open = hi_open or opened
+        return Interval(self.kind, lo, lo_open, hi, hi_open)
+
+    def meets(self, low: float, high: float) -> bool:
+        """Whether some value in the closed range [low, high] lies inside this interval."""
+        lo, hi = self.lo, self.hi
+        if lo is not None and hi is not None and (lo > hi or (lo == hi and (self.lo_open or self.hi_open))):
+            return False  # nothing satisfies both sides
+        if lo is not None and (high < lo or (high == lo and self.lo_open)):
+            return False
+        return not (hi is not None and (low > hi or (low == hi and self.hi_open)))
+
+
+def _operand(kind: str, arg: Any) -> float | None:
+    """``arg`` as a value comparable with the column's ``kind``, where a match needs the
+    record's value to order against it exactly so; None when no interval follows from it
+    (another type, NaN, a string that is no date-time: such operands prune nothing)."""
+    if kind == "number":
+        if isinstance(arg, bool) or not isinstance(arg, (int, float)) or (isinstance(arg, float) and math.isnan(arg)):
+            return None
+        return arg
+    if isinstance(arg, str):  # datetime: stored strings all parse, and then order as instants
+        parsed = parse_datetime(arg)
+        return None if parsed is None else _instant(parsed)
+    return None
+
+
+def filter_intervals(spec: Any, fields: Mapping[str, str]) -> dict[str, Interval]:
+    """Per declared number/datetime field of ``fields`` (path -> type), the interval a
+    single-valued record's field must lie in to match ``spec``: only from the filter's
+    top-level conjunction (its fields and ``$and`` lists, nested), from ``$eq`` (or a
+    plain value), ``$gt``, ``$gte``, ``$lt`` and ``$lte``. Anything under ``$or``, ``$not``,
+    ``$nin``, ... is left out, so each interval is certain, never a guess. A record whose
+    field holds an array may match outside it (array membership): :meth:`PayloadIndex.may_match`
+    prunes only on columns without such values. Raises InvalidFilter when ``compile_filter``
+    does (pruning must not hide a bad filter)."""
+    compile_filter(spec, None)
+    out: dict[str, Interval] = {}
+    stack = [spec]
+    while stack:  # no recursion: the filter was size-checked where it came in
+        node = stack.pop()
+        for key, value in node.items():
+            if key == "$and":
+                stack.extend(value)
+                continue
+            kind = fields.get(str(key))
+            if kind not in _ORDERED_KINDS:  # $or, $not, keyword and bool fields, undeclared ones
+                continue
+            if isinstance(value, Mapping) and value and all(str(k).startswith("$") for k in value):
+                checks = list(value.items())
+            else:
+                checks = [("$eq", value)]
+            for op, arg in checks:
+                if op in _BOUNDING:
+                    bound = _operand(kind, arg)
+                    if bound is not None:
+                        out[str(key)] = out.get(str(key), Interval(kind)).narrowed(op, bound)
+    return out
+
+
 _COLUMNS: Final[dict[str, type[_Column]]] = {
     "keyword": _KeywordColumn, "number": _NumberColumn, "datetime": _DatetimeColumn, "bool": _BoolColumn,
 }
@@ -575,6 +668,8 @@ class PayloadIndex:
         self._live = np.zeros(0, dtype=np.bool_)
         self._gen = np.zeros(0, dtype=np.uint32)  # bumped whenever a label is re-set or cleared
         self._high = 0  # one past the highest label ever set
+        # path -> (min, max) or None, for bounds(); set() drops it (clear() only shrinks the range)
+        self._bounds: dict[str, tuple[float, float] | None] = {}
         self._grow(max(0, int(capacity)))
 
     @property
@@ -619,6 +714,7 @@ class PayloadIndex:
         last = {label: i for i, label in enumerate(array.tolist())}
         unique = np.fromiter(last, dtype=np.int64, count=len(last))
         docs = [metadata[i] for i in last.values()]
+        self._bounds = {}
         self._grow(int(unique.max()) + 1)
         self._forget(unique)
         self._live[unique] = True
@@ -653,6 +749,47 @@ class PayloadIndex:
                 if isinstance(column, _KeywordColumn) and column.stale > max(
                         _COMPACT_MIN, column.entries - column.stale):
                     column.compact(self._gen)
+
+    def bounds(self, path: str) -> tuple[float, float] | None:
+        """(min, max) of the values the declared number or datetime field ``path`` holds
+        (datetimes as instants, microseconds since the epoch); None when no record holds one.
+        Values the column cannot represent (arrays, other types: "impure") are not counted.
+        Computed once and kept until the next ``set``; deletes only narrow the true range,
+        so a kept range stays a valid bound. Raises KeyError for a field not declared as
+        number or datetime. Safe beside concurrent readers (they compute the same value)."""
+        try:
+            return self._bounds[path]
+        except KeyError:
+            pass
+        column = self._columns.get(path)
+        found: tuple[float, float] | None = None
+        if isinstance(column, _NumberColumn):
+            values = column.values[:self._high]
+            values = values[~np.isnan(values)]  # absent, null, deleted (and a stored NaN, which never matches)
+            if len(values):
+                found = (values.min().item(), values.max().item())
+        elif isinstance(column, _DatetimeColumn):
+            instants = column.instants[:self._high][column.has[:self._high]]
+            if len(instants):
+                found = (int(instants.min()), int(instants.max()))
+        else:
+            raise KeyError(f"{path!r} is not a declared number or datetime field")
+        self._bounds[path] = found
+        return found
+
+    def may_match(self, intervals: Mapping[str, Interval]) -> bool:
+        """False only when no record here can match a filter restricting fields to
+        ``intervals`` (:func:`filter_intervals`): some field's interval misses the range of
+        the values this index holds. Fields not declared with the interval's type, or holding
+        values the column cannot represent (where array membership could match), never prune."""
+        for path, interval in intervals.items():
+            column = self._columns.get(path)
+            if column is None or column.kind != interval.kind or column.impure:
+                continue
+            found = self.bounds(path)
+            if found is None or not interval.meets(*found):
+                return False
+        return True
 
     def mask(self, spec: Mapping[str, Any], size: int) -> Mask | None:
         """Bool array of length ``size``: True where the record at that label matches ``spec``
