@@ -67,7 +67,8 @@ def test_an_interval_meets_a_range_only_where_a_value_can_lie_in_both() -> None:
 
 def test_bounds_are_the_extremes_held_and_survive_deletes_but_not_new_values() -> None:
     index = PayloadIndex(FIELDS, 4)
-    index.set([0, 1, 2, 3], [{"n": 5, "t": "2024-01-01"}, {"n": -2.5}, {"n": None, "t": "2023-01-01T00:00:00+01:00"}, {}])
+    index.set([0, 1, 2, 3], [{"n": 5, "t": "2024-01-01"}, {"n": -2.5},
+                             {"n": None, "t": "2023-01-01T00:00:00+01:00"}, {}])
     assert index.bounds("n") == (-2.5, 5.0)
     assert index.bounds("t") == (micros("2022-12-31T23:00:00Z"), micros("2024-01-01"))
     index.clear([1])
