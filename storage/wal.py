@@ -30,7 +30,7 @@ from typing import Any, Final
 import crc32c
 import numpy as np
 
-from .blobstore import fsync_dir, os_failure
+from .blobstore import fsync_dir, os_failure, write_atomic
 from .errors import StorageError, WalCorrupt, WalFailed
 
 HEADER: Final = struct.Struct("<IIQ")
@@ -315,41 +315,26 @@ def salvage(directory: Path, filler: Callable[[int, Damage, Path], bytes], aside
         aside.mkdir(parents=True, exist_ok=True)
         data = damage.segment.read_bytes()
         saved = aside / f"{damage.segment.stem}.{damage.start}-{damage.end}.bin"
-        write_synced(saved, data[damage.start:damage.end])
-        write_synced(saved.with_suffix(".json"), json.dumps(damage.as_dict(), indent=2).encode())
+        write_atomic(saved, data[damage.start:damage.end])
+        write_atomic(saved.with_suffix(".json"), json.dumps(damage.as_dict(), indent=2).encode())
         fill = b"".join(frame(lsn, filler(lsn, damage, saved)) for lsn in damage.lost)
         if damage.resume_segment == damage.segment:
-            write_replace(damage.segment, data[:damage.start] + fill + data[damage.resume_offset:], directory)
+            write_atomic(damage.segment, data[:damage.start] + fill + data[damage.resume_offset:])
         else:  # the log resumes in a later segment, which must be named after its first record
             later = damage.resume_segment.read_bytes()
             if damage.resume_offset:
-                write_synced(aside / f"{damage.resume_segment.stem}.0-{damage.resume_offset}.bin",
+                write_atomic(aside / f"{damage.resume_segment.stem}.0-{damage.resume_offset}.bin",
                              later[:damage.resume_offset])
             for _, path in _segment_files(directory):
                 if damage.segment.name < path.name < damage.resume_segment.name:
                     os.replace(path, aside / path.name)
             resumed = directory / f"{damage.resume_lsn:020d}{SEGMENT_SUFFIX}"
-            write_replace(resumed, later[damage.resume_offset:], directory)
+            write_atomic(resumed, later[damage.resume_offset:])
             if resumed != damage.resume_segment:
                 damage.resume_segment.unlink()
-            write_replace(damage.segment, data[:damage.start] + fill, directory)
+            write_atomic(damage.segment, data[:damage.start] + fill)
         fsync_dir(aside)
         handled.append(damage)
-
-
-def write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def write_replace(path: Path, data: bytes, directory: Path) -> None:
-    """Replace ``path`` by ``data`` atomically and durably."""
-    temporary = path.with_name(path.name + ".salvage")
-    write_synced(temporary, data)
-    os.replace(temporary, path)
-    fsync_dir(directory)
 
 
 class WriteAheadLog:
