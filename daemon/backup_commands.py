@@ -118,10 +118,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"s5vec: {exc}", file=sys.stderr)
         return EXIT_FAILED
     code, document, text = result
-    if args.json:
-        print(json.dumps(document, indent=2))
-    elif text:
-        print(text)
+    offline.print_result(args, document, text)
     return int(code)
 
 

@@ -5,6 +5,7 @@ the environment, ``--data-dir``), so they find the same data directory and backe
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -30,3 +31,11 @@ def load(args: argparse.Namespace) -> Config | int:
     except ConfigError as exc:
         print(f"s5vec: configuration error: {exc}", file=sys.stderr)
         return EX_CONFIG
+
+
+def print_result(args: argparse.Namespace, document: dict[str, Any], text: str) -> None:
+    """One JSON document with ``--json``, else the text (if any), on standard output."""
+    if args.json:
+        print(json.dumps(document, indent=2))
+    elif text:
+        print(text)

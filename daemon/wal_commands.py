@@ -15,7 +15,6 @@ damage; 1 failed; 75 the data directory is in use; 78 configuration error.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any, Final
@@ -56,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.wal_command == "inspect":
             report = scan(wal_dir)
-            _print(args, report.as_dict(), _describe(report))
+            offline.print_result(args, report.as_dict(), _describe(report))
             return EX_DATAERR if report.damages else 0
         fd = lock_directory(data_dir)
         try:
@@ -73,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     text = "\n".join([f"salvaged: {d.describe()}" for d in handled]
                      + [f"{len(handled)} damaged range(s), {lost} record(s) lost and marked; damaged bytes kept in "
                         f"{layout.wal_damaged}" if handled else "the write-ahead log is not damaged: nothing to do"])
-    _print(args, {"salvaged": [d.as_dict() for d in handled], "lost_records": lost,
+    offline.print_result(args, {"salvaged": [d.as_dict() for d in handled], "lost_records": lost,
                   "aside": str(layout.wal_damaged)}, text)
     return 0
 
@@ -94,7 +93,3 @@ def _describe(report: WalReport) -> str:
     else:
         lines.append("no damage")
     return "\n".join(lines)
-
-
-def _print(args: argparse.Namespace, document: dict[str, Any], text: str) -> None:
-    print(json.dumps(document, indent=2) if args.json else text)

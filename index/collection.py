@@ -441,8 +441,8 @@ class Collection:
         The older form ``search(query, k, ef, filter, score_threshold, include_metadata,
         include_vector, **options)`` returns the hits alone and takes the other
         :class:`SearchSpec` fields, ``executor`` and a ``report`` dict (filled with
-        "partial" and "seconds") as options: kept for the engine until it moves to
-        SearchSpec."""
+        "partial" and "seconds") as options: the benchmarks and older tests call it (the
+        engine uses the spec form)."""
         if isinstance(k, SearchSpec):  # also an engine Query, which extends it
             return self._query(query, k, options.get("executor"))
         if filter is None and not options:  # the plain query: no spec to build
@@ -487,8 +487,8 @@ class Collection:
         (time.monotonic) skips segments not started in time; the result is then ``partial``.
 
         The older form takes the :class:`SearchSpec` fields as arguments and returns the
-        hit lists alone, with ``report["partial"]`` / ``report["seconds"]``: kept for the
-        engine until it moves to SearchSpec."""
+        hit lists alone, with ``report["partial"]`` / ``report["seconds"]``: the benchmarks
+        and older tests call it (the engine uses the spec form)."""
         if isinstance(k, SearchSpec):  # also an engine Query, which extends it
             return self._query_batch(queries, k, executor)
         result = self._query_batch(queries, SearchSpec(k=k, ef=ef, filter=filter, score_threshold=score_threshold,
