@@ -1,8 +1,9 @@
 """A data directory written by an earlier release opens and answers exactly as it did.
 
-``tests/fixtures/datadir-v1`` was made by ``tests/fixtures/make_datadir.py`` with the release
-of 2026-12-07 (a checkpoint with a sealed segment, then WAL records only: creates, upserts,
-metadata edits, deletes, a dropped collection). Formats may change; this directory may not."""
+``tests/fixtures/datadir-v1`` was written by the previous release itself (b7d1fa1, run from
+its own checkout; see ``tests/fixtures/make_datadir.py``): a checkpoint with a sealed
+segment, then WAL records only (creates, upserts, metadata edits, deletes, a dropped
+collection). Formats may change; this directory may not."""
 
 from __future__ import annotations
 
