@@ -3,6 +3,7 @@ parameters (``flag``, ``count_param``, ``filter_param``) and the bounded-filter 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final
 
 import msgspec
@@ -53,18 +54,24 @@ def count_param(request: web.Request, name: str, default: int, low: int, high: i
     return number
 
 
-def filter_param(request: web.Request) -> dict[str, Any] | None:
-    """The ``?filter=<JSON object>`` query parameter, compiled once to reject a bad one (400)."""
+def filter_query(request: web.Request) -> tuple[dict[str, Any] | None, Callable[[Any], bool] | None]:
+    """The ``?filter=<JSON object>`` query parameter and its compiled predicate (a bad one is
+    a 400 naming ``filter``); ``(None, None)`` without one, and no predicate for ``{}``."""
     if "filter" not in request.query:
-        return None
+        return None, None
     try:
         spec = decode_json(request.query["filter"])
     except msgspec.DecodeError as exc:
         raise RequestInvalid(f"filter must be a JSON object ({exc})", "filter") from None
     if not isinstance(spec, dict):
         raise RequestInvalid("filter must be a JSON object", "filter")
-    compile_filter(spec, request.app[SERVICES].db.config.filter_limits)
-    return spec
+    predicate = compile_filter(spec, request.app[SERVICES].db.config.filter_limits)
+    return spec, predicate if spec else None
+
+
+def filter_param(request: web.Request) -> dict[str, Any] | None:
+    """The ``?filter=<JSON object>`` query parameter, compiled once to reject a bad one (400)."""
+    return filter_query(request)[0]
 
 
 class _FilterOnly(msgspec.Struct):

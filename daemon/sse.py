@@ -22,17 +22,15 @@ import asyncio
 import logging
 from typing import Any
 
-import msgspec
 from aiohttp import web
 
-from s5vec.index import compile_filter
 from s5vec.engine import ALL, EventKey, Notice, Subscription, parse_event_id, resume_value
 
 from .errors import RequestInvalid
 from .feeds import CLOSE_GRACE_S, FRAME_EVENTS, parse_types
-from .params import flag
+from .params import filter_query, flag
 from .services import SERVICES
-from .wire import ENCODER, decode_json
+from .wire import ENCODER
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -146,15 +144,7 @@ async def stream_updates(request: web.Request) -> web.StreamResponse:
     for name in names:
         db.collection(name)  # 404 for a typo rather than a silent, empty stream
     types = parse_types(request.query.get("types", "").split(",")) if "types" in request.query else None
-    predicate = None
-    if "filter" in request.query:
-        try:
-            spec = decode_json(request.query["filter"])
-        except msgspec.DecodeError as exc:
-            raise RequestInvalid(f"filter must be a JSON object ({exc})", "filter") from None
-        if not isinstance(spec, dict):
-            raise RequestInvalid("filter must be a JSON object", "filter")
-        predicate = compile_filter(spec, db.config.filter_limits) if spec else None
+    _, predicate = filter_query(request)
     include_vector = flag(request, "include_vector", False)
     since = _since(request)
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
