@@ -60,7 +60,7 @@ async def create_collection(db: Database, body: CollectionIn) -> tuple[dict[str,
         body.name, body.dimension, body.metric, body.schema, body.hnsw.m, body.hnsw.ef_construction,
         body.hnsw.ef_search, body.recent_threshold_s, body.window_s, body.ivf.quantizer, body.ivf.nlist,
         body.ivf.nprobe, body.ivf.rerank, tuple(sorted(body.payload_indexes.items())), body.segment_records,
-        body.embedding_model)
+        body.embedding_model, body.target_recall)
     created = await db.create_collection(config)
     return await collection_stats(db, config.name), created
 
@@ -77,7 +77,7 @@ async def ensure_default(services: Services, dimension: int) -> None:
                                                     config.default_collection.schema))
 
 
-async def tune(db: Database, name: str, target_recall: float, sample: int) -> dict[str, Any]:
+async def tune(db: Database, name: str, target_recall: float | None, sample: int) -> dict[str, Any]:
     return await db.tune(name, target_recall, sample)
 
 

@@ -86,10 +86,11 @@ class CollectionIn(Struct, forbid_unknown_fields=True):
     segment_records: Annotated[int, Meta(ge=1, le=10_000_000)] = 1_000_000
     payload_indexes: dict[str, Literal["keyword", "number", "datetime", "bool"]] = msgspec.field(default_factory=dict)
     embedding_model: Annotated[str, Meta(min_length=1, max_length=1024)] | None = None
+    target_recall: Annotated[float, Meta(gt=0, le=1)] = 0.95
 
 
 class TuneIn(Struct, forbid_unknown_fields=True):
-    target_recall: Annotated[float, Meta(gt=0, le=1)] = 0.95
+    target_recall: Annotated[float, Meta(gt=0, le=1)] | None = None  # None: the collection's own
     sample: Annotated[int, Meta(ge=10, le=5000)] = 200
 
 

@@ -181,10 +181,10 @@ class Database(Reads, Writes, Indexing, Checkpointing, Maintenance):
         if self.root is not None:
             manifest = await read_manifest(self.store, self.root)
             for name, entry in manifest["collections"].items():
-                config, recent, segments = await read_collection(self.store, entry, self._segment_dir,
-                                                                 self._segment_refs, self.config.lazy_segments)
+                config, recent, segments, codebook = await read_collection(
+                    self.store, entry, self._segment_dir, self._segment_refs, self.config.lazy_segments)
                 self.collections[name] = await self._run(self._io, Collection.restore, config, recent,
-                                                         segments, self._scratch)
+                                                         segments, self._scratch, codebook)
             self.checkpoint_lsn = self.applied_lsn = int(manifest["lsn"])
             self._checkpoint_token = self._state_token()
         self.events.start_at(self.checkpoint_lsn)

@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 class Maintenance:
     """Migration, compaction, rebuilds, tuning (mixed into :class:`~s5vec.engine.database.Database`)."""
 
-    async def tune(self, name: str, target: float, sample: int) -> dict[str, Any]:
-        """Calibrate ``ef``/``nprobe`` of one collection for ``target`` recall@10 (CPU heavy)."""
+    async def tune(self, name: str, target: float | None, sample: int) -> dict[str, Any]:
+        """Calibrate ``ef``, ``nprobe`` and re-rank depth of one collection for ``target``
+        recall@10, by default its ``target_recall`` (CPU heavy; see Collection.calibrate)."""
         coll = self.collection(name)
         return await self._run(self._migrate_pool, coll.tune, target, sample)
 
@@ -72,6 +73,7 @@ class Maintenance:
                     continue
                 moved += await self._run(self._io, coll.commit_migration, plan, built)
                 segments += len(built)
+                await self._calibrate_if_due(coll)
                 if coll.needs_compaction:
                     await self._run(self._migrate_pool, coll.compact, self.config.index_threads)
                     await self._run(self._migrate_pool, release_free_memory)
@@ -84,6 +86,32 @@ class Maintenance:
             if announced:
                 self.events.publish_job("migration_completed", dict(self.last_migration))
             return self.last_migration
+
+    async def _calibrate_if_due(self, coll: Collection) -> None:
+        """Re-measure the collection's search settings when they no longer describe it (a
+        new shared codebook, 25 % more historical rows, a graph twice as large)."""
+        if coll.calibration_due:
+            started = time.perf_counter()
+            result = await self._run(self._migrate_pool, coll.calibrate)
+            log.info("calibrated %s for recall %.2f in %.1fs: ef %s, nprobe %s, rerank %s, recall %s%s",
+                     coll.config.name, result["target"], time.perf_counter() - started, result.get("ef"),
+                     result.get("nprobe"), result.get("rerank"), result.get("recall"),
+                     "" if result["met"] else " (target not met: the most accurate setting tried is kept)")
+
+    async def retrain_codebooks(self) -> list[str]:
+        """Train a new shared codebook for every collection whose historical rows outgrew
+        theirs (or that has none yet over enough rows); returns their names. The segments
+        of the old one are rebuilt by the rebalance job (Collection.stale_segments)."""
+        if self.read_only:
+            raise ReadOnlyDatabase(f"{self.data_dir} is open read-only: the writer runs maintenance")
+        retrained = []
+        async with self._migrate_lock:
+            for name, coll in list(self.collections.items()):
+                if coll.codebook_due and await self._run(self._migrate_pool, coll.retrain_codebook):
+                    log.info("trained a shared codebook for %s: %d lists for %d rows", name,
+                             coll.coarse.nlist if coll.coarse else 0, coll.codebook_rows)
+                    retrained.append(name)
+        return retrained
 
     async def compact(self, tombstone_ratio: float) -> list[str]:
         """Rebuild the recent tier (HNSW graph) of every collection whose tombstones reach
@@ -137,6 +165,8 @@ class Maintenance:
                         rebuilt += built is not None
                         removed += built is None
                         merged += len(seqs) - 1 if built is not None else 0
+                if self.collections.get(name) is coll:
+                    await self._calibrate_if_due(coll)
         if rebuilt or removed:
             log.info("rebuilt %d segments (%d merged into others), removed %d empty ones in %.2fs",
                      rebuilt, merged, removed, time.time() - started)

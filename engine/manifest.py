@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from s5vec.index import CollectionConfig, CollectionSnapshot, SealedSegment
-from s5vec.index.ivf import IvfSegment
+from s5vec.index.ivf import Codebook, IvfSegment
 from s5vec.index.segment import segment_file
 from s5vec.storage import (
     BlobCorrupt,
@@ -70,11 +70,33 @@ async def get_doc(store: BlobStore, ref: bytes) -> Any:
 
 class SegmentRefs:
     """Blob refs of segments already stored: (collection, seq) → frozen ref, and
-    (collection, seq, version) → mutable ref."""
+    (collection, seq, version) → mutable ref; shared codebooks by id → their chunk refs."""
 
     def __init__(self) -> None:
         self.frozen: dict[tuple[str, int], tuple[bytes, list[bytes]]] = {}
         self.mutable: dict[tuple[str, int, int], bytes] = {}
+        self.codebooks: dict[str, list[bytes]] = {}
+
+
+async def _write_codebook(store: BlobStore, codebook: Codebook, rows: int, cache: SegmentRefs) -> dict[str, Any]:
+    """The manifest entry of a collection's shared codebook: its own content-addressed
+    blob(s), stored once and referenced by every later manifest while it is in use."""
+    refs = cache.codebooks.get(codebook.id)
+    if refs is None:
+        parts = codebook.to_parts()
+        index = await put_bytes(store, parts.pop("index"))
+        refs = cache.codebooks[codebook.id] = [await put_doc(store, parts), *index]
+    return {"id": codebook.id, "rows": rows, "chunks": refs}
+
+
+async def _read_codebook(store: BlobStore, entry: dict[str, Any], cache: SegmentRefs) -> tuple[Codebook, int]:
+    refs = entry["chunks"]
+    parts = await get_doc(store, refs[0])
+    codebook = await _cpu(Codebook.from_parts, {**parts, "index": await get_bytes(store, refs[1:])})
+    if codebook.id != entry["id"]:
+        raise BlobCorrupt(f"codebook {entry['id']} holds a codebook with id {codebook.id}")
+    cache.codebooks[codebook.id] = list(refs)
+    return codebook, int(entry["rows"])
 
 
 async def _write_segment(store: BlobStore, name: str, segment: SealedSegment, mutable: dict[str, Any],
@@ -104,13 +126,19 @@ async def write_snapshot(store: BlobStore, snap: CollectionSnapshot, cache: Segm
         entry_recent[name] = None if data is None else await put_bytes(store, data)
     segments = [await _write_segment(store, snap.config.name, s, mutable, version, cache)
                 for s, mutable, version in snap.segments]
-    return {"config": snap.config.to_dict(), "recent": entry_recent, "segments": segments}
+    entry = {"config": snap.config.to_dict(), "recent": entry_recent, "segments": segments}
+    if snap.codebook is not None:
+        entry["codebook"] = await _write_codebook(store, *snap.codebook, cache)
+    return entry
 
 
 async def read_collection(store: BlobStore, entry: dict[str, Any], segment_dir: Path, cache: SegmentRefs,
-                          lazy: bool = True) -> tuple[CollectionConfig, dict[str, Any], list[SealedSegment]]:
-    """Inverse of :func:`write_snapshot`; every blob is verified against its address.
-    Raises BlobCorrupt for blobs that do not hold what the manifest says (also a bad shape)."""
+                          lazy: bool = True) -> tuple[CollectionConfig, dict[str, Any], list[SealedSegment],
+                                                      tuple[Codebook, int] | None]:
+    """Inverse of :func:`write_snapshot`: config, recent-tier parts, segments and the
+    shared codebook with the rows it was sized for (None in manifests without one);
+    every blob is verified against its address. Raises BlobCorrupt for blobs that do not
+    hold what the manifest says (also a bad shape)."""
     try:
         return await _read_collection(store, entry, segment_dir, cache, lazy)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
@@ -118,7 +146,8 @@ async def read_collection(store: BlobStore, entry: dict[str, Any], segment_dir: 
 
 
 async def _read_collection(store: BlobStore, entry: dict[str, Any], segment_dir: Path, cache: SegmentRefs,
-                           lazy: bool) -> tuple[CollectionConfig, dict[str, Any], list[SealedSegment]]:
+                           lazy: bool) -> tuple[CollectionConfig, dict[str, Any], list[SealedSegment],
+                                                tuple[Codebook, int] | None]:
     config = CollectionConfig.from_dict(entry["config"])
     stored = entry["recent"]
     recent: dict[str, Any] = {k: v for k, v in stored.items() if k not in _RECENT_ARRAYS and k != "records"}
@@ -141,7 +170,8 @@ async def _read_collection(store: BlobStore, entry: dict[str, Any], segment_dir:
         cache.frozen[(config.name, segment.seq)] = (item["frozen"], item["chunks"])
         cache.mutable[(config.name, segment.seq, segment.version)] = item["mutable"]
         segments.append(segment)
-    return config, recent, segments
+    codebook = await _read_codebook(store, entry["codebook"], cache) if entry.get("codebook") else None
+    return config, recent, segments, codebook
 
 
 _LAZY_BLOBS: Final = ("index", "vectors")
@@ -225,6 +255,15 @@ def manifest_problem(manifest: dict[Any, Any]) -> str | None:
                 return f"{where}: a segment must name its 'frozen' and 'mutable' blobs"
             if problem := _refs_problem(item.get("chunks"), f"{where}: segment 'chunks'"):
                 return problem
+        codebook = entry.get("codebook")
+        if codebook is not None:
+            if not isinstance(codebook, dict) or not isinstance(codebook.get("id"), str) \
+                    or not isinstance(codebook.get("rows"), int):
+                return f"{where}: 'codebook' must be a map with an 'id' and 'rows'"
+            if problem := _refs_problem(codebook.get("chunks"), f"{where}: codebook 'chunks'"):
+                return problem
+            if len(codebook["chunks"]) < 2:
+                return f"{where}: codebook 'chunks' must name its parts and its index"
     return None
 
 
@@ -237,6 +276,8 @@ def referenced_blobs(manifest: dict[str, Any]) -> set[BlobId]:
         refs.update(_ids(ref for name in _RECENT_ARRAYS for ref in recent.get(name) or []))
         for item in entry.get("segments", []):
             refs.update(_ids([item["frozen"], item["mutable"], *item["chunks"]]))
+        if entry.get("codebook"):
+            refs.update(_ids(entry["codebook"]["chunks"]))
     return refs
 
 

@@ -24,6 +24,7 @@ thread only adds overhead: p50 0.72 vs 0.88 ms at 20k rows), a batch on 2
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,10 @@ SCALE_FROM: Final = 100_000
 NLIST_GROWTH: Final = 0.2
 """auto_nlist: segments above SCALE_FROM rows get (n / SCALE_FROM) ** NLIST_GROWTH times the lists."""
 TRAIN_SAMPLE: Final = 100_000
+TRAIN_POINTS_PER_LIST: Final = 64
+"""k-means samples per list for a shared codebook (4,096 lists train on 262k rows)."""
+SHARED_MIN_LISTS: Final = 64
+SHARED_MAX_LISTS: Final = 16_384
 MIN_FETCH: Final = {"pq4": 160, "sq8": 50, "pq": 50, "flat": 50}
 """Fewest candidates re-ranked per query: 4-bit codes rank coarser than SQ8, so they need
 a deeper pool (MiniLM 100k, nprobe 16: 0.950 at 50, 0.965 at 100, the SQ8 level; 160 leaves margin
@@ -108,6 +113,18 @@ def auto_nlist(n: int, nprobe: int) -> int:
     return max(1, min(int(2.5 * nprobe * scale), n // MIN_POINTS_PER_LIST))
 
 
+def shared_nlist(n: int) -> int:
+    """Lists of a codebook shared by every segment of a collection expected to hold ``n``
+    historical rows: the power of two nearest ``sqrt(n)`` (1,024 at 1M rows, 4,096 at
+    10M: on MiniLM 1M, 1,024 and 4,096 lists had the same recall/latency frontier, and
+    fewer lists keep the coarse search cheap), within SHARED_MIN_LISTS..SHARED_MAX_LISTS
+    and at least 39 rows per list.
+    With one coarse search for all segments the list count sets the scan per probe, and
+    the calibrated nprobe (see Collection.calibrate) sets the recall."""
+    want = 2 ** round(math.log2(max(math.sqrt(max(n, 1)), 1.0)))
+    return max(1, min(max(SHARED_MIN_LISTS, min(want, SHARED_MAX_LISTS)), n // MIN_POINTS_PER_LIST))
+
+
 def list_skew(sizes: np.ndarray) -> float:
     """How unevenly rows fill the inverted lists: the largest list over the mean list
     (1.0 = perfectly even; an empty segment counts as even)."""
@@ -166,9 +183,12 @@ class Codebook:
     """A trained coarse quantizer plus the code quantizer's state (PQ/SQ tables), kept as
     an empty faiss index serialised to bytes, with the metric and the resolved params.
 
-    Training is separate from filling so that one codebook can serve every segment of a
-    collection (issue 19); today each segment still trains its own on its rows.
-    Immutable: :meth:`IvfSegment.build` fills a fresh copy (:meth:`empty_index`)."""
+    Training is separate from filling so that one codebook serves every segment of a
+    collection: their inverted lists then share centroids and code tables, one coarse
+    search picks the lists of all of them and their approximate distances compare, so the
+    candidates of every segment are re-ranked together (:meth:`IvfSegment.scan`).
+    Immutable: :meth:`IvfSegment.build` fills a fresh copy (:meth:`empty_index`).
+    ``id`` names the content (a hash of the index bytes); segments built from it carry it."""
 
     metric: str
     dim: int
@@ -192,6 +212,15 @@ class Codebook:
         """A new faiss index, trained and empty, for one segment to fill."""
         return faiss.deserialize_index(np.frombuffer(self.index, dtype=np.uint8))
 
+    @property
+    def id(self) -> str:
+        """A content hash of the trained index: equal ids, equal codebooks."""
+        return codebook_id(self.index)
+
+    @property
+    def nlist(self) -> int:
+        return int(self.params.nlist or 1)
+
     def to_parts(self) -> dict[str, Any]:
         """The codebook as plain data (no pickle): metric, dim, resolved params, index bytes."""
         return {"metric": self.metric, "dim": self.dim, "params": self.params.to_dict(), "index": self.index}
@@ -213,14 +242,49 @@ class Codebook:
         return codebook
 
 
+def codebook_id(index_bytes: bytes) -> str:
+    return hashlib.blake2b(index_bytes, digest_size=16).hexdigest()
+
+
+class Coarse:
+    """The coarse quantizer of a shared codebook, loaded once for searching: which lists
+    a query probes, for every segment built from that codebook. Thread safe."""
+
+    __slots__ = ("codebook", "id", "_quantizer", "_owner")
+
+    def __init__(self, codebook: Codebook) -> None:
+        self.codebook = codebook
+        self.id = codebook.id
+        self._owner: Any = codebook.empty_index()
+        ivf = faiss.try_extract_index_ivf(self._owner)
+        if ivf is None:
+            raise ValueError("codebook: an exhaustive (flat) codebook has no lists to share")
+        self._quantizer: Any = ivf.quantizer  # owned by _owner
+
+    @property
+    def nlist(self) -> int:
+        return self.codebook.nlist
+
+    def assign(self, queries: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``nprobe`` nearest lists of each query row: (distances, list numbers)."""
+        probe = max(1, min(int(nprobe), self.nlist))
+        with _OmpThreads(1 if len(queries) == 1 else BATCH_THREADS):
+            dist, lists = self._quantizer.search(queries, probe)
+        return np.ascontiguousarray(dist, np.float32), np.ascontiguousarray(lists, np.int64)
+
+    def memory_bytes(self) -> int:
+        return len(self.codebook.index)
+
+
 def _train(data: np.ndarray, metric: str, params: IvfParams) -> tuple[Any, IvfParams]:
     n, d = data.shape
     fm = _faiss_metric(metric)
     if n < EXHAUSTIVE_BELOW:
         return faiss.IndexFlat(d, fm), dataclasses.replace(params, nlist=1)
     nlist = min(params.nlist or auto_nlist(n, params.nprobe), max(1, n // MIN_POINTS_PER_LIST))
-    if n > TRAIN_SAMPLE:
-        rows = np.sort(np.random.default_rng(SEED).choice(n, TRAIN_SAMPLE, replace=False))
+    take = max(TRAIN_SAMPLE, TRAIN_POINTS_PER_LIST * nlist)
+    if n > take:
+        rows = np.sort(np.random.default_rng(SEED).choice(n, take, replace=False))
         sample = data[rows]
     else:
         sample = data
@@ -260,10 +324,11 @@ class IvfSegment:
     """
 
     __slots__ = ("_index", "_ivf", "_vectors", "_path", "_metric", "_params", "_n", "_dim",
-                 "_index_bytes", "_reranks")
+                 "_index_bytes", "_reranks", "codebook")
 
     def __init__(self, index: Any, vectors: np.ndarray, path: Path, metric: str,
-                 params: IvfParams, index_bytes: int) -> None:
+                 params: IvfParams, index_bytes: int, codebook: str | None = None) -> None:
+        self.codebook = codebook  # id of the codebook it was filled from (None: segments before 2026-12-08)
         self._index: Any = index
         ivf = faiss.try_extract_index_ivf(index)
         self._ivf: Any = None if ivf is None else faiss.downcast_index(ivf)  # a view owned by index
@@ -305,7 +370,7 @@ class IvfSegment:
         del index
         index = faiss.deserialize_index(blob)
         return cls(index, file_backed(Path(path), data.data.cast("B"), np.float32, (n, d)), Path(path),
-                   codebook.metric, codebook.params, len(blob))
+                   codebook.metric, codebook.params, len(blob), codebook.id)
 
     # -- properties -------------------------------------------------------------------
 
@@ -390,6 +455,37 @@ class IvfSegment:
                 labels[short] = self._candidates(q[short], fetch, probe, selector)
             return self._top_k(q, labels, k, shared=False)
 
+    def scan(self, queries: np.ndarray, fetch: int, lists: np.ndarray, list_dist: np.ndarray,
+             allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The best ``fetch`` rows by their codes in the lists a shared :class:`Coarse` chose
+        (``lists``, ``list_dist``: (nq, nprobe)), only rows set in ``allowed`` when given (a
+        bitmap: ``np.packbits(mask, bitorder="little")``): the approximate scores (nq,
+        fetch) as faiss gives them (inner product: higher is better; L2: lower) and
+        positions, -1 where fewer were found. Only for a segment filled from that
+        codebook; the caller re-ranks (:meth:`rerank`)."""
+        ivf = self._ivf
+        if ivf is None:
+            raise ValueError("segment: an exhaustive segment has no lists to scan")
+        q = self._check_queries(queries)
+        nq, nprobe = lists.shape
+        fetch = max(1, min(int(fetch), self._n))
+        dist = np.empty((nq, fetch), np.float32)
+        labels = np.empty((nq, fetch), np.int64)
+        params = _SWIG.SearchParametersIVF(nprobe=nprobe) if allowed is None else \
+            _SWIG.SearchParametersIVF(nprobe=nprobe, sel=_SWIG.IDSelectorBitmap(allowed))
+        with _OmpThreads(1 if nq == 1 else BATCH_THREADS):
+            # faiss's Python wrapper of search_preassigned refuses params; the C entry takes them.
+            ivf.search_preassigned_c(nq, faiss.swig_ptr(q), fetch, faiss.swig_ptr(lists), faiss.swig_ptr(list_dist),
+                                     faiss.swig_ptr(dist), faiss.swig_ptr(labels), False, params)
+        return dist, labels
+
+    def rerank(self, queries: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-``k`` of each query's own row of candidate positions ``ids`` (nq, w),
+        -1 entries trailing; same return convention as :meth:`search`."""
+        q = self._check_queries(queries)
+        with _OmpThreads(1):
+            return self._top_k(q, np.ascontiguousarray(ids, np.int64), self._check_k(k), shared=False)
+
     def exact(self, queries: np.ndarray, k: int, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-``k`` among ``positions`` (any order; duplicates ignored) for each query,
         from the full-precision vectors; same return convention as :meth:`search`."""
@@ -398,6 +494,17 @@ class IvfSegment:
         pos = self._check_positions(positions)
         with _OmpThreads(1 if len(q) == 1 else BATCH_THREADS):
             return self._top_k(q, pos, k, shared=True)
+
+    def exact_all(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-``k`` over every row (tombstones included: the caller drops them),
+        by BLAS from the memory map on the calling thread's OpenMP threads; same return
+        convention as :meth:`search`. For measuring recall, not for serving."""
+        q = self._check_queries(queries)
+        k = min(self._check_k(k), self._n)
+        with _OmpThreads(BATCH_THREADS):
+            sims, labels = faiss.knn(q, self._rows(), k, metric=_faiss_metric(self._metric))
+        dist = sims if self._metric == "l2" else np.float32(1.0) - sims
+        return np.asarray(labels, np.int64), np.asarray(dist, np.float32)
 
     def vectors(self, positions: np.ndarray) -> np.ndarray:
         """Full-precision rows at ``positions`` as a new (len, d) float32 array."""
@@ -416,6 +523,7 @@ class IvfSegment:
             "metric": self._metric,
             "n": self._n,
             "dim": self._dim,
+            "codebook": self.codebook,
             "index": faiss.serialize_index(self._live_index()).tobytes(),
             "vectors": self._rows().tobytes(),
         }
@@ -438,7 +546,11 @@ class IvfSegment:
         index = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
         if index.d != dim or index.ntotal != n or index.metric_type != _faiss_metric(metric):
             raise ValueError("index: dimension, row count or metric disagree with the parts")
-        return cls(index, file_backed(Path(path), raw, np.float32, (n, dim)), Path(path), metric, params, len(blob))
+        codebook = parts.get("codebook")
+        if codebook is not None and not isinstance(codebook, str):
+            raise ValueError("codebook: must be a codebook id or None")
+        return cls(index, file_backed(Path(path), raw, np.float32, (n, dim)), Path(path), metric, params, len(blob),
+                   codebook)
 
     def memory_bytes(self) -> int:
         """Bytes resident for the faiss index (codes, ids, centroids, quantiser tables),

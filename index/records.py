@@ -64,6 +64,7 @@ class CollectionConfig:
     payload: tuple[tuple[str, str], ...] = ()
     segment_records: int = 1_000_000
     embedding_model: str | None = None  # sentence-transformers model for search by text (index/embed.py)
+    target_recall: float = 0.95  # recall@10 that calibration (Collection.calibrate) picks settings for
 
     def validate(self) -> None:
         """Raise InvalidRecord naming the first bad field."""
@@ -94,6 +95,9 @@ class CollectionConfig:
         if self.embedding_model is not None and (
                 not isinstance(self.embedding_model, str) or not 1 <= len(self.embedding_model) <= 1024):
             raise InvalidRecord("embedding_model", "must be a model directory or an installed model package name")
+        if (isinstance(self.target_recall, bool) or not isinstance(self.target_recall, (int, float))
+                or not 0 < self.target_recall <= 1):
+            raise InvalidRecord("target_recall", "must be a number above 0 and at most 1")
         for path, kind in self.payload:
             if not isinstance(path, str) or not path or kind not in PAYLOAD_TYPES:
                 raise InvalidRecord("payload", f"{path!r}: type must be one of {', '.join(PAYLOAD_TYPES)}")

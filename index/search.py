@@ -18,7 +18,8 @@ H = TypeVar("H")
 class SearchSpec:
     """How to search; every field has the default of a plain top-10 query.
 
-    ``ef`` / ``nprobe``: None takes the tuned value, else the collection's. ``filter``: a
+    ``ef`` / ``nprobe`` / ``rerank`` (historical candidates re-ranked exactly): None takes
+    the calibrated value, else the collection's. ``filter``: a
     metadata filter (checked against the limits where it came in). ``deadline``
     (time.monotonic): segments not started by then are skipped and the result is
     ``partial``. ``merge`` / ``weights``: how the tiers' hits combine (see
@@ -31,6 +32,7 @@ class SearchSpec:
     include_metadata: bool = True
     include_vector: bool = False
     nprobe: int | None = None
+    rerank: int | None = None
     recent: bool = True
     historical: bool = True
     deadline: float | None = None

@@ -463,13 +463,19 @@ class Jobs:
 
         def choose(coll: Collection) -> list[int | list[int]]:
             # Runs of small segments (one per incremental migration) merge into one; the
-            # skewed segments left over are re-trained on their own.
+            # segments of an older codebook than the shared one are rebuilt on it; skewed
+            # segments with a codebook of their own are re-trained on their own.
             groups = coll.merge_candidates()
             merging = {seq for group in groups for seq in group}
-            skewed = [e["seq"] for e in coll.segment_report() if needs_retrain(e, threshold) and e["seq"] not in merging]
-            return [*groups, *skewed]
+            stale = [seq for seq in coll.stale_segments() if seq not in merging]
+            merging.update(stale)
+            skewed = [e["seq"] for e in coll.segment_report()
+                      if needs_retrain(e, threshold) and e["seq"] not in merging and not e.get("shared")]
+            return [*groups, *stale, *skewed]
 
-        return await self.db.rebuild_segments(choose, run.stop)
+        retrained = [] if run.stop() else await self.db.retrain_codebooks()
+        out = await self.db.rebuild_segments(choose, run.stop)
+        return {**out, "codebooks": retrained}
 
     async def _compact(self, run: JobRun) -> dict[str, Any]:
         ratio = self.config.segment_tombstone_ratio

@@ -188,7 +188,7 @@ def test_l2_and_ip_metrics_return_exact_ordering_on_random_data(tmp_path: Path, 
 
 def test_parts_round_trip_gives_identical_results(real: Real, seg: IvfSegment, tmp_path: Path) -> None:
     parts = seg.to_parts()
-    assert set(parts) == {"params", "metric", "n", "dim", "index", "vectors"}
+    assert set(parts) == {"params", "metric", "n", "dim", "codebook", "index", "vectors"}
     assert all(isinstance(v, (str, int, float, type(None))) for v in parts["params"].values())
     assert isinstance(parts["index"], bytes) and isinstance(parts["vectors"], bytes)
     restored = IvfSegment.from_parts(parts, tmp_path / "restored.f32")
