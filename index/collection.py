@@ -195,12 +195,17 @@ class Collection:
 
     def calibrated(self) -> dict[str, Any]:
         """The search settings searches use when a request does not set them, with the recall
-        they measured (None before a calibration) and where each came from."""
+        they measured and where they came from ("defaults" before a calibration); keys
+        without a value (recall before a calibration, rerank without a shared codebook)
+        are left out."""
         t = self.tuned
-        return {"ef": t.get("ef", self.config.ef_search), "nprobe": self._nprobe(),
-                "rerank": self._depth(10), "recall": t.get("recall"),
+        shared = self.coarse is not None
+        out = {"ef": t.get("ef", self.config.ef_search),
+                "nprobe": self._nprobe() if shared else int(t.get("own_nprobe") or self.config.ivf_nprobe),
+                "rerank": self._depth(10) if shared else None, "recall": t.get("recall"),
                 "ef_recall": t.get("ef_recall"), "target": t.get("target", self.config.target_recall),
                 "rows": t.get("rows"), "source": "calibrated" if t else "defaults"}
+        return {key: value for key, value in out.items() if value is not None}
 
     # ---------------------------------------------------------------- mutations
     def apply_upsert(self, batch: Batch) -> list[bool]:
@@ -904,7 +909,7 @@ class Collection:
             tuned.update(found, codebook=coarse.id, rows=rows)
         elif segments and sum(s.live for s in segments) > k + 1:  # segments of older releases only
             found = self._calibrate_shared(None, segments, rng, sample, k, target, result)
-            tuned.update(own_nprobe=found["nprobe"])
+            tuned.update(own_nprobe=found["nprobe"], recall=found["recall"], target=target)
         self.tuned = tuned
         self.version = next(_VERSIONS)  # cached answers came from the old settings
         return result

@@ -174,6 +174,8 @@ async def test_tuning_picks_ef_and_nprobe_that_meet_the_target_recall(client: An
     chosen = result["nprobe_recall"][str(result["nprobe"])]
     assert chosen >= 0.97 and all(v < 0.97 for k, v in result["nprobe_recall"].items() if int(k) < result["nprobe"])
     info = await (await client.get(f"{API}/collections/t")).json()
-    assert info["tuned"] == {"ef": result["ef"], "nprobe": result["nprobe"]}
+    calibrated = info["calibrated"]
+    assert (calibrated["ef"], calibrated["nprobe"], calibrated["recall"]) == (result["ef"], result["nprobe"], chosen)
+    assert calibrated["source"] == "calibrated" and calibrated["target"] == 0.97
     resp = await client.post(f"{API}/collections/t/tune", json={"target_recall": 1.5})
     assert resp.status == 400
