@@ -1334,7 +1334,7 @@ class Collection:
                 scratch_dir: Path, codebook: tuple[Codebook, int] | None = None) -> Collection:
         self = cls(config, scratch_dir)
         self.recent = RecentTier.from_parts(config, recent, scratch_dir)
-        self.tuned = {k: v for k, v in (recent.get("tuned") or {}).items() if isinstance(v, (int, float))}
+        self.tuned = {k: v for k, v in (recent.get("tuned") or {}).items() if isinstance(v, (int, float, str))}
         if codebook is not None:
             self._install(*codebook)
         self.segments = sorted(segments, key=lambda s: s.seq)
