@@ -46,6 +46,7 @@ K: Final = 10
 EF: Final = 64
 NPROBES: Final = (8, 16, 32)
 DEFAULT_NPROBE: Final = 16
+CALIBRATION_NOTE: Final = "a sample of the collection's own records (each left out of its own answers)"
 DRAIN_BATCH: Final = 4096
 DRAIN_THREADS: Final = 2
 AUTO_ROUNDS_ABOVE: Final = 2_000_000
@@ -517,9 +518,14 @@ def run(args: argparse.Namespace, scale: int, workdir: Path, log: Log) -> dict[s
     results["after_migration"] = coll.recent.stats()
     log("compact + drain ...")
     results["drain"] = drain(coll, compact=True)
+    log(f"  {results['drain']['inserted_into_hnsw']} into HNSW in {f(results['drain']['seconds'])}s")
+    log(f"calibrating for recall {config.target_recall} (as the daemon does after a migration) ...")
+    t = time.perf_counter()
+    calibration = coll.calibrate()
+    results["calibration"] = {"seconds": time.perf_counter() - t, **calibration, "settings": coll.calibrated(),
+                              "codebook": coll.stats()["codebook"]}
     results["build_s"] = time.perf_counter() - build_started
-    log(f"  {results['drain']['inserted_into_hnsw']} into HNSW in {f(results['drain']['seconds'])}s; "
-        f"build {results['build_s']:.1f}s")
+    log(f"  {results['calibration']['seconds']:.1f}s: {coll.calibrated()}; build {results['build_s']:.1f}s")
     memory.append(memory_point("after migration + drain"))
     trimmed = release_free_memory()
     memory.append(memory_point("  same, after release_free_memory() (as the daemon's migrator)" if trimmed
@@ -538,7 +544,14 @@ def run(args: argparse.Namespace, scale: int, workdir: Path, log: Log) -> dict[s
     checks = check_filters(coll, cat, cases, args.seed)
 
     search: list[dict[str, Any]] = []
-    for nprobe in NPROBES:
+    chosen = coll.calibrated()["nprobe"]
+    nprobes = sorted({max(1, chosen // 2), chosen, chosen * 2})
+    results["parameters"]["nprobes"] = nprobes
+    for tier, flags, key in (("merged", {}, "all"), ("historical", {"recent": False}, "historical")):
+        row = {"tier": tier, "nprobe": "calibrated", "ef": "calibrated", **measure(coll, queries, truth[key], **flags)}
+        search.append(row)
+        log(f"  {tier} calibrated defaults: {_summary(row)}")
+    for nprobe in nprobes:
         for tier, flags, key in (("merged", {}, "all"), ("historical", {"recent": False}, "historical")):
             row = {"tier": tier, "nprobe": nprobe, "ef": EF,
                    **measure(coll, queries, truth[key], ef=EF, nprobe=nprobe, **flags)}
@@ -554,7 +567,7 @@ def run(args: argparse.Namespace, scale: int, workdir: Path, log: Log) -> dict[s
     for i, (case, check) in enumerate(zip(cases, checks)):
         row = {"kind": case.kind, "target": case.target, "spec": case.spec, "matches": case.matches,
                "selectivity": case.selectivity, "recent_matches": int((case.mask & recent_rows).sum()),
-               **check, **measure(coll, queries, truth[f"filter{i}"], ef=EF, filter=case.spec)}
+               **check, **measure(coll, queries, truth[f"filter{i}"], filter=case.spec)}
         filtered.append(row)
         log(f"  filter {case.kind} {case.selectivity:.4%}: {_summary(row)}")
     results["filtered"] = filtered
@@ -562,17 +575,18 @@ def run(args: argparse.Namespace, scale: int, workdir: Path, log: Log) -> dict[s
     log("parallel tiers ...")
     parallel = []
     with ThreadPoolExecutor(2) as executor:
-        parallel.append({"query": f"unfiltered, nprobe {DEFAULT_NPROBE}",
-                         **measure_paired(coll, queries, truth["all"], executor, ef=EF, nprobe=DEFAULT_NPROBE)})
+        parallel.append({"query": "unfiltered, calibrated defaults",
+                         **measure_paired(coll, queries, truth["all"], executor)})
         pick = next((i for i, c in enumerate(cases) if c.target == 0.1), None)
         if pick is not None:
             parallel.append({"query": f"filter {cases[pick].kind} {cases[pick].selectivity:.2%}",
-                             **measure_paired(coll, queries, truth[f"filter{pick}"], executor, ef=EF,
+                             **measure_paired(coll, queries, truth[f"filter{pick}"], executor,
                                               filter=cases[pick].spec)})
     results["parallel"] = parallel
     log(f"{CLIENT_THREADS} client threads ...")
-    results["threads"] = [{"nprobe": nprobe, **measure_threads(coll, queries, truth["all"], CLIENT_THREADS, ef=EF,
-                                                               nprobe=nprobe)} for nprobe in NPROBES]
+    results["threads"] = [{"nprobe": "calibrated", **measure_threads(coll, queries, truth["all"], CLIENT_THREADS)}]
+    results["threads"] += [{"nprobe": nprobe, **measure_threads(coll, queries, truth["all"], CLIENT_THREADS, ef=EF,
+                                                                nprobe=nprobe)} for nprobe in nprobes]
     for row in results["threads"]:
         log(f"  nprobe={row['nprobe']}: {row['qps']:.1f} QPS, p99 {row['p99_ms']:.1f} ms")
     memory.append(memory_point("after searches"))
@@ -679,8 +693,13 @@ def render(results: dict[str, Any]) -> str:
     rows = [[f"{r['target']:.1%}", r["kind"], msgspec.json.encode(r["spec"]).decode(), r["matches"],
              f"{r['selectivity']:.4%}", r["recent_matches"], "yes" if r["index_agrees"] else f"NO ({r['index_count']})",
              f(r["recall@10"], 4), f(r["qps"], 1), f(r["p50_ms"], 2), f(r["p99_ms"], 2)] for r in results["filtered"]]
-    out += [f"Filtered search (ef {p['ef']}, nprobe {p['default_nprobe']} = config default; exact top-10 among "
-            "matching records of both tiers)",
+    cal = results.get("calibration")
+    if cal:
+        settings = cal["settings"]
+        out += [f"Calibration for recall@10 >= {cal['target']} ({cal['seconds']:.1f}s, {'met' if cal['met'] else 'MISSED'}): "
+                f"ef {settings.get('ef')}, nprobe {settings.get('nprobe')}, re-rank {settings.get('rerank')}, "
+                f"measured recall {settings.get('recall')} on {CALIBRATION_NOTE}; codebook {cal.get('codebook')}", ""]
+    out += ["Filtered search (calibrated defaults; exact top-10 among matching records of both tiers)",
             table(["target", "kind", "filter", "matches", "selectivity", "in recent", "index count ok",
                    "R@10", "QPS", "p50 ms", "p99 ms"], rows)]
     bad = [r for r in results["filtered"] if r["predicate_disagreements"]]
