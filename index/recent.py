@@ -30,11 +30,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import faiss
 import hnswlib
 import msgspec
 import numpy as np
 
 from .metrics import raw_distances
+
+_BY_INDEX_FROM: Final = 256
+"""Exact scans of more labels than this run in faiss over the rows in place."""
 from .payload import PayloadIndex
 from .records import Batch, CollectionConfig
 from .rwlock import RWLock
@@ -381,11 +385,27 @@ class RecentTier:
     def exact(self, labels: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if not len(labels):
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        if len(labels) > _BY_INDEX_FROM and k < len(labels):
+            return self._exact_by_index(labels, query, k)
         dist = self.distances(labels, query)
         if len(labels) > k:
             part = np.argpartition(dist, k - 1)[:k]
             labels, dist = labels[part], dist[part]
         return labels.astype(np.int64), dist
+
+    def _exact_by_index(self, labels: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` of many ``labels`` scored by faiss in place (SIMD, no gathered copy:
+        gathering 3,000 MiniLM rows cost 1 ms of a 1.3 ms filtered scan)."""
+        ids = np.ascontiguousarray(labels, np.int64)
+        q = np.ascontiguousarray(query, np.float32).reshape(1, -1)
+        vals = np.empty((1, k), np.float32)
+        found = np.empty((1, k), np.int64)
+        knn = faiss.knn_L2sqr_by_idx if self.space == "l2" else faiss.knn_inner_products_by_idx
+        knn(faiss.swig_ptr(q), faiss.swig_ptr(self.vectors), faiss.swig_ptr(ids), self.dim, 1, len(self.vectors),
+            len(ids), k, faiss.swig_ptr(vals), faiss.swig_ptr(found), 0)
+        keep = found[0] >= 0
+        dist = vals[0][keep] if self.space == "l2" else np.float32(1.0) - vals[0][keep]
+        return found[0][keep], dist
 
     def graph(self, queries: np.ndarray, k: int, num_threads: int = 1) -> tuple[np.ndarray, np.ndarray] | None:
         """Graph top-``k`` for each query row, or None when the graph cannot return k

