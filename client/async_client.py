@@ -10,6 +10,7 @@ See :data:`IDEMPOTENT` for which calls count as safe to repeat.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 from collections.abc import (
     AsyncGenerator,
@@ -51,6 +52,7 @@ _INGEST: Final = msgspec.json.Decoder(IngestResult)
 _BULK: Final = msgspec.json.Decoder(BulkResult)
 _FIND: Final = msgspec.json.Decoder(FindResult)
 _RECORD: Final = msgspec.json.Decoder(Record)
+_LARGE_BODY: Final = 1 << 20
 FIND_QUERY_BYTES: Final = 2_048  # a find filter longer than this (JSON) is sent in a POST body
 
 #: Which calls are retried (after a broken connection, a timeout, or 429/502/503/504).
@@ -138,7 +140,10 @@ class AsyncClient:
         while True:
             retry_after: str | None = None
             try:
-                async with self.session().request(method, url, data=payload, **options) as resp:
+                # a large bytes body as a fresh file object per attempt: aiohttp sends it in
+                # pieces (it warns about, and blocks the loop on, one >1 MiB bytes write)
+                sent = io.BytesIO(payload) if isinstance(payload, bytes) and len(payload) > _LARGE_BODY else payload
+                async with self.session().request(method, url, data=sent, **options) as resp:
                     raw = await resp.read()
                     if resp.status < 400:
                         return raw

@@ -663,8 +663,8 @@ async def _bulk_import(client: AsyncClient, args: argparse.Namespace, formats: l
     report = {"collection": args.collection, "files": list(args.files), "records": stored, "successful": stored,
               "failed": 0, "errors": [], "historical": historical, "requests": requests,
               "seconds": round(seconds, 3), "records_per_s": round(stored / seconds, 1) if seconds > 0 else None}
-    out.result(report, f"imported {stored} records into {args.collection} ({historical} historical) in "
-                       f"{seconds:.1f}s, {report['records_per_s']} records/s")
+    out.result(report, f"imported {stored} of {grand_total} records into {args.collection} ({historical} "
+                       f"historical) in {seconds:.1f}s, {report['records_per_s']} records/s")
     return EXIT_OK
 
 
