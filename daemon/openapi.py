@@ -48,6 +48,12 @@ def _op(summary: str, body: type | None, out: type | dict[str, Any] | None, ok: 
     return op
 
 
+def _with_error(status: str, text: str, op: dict[str, Any]) -> dict[str, Any]:
+    """``op`` that also documents the error ``status``."""
+    op["responses"][status] = _error(text)
+    return op
+
+
 def _object(**properties: Any) -> dict[str, Any]:
     """A JSON object schema in which every listed property is required."""
     return {"type": "object", "required": sorted(properties), "properties": properties}
@@ -298,14 +304,14 @@ def build_openapi(version: str) -> dict[str, Any]:
             **_op("Streamed NDJSON upserts: totals and per-line errors", None, _INGESTED, params=c),
             "requestBody": {"required": False,  # an empty body ingests nothing (200, 0 lines)
                             "content": {"application/x-ndjson": {"schema": {"type": "string"}}}}}},
-        "/api/v1/collections/{c}/bulk": {"post": {
+        "/api/v1/collections/{c}/bulk": {"post": _with_error("415", "the body is not an Arrow IPC stream", {
             **_op("Bulk upsert from an Arrow IPC stream (columns id, vector, metadata, timestamp), all or "
                   "nothing, acknowledged once durable", None, _BULKED, params=c),
             "parameters": [*_op("", None, None, params=c)["parameters"],
                            *_query("rows", kind="integer", minimum=0)],
             "requestBody": {"required": True,
                             "content": {"application/vnd.apache.arrow.stream": {
-                                "schema": {"type": "string", "format": "binary"}}}}}},
+                                "schema": {"type": "string", "format": "binary"}}}}})},
         "/api/v1/collections/{c}/export": {"get": {
             **_streamed(_op("Every record as NDJSON in id order, streamed (?after=<id> resumes, ?include_vector)",
                             None, None, params=c), "application/x-ndjson", "one record per line"),
