@@ -24,6 +24,7 @@ from .errors import (
 )
 from .results import (
     BatchResult,
+    BulkResult,
     CollectionInfo,
     ErrorDetail,
     Event,
@@ -45,7 +46,7 @@ from .sync_client import Client
 from .websocket import Subscription, WebSocketSession
 
 __all__ = [
-    "DEFAULT_URL", "IDEMPOTENT", "AsyncClient", "BatchResult", "Client", "CollectionInfo", "CollectionNotFound",
+    "DEFAULT_URL", "IDEMPOTENT", "AsyncClient", "BatchResult", "BulkResult", "Client", "CollectionInfo", "CollectionNotFound",
     "Conflict", "ConnectionFailed", "DimensionMismatch", "ErrorDetail", "Event", "EventRecord", "FindResult", "Forbidden",
     "GetResult", "IngestResult", "InvalidRequest", "ItemError", "LineError", "Match", "NotFound", "Notice",
     "PayloadTooLarge", "RateLimited", "Record", "RecordNotFound", "RequestTimeout", "RetryPolicy", "S5vecError",

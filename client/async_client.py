@@ -10,6 +10,7 @@ See :data:`IDEMPOTENT` for which calls count as safe to repeat.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 from collections.abc import (
     AsyncGenerator,
@@ -29,6 +30,7 @@ from yarl import URL
 from .errors import ConnectionFailed, RequestTimeout, S5vecError, error_from
 from .results import (
     BatchResult,
+    BulkResult,
     CollectionInfo,
     FindResult,
     IngestResult,
@@ -47,8 +49,10 @@ INGEST_CHUNK_BYTES: Final = 256 << 10
 _SEARCH: Final = msgspec.json.Decoder(SearchResponse)
 _BATCH: Final = msgspec.json.Decoder(BatchResult)
 _INGEST: Final = msgspec.json.Decoder(IngestResult)
+_BULK: Final = msgspec.json.Decoder(BulkResult)
 _FIND: Final = msgspec.json.Decoder(FindResult)
 _RECORD: Final = msgspec.json.Decoder(Record)
+_LARGE_BODY: Final = 1 << 20
 FIND_QUERY_BYTES: Final = 2_048  # a find filter longer than this (JSON) is sent in a POST body
 
 #: Which calls are retried (after a broken connection, a timeout, or 429/502/503/504).
@@ -63,7 +67,7 @@ FIND_QUERY_BYTES: Final = 2_048  # a find filter longer than this (JSON) is sent
 IDEMPOTENT: Final = frozenset({
     "health", "ready", "list_collections", "get_collection", "create_collection", "get", "find",
     "search", "upsert", "upsert_batch", "update_metadata", "delete_many(ids)", "statistics", "checkpoint",
-    "migrate", "tune_collection", "ingest(bytes)",
+    "migrate", "tune_collection", "ingest(bytes)", "bulk_upsert",
 })
 
 
@@ -136,7 +140,10 @@ class AsyncClient:
         while True:
             retry_after: str | None = None
             try:
-                async with self.session().request(method, url, data=payload, **options) as resp:
+                # a large bytes body as a fresh file object per attempt: aiohttp sends it in
+                # pieces (it warns about, and blocks the loop on, one >1 MiB bytes write)
+                sent = io.BytesIO(payload) if isinstance(payload, bytes) and len(payload) > _LARGE_BODY else payload
+                async with self.session().request(method, url, data=sent, **options) as resp:
                     raw = await resp.read()
                     if resp.status < 400:
                         return raw
@@ -381,6 +388,22 @@ class AsyncClient:
             raw = await self.request("POST", path, data=_ndjson(records, progress), timeout=no_limit,
                                      headers=headers, idempotent=False)
         return _INGEST.decode(raw)
+
+    async def bulk_upsert(self, collection: str, data: Any, *, rows: int | None = None) -> BulkResult:
+        """``POST .../bulk``: one request, all or nothing, answered once durable. ``data`` is
+        an Arrow IPC stream (bytes) or a pyarrow Table/RecordBatch in the bulk layout
+        (:func:`s5vec.client.bulk.arrow_table` builds one from ids, vectors, metadata and
+        timestamps). Retried like an upsert (the same ids are written again)."""
+        from .bulk import ARROW_STREAM, arrow_stream
+
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            rows = data.num_rows if rows is None else rows
+            data = arrow_stream(data)
+        params = {"rows": str(rows)} if rows is not None else None
+        no_limit = aiohttp.ClientTimeout(total=None, connect=self.timeout, sock_connect=self.timeout)
+        raw = await self.request("POST", f"{API}/collections/{segment(collection)}/bulk", data=bytes(data),
+                                 timeout=no_limit, headers={"Content-Type": ARROW_STREAM}, params=params)
+        return _BULK.decode(raw)
 
     # ---------------------------------------------------------------------- admin
     async def statistics(self) -> dict[str, Any]:

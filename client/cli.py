@@ -45,7 +45,9 @@ EXIT_USAGE: Final = 2
 EXIT_UNREACHABLE: Final = 3
 EXIT_PARTIAL: Final = 4
 COMMANDS: Final = frozenset({"collections", "upsert", "import", "export", "search", "get", "delete", "storage"})
-FORMATS: Final = ("ndjson", "csv", "npy")
+FORMATS: Final = ("ndjson", "csv", "npy", "parquet", "arrow")
+BULK_FORMATS: Final = frozenset({"npy", "parquet", "arrow"})  # sent through POST .../bulk as Arrow streams
+BULK_IN_FLIGHT: Final = 2  # requests of a bulk import in flight: one decoded by the server while one commits
 _SHOWN_ERRORS: Final = 20
 
 
@@ -119,23 +121,27 @@ def add_commands(sub: Any) -> None:
     upsert.add_argument("--metadata", help="JSON object")
     upsert.add_argument("--timestamp", help="ISO 8601 or Unix seconds (default: now)")
 
-    imp = sub.add_parser("import", parents=[common], help="import NDJSON, CSV or .npy records (streamed)")
+    imp = sub.add_parser("import", parents=[common],
+                         help="import NDJSON or CSV records (streamed), or .npy, Parquet and Arrow files (bulk)")
     imp.add_argument("collection")
-    imp.add_argument("file", help="input file ('-': NDJSON on standard input)")
-    imp.add_argument("--format", choices=FORMATS, help="default: from the file name (.ndjson/.jsonl/.json, .csv/.tsv, "
-                                                       ".npy)")
+    imp.add_argument("files", nargs="+", metavar="FILE", help="input files ('-': NDJSON on standard input)")
+    imp.add_argument("--format", choices=FORMATS, help="default: from each file name (.ndjson/.jsonl/.json, .csv/.tsv, "
+                                                       ".npy, .parquet/.pq, .arrow/.feather/.arrows/.ipc)")
+    imp.add_argument("--chunk-rows", type=int, default=None,
+                     help="bulk formats: rows per request (default 8192)")
     imp.add_argument("--create", action="store_true",
                      help="create the collection if it does not exist (dimension from the data)")
     imp.add_argument("--metric", choices=("cosine", "l2", "ip"), default="cosine", help="with --create")
-    imp.add_argument("--id-column", default="id", help="CSV: column of record ids (default id)")
-    imp.add_argument("--vector-column", default="vector", help="CSV: column of vectors (default vector)")
-    imp.add_argument("--timestamp-column", default="timestamp", help="CSV: column of timestamps, if present")
+    imp.add_argument("--id-column", default="id", help="CSV/Parquet/Arrow: column of record ids (default id)")
+    imp.add_argument("--vector-column", default="vector", help="CSV/Parquet/Arrow: column of vectors (default vector)")
+    imp.add_argument("--timestamp-column", default="timestamp",
+                     help="CSV/Parquet/Arrow: column of timestamps, if present")
     imp.add_argument("--delimiter", help="CSV: field separator (default ',', tab for .tsv)")
     imp.add_argument("--infer-types", action="store_true",
                      help="CSV: read metadata cells that are JSON numbers, booleans, arrays or objects as such "
                           "(default: every cell is a string)")
     imp.add_argument("--metadata", help=".npy: NDJSON with one {id?, metadata?, timestamp?} line per row")
-    imp.add_argument("--id-prefix", default="", help=".npy without ids: ids are PREFIX + row number")
+    imp.add_argument("--id-prefix", default="", help="files without ids: ids are PREFIX + row number")
 
     export = sub.add_parser("export", parents=[common], help="write every record as NDJSON (what import reads)")
     export.add_argument("collection")
@@ -505,6 +511,10 @@ def _format_of(path: str, given: str | None) -> str:
         return "csv"
     if suffix == ".npy":
         return "npy"
+    if suffix in (".parquet", ".pq"):
+        return "parquet"
+    if suffix in (".arrow", ".feather", ".arrows", ".ipc"):
+        return "arrow"
     raise UsageError(f"cannot tell the format of {path}; use --format {'|'.join(FORMATS)}")
 
 
@@ -568,10 +578,112 @@ def _report_ingest(collection: str, result: IngestResult, source: Source, out: O
 
 
 async def _import(client: AsyncClient, args: argparse.Namespace, out: Output) -> int:
-    fmt = _format_of(args.file, args.format)
-    source, handle = _open_source(args.file, fmt, args)
+    formats = [_format_of(path, args.format) for path in args.files]
+    if any(fmt in BULK_FORMATS for fmt in formats):
+        if not all(fmt in BULK_FORMATS for fmt in formats):
+            raise UsageError("import .npy, Parquet and Arrow files (bulk) apart from NDJSON and CSV (streamed)")
+        return await _bulk_import(client, args, formats, out)
+    if len(args.files) > 1:
+        codes = []
+        for path, fmt in zip(args.files, formats):
+            source, handle = _open_source(path, fmt, args)
+            with handle:
+                codes.append(await _ingest(client, args.collection, source, args.create, args.metric, out))
+        return max(codes)
+    source, handle = _open_source(args.files[0], formats[0], args)
     with handle:
         return await _ingest(client, args.collection, source, args.create, args.metric, out)
+
+
+async def _bulk_import(client: AsyncClient, args: argparse.Namespace, formats: list[str], out: Output) -> int:
+    """Files through ``POST .../bulk`` in chunks, BULK_IN_FLIGHT requests at a time; each
+    request is all or nothing, so the first refused chunk stops the import (the chunks
+    before it are stored: importing again rewrites them by id)."""
+    import time
+
+    from .bulk import CHUNK_ROWS, BulkInputError, file_chunks
+
+    rows = args.chunk_rows or CHUNK_ROWS
+    if rows < 1:
+        raise UsageError("--chunk-rows must be at least 1")
+    sources = []
+    try:
+        for path, fmt in zip(args.files, formats):
+            sidecar = Path(args.metadata) if fmt == "npy" and args.metadata else None
+            total, tables = file_chunks(Path(path), fmt, rows, id_column=args.id_column,
+                                        vector_column=args.vector_column, timestamp_column=args.timestamp_column,
+                                        id_prefix=args.id_prefix, sidecar=sidecar)
+            sources.append((path, total, tables))
+    except ImportError as exc:
+        raise UsageError(f"importing {', '.join(sorted(set(formats)))} files needs pyarrow and numpy ({exc})") from None
+    except (BulkInputError, OSError) as exc:
+        raise UsageError(f"cannot read {getattr(exc, 'filename', None) or ''}{exc}".strip()) from None
+    grand_total = sum(total for _, total, _ in sources)
+    bar = _progress(grand_total, "rec", f"import {args.collection}")
+    stored = historical = requests = 0
+    started = time.perf_counter()
+    created = not args.create
+    in_flight: set[asyncio.Task[Any]] = set()
+
+    async def settle(task: asyncio.Task[Any]) -> None:
+        nonlocal stored, historical, requests
+        result, count = await task
+        stored += result.records
+        historical += result.historical
+        requests += 1
+        bar.update(count)
+
+    try:
+        for path, _total, tables in sources:
+            first = 0
+            try:
+                for table in tables:
+                    if not created:
+                        await _ensure_collection(client, args.collection, table, args.metric)
+                        created = True
+                    where = f"{path} rows {first}..{first + table.num_rows - 1}"
+                    in_flight.add(asyncio.create_task(_send_chunk(client, args.collection, table, where)))
+                    first += table.num_rows
+                    while len(in_flight) >= BULK_IN_FLIGHT:
+                        done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                        for task in done:
+                            await settle(task)
+            except BulkInputError as exc:
+                raise UsageError(str(exc)) from None
+        while in_flight:
+            done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                await settle(task)
+    finally:
+        for task in in_flight:
+            task.cancel()
+        await asyncio.gather(*in_flight, return_exceptions=True)
+        bar.close()
+    seconds = time.perf_counter() - started
+    report = {"collection": args.collection, "files": list(args.files), "records": stored, "successful": stored,
+              "failed": 0, "errors": [], "historical": historical, "requests": requests,
+              "seconds": round(seconds, 3), "records_per_s": round(stored / seconds, 1) if seconds > 0 else None}
+    out.result(report, f"imported {stored} of {grand_total} records into {args.collection} ({historical} "
+                       f"historical) in {seconds:.1f}s, {report['records_per_s']} records/s")
+    return EXIT_OK
+
+
+async def _send_chunk(client: AsyncClient, collection: str, table: Any, where: str) -> tuple[Any, int]:
+    try:
+        return await client.bulk_upsert(collection, table), table.num_rows
+    except S5vecError as exc:  # say which file and rows the server refused
+        exc.message = f"{where}: {exc.message}"
+        raise
+
+
+async def _ensure_collection(client: AsyncClient, collection: str, table: Any, metric: str) -> None:
+    """``--create``: the collection, with the dimension of the first chunk's vectors."""
+    try:
+        await client.get_collection(collection)
+    except S5vecError as exc:
+        if exc.code != "collection_not_found":
+            raise
+        await client.create_collection(collection, table.schema.field("vector").type.list_size, metric)
 
 
 async def _upsert(client: AsyncClient, args: argparse.Namespace, out: Output) -> int:

@@ -109,6 +109,15 @@ class LineError(Struct, frozen=True):
     error: ErrorDetail
 
 
+class BulkResult(Struct, frozen=True):
+    """Answer of a bulk upsert: rows stored, how many of them were already historical
+    (they go to sealed segments, never the graph), and WAL records written."""
+
+    records: int
+    historical: int
+    wal_records: int
+
+
 class IngestResult(Struct, frozen=True):
     """Totals of a streamed NDJSON ingest; ``errors`` lists at most 1,000 lines
     (``errors_truncated`` says when more failed)."""

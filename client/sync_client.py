@@ -30,6 +30,7 @@ from .results import (
     Event,
     FindResult,
     GetResult,
+    BulkResult,
     IngestResult,
     Match,
     Notice,
@@ -277,6 +278,10 @@ class Client:
     def search(self, collection: str, vector: Any = None, k: int = 10, filter: Mapping[str, Any] | None = None,
                **options: Any) -> SearchResponse:
         return self._run(self.aio.search(collection, vector, k, filter, **options))
+
+    def bulk_upsert(self, collection: str, data: Any, *, rows: int | None = None) -> BulkResult:
+        """See :meth:`AsyncClient.bulk_upsert`."""
+        return self._run(self.aio.bulk_upsert(collection, data, rows=rows))
 
     def ingest(self, collection: str, records: Iterable[Record | Mapping[str, Any] | bytes] | bytes,
                progress: Any = None) -> IngestResult:

@@ -48,6 +48,12 @@ def _op(summary: str, body: type | None, out: type | dict[str, Any] | None, ok: 
     return op
 
 
+def _with_error(status: str, text: str, op: dict[str, Any]) -> dict[str, Any]:
+    """``op`` that also documents the error ``status``."""
+    op["responses"][status] = _error(text)
+    return op
+
+
 def _object(**properties: Any) -> dict[str, Any]:
     """A JSON object schema in which every listed property is required."""
     return {"type": "object", "required": sorted(properties), "properties": properties}
@@ -66,6 +72,7 @@ _INGESTED: Final = _object(
     lines=_INT, successful=_INT, failed=_INT, batches=_INT, errors_truncated={"type": "boolean"},
     errors={"type": "array", "items": _object(line=_INT, id={"type": ["string", "null"]},
                                               error=_object(code=_STR, message=_STR))})
+_BULKED: Final = _object(records=_INT, historical=_INT, wal_records=_INT)
 
 
 def _error(text: str) -> dict[str, Any]:
@@ -191,6 +198,7 @@ _TAGS: Final = (("/api/v1/admin", "admin"), ("/api/v1/stream", "feeds"),
                 ("/api/v1/collections/{c}/search", "search"), ("/api/v1/search", "search"),
                 ("/api/v1/collections/{c}/vectors", "vectors"), ("/api/v1/vectors", "vectors"),
                 ("/api/v1/collections/{c}/ingest", "vectors"), ("/api/v1/collections/{c}/export", "vectors"),
+                ("/api/v1/collections/{c}/bulk", "vectors"),
                 ("/api/v1/collections", "collections"), ("/", "service"))
 OPERATION_IDS: Final = {
     ("get", "/health"): "health", ("get", "/ready"): "ready", ("get", "/metrics"): "metrics",
@@ -205,7 +213,7 @@ OPERATION_IDS: Final = {
     ("put", "/api/v1/collections/{c}/vectors/{id}"): "replace_metadata",
     ("delete", "/api/v1/collections/{c}/vectors/{id}"): "delete_record",
     ("post", "/api/v1/collections/{c}/search"): "search",
-    ("post", "/api/v1/collections/{c}/ingest"): "ingest", ("get", "/api/v1/collections/{c}/export"): "export",
+    ("post", "/api/v1/collections/{c}/ingest"): "ingest", ("post", "/api/v1/collections/{c}/bulk"): "bulk", ("get", "/api/v1/collections/{c}/export"): "export",
     ("post", "/api/v1/collections/{c}/tune"): "tune_collection",
     ("post", "/api/v1/vectors"): "default_upsert", ("post", "/api/v1/vectors/batch"): "default_upsert_batch",
     ("get", "/api/v1/vectors/{id}"): "default_get_record", ("delete", "/api/v1/vectors/{id}"): "default_delete_record",
@@ -296,6 +304,14 @@ def build_openapi(version: str) -> dict[str, Any]:
             **_op("Streamed NDJSON upserts: totals and per-line errors", None, _INGESTED, params=c),
             "requestBody": {"required": False,  # an empty body ingests nothing (200, 0 lines)
                             "content": {"application/x-ndjson": {"schema": {"type": "string"}}}}}},
+        "/api/v1/collections/{c}/bulk": {"post": _with_error("415", "the body is not an Arrow IPC stream", {
+            **_op("Bulk upsert from an Arrow IPC stream (columns id, vector, metadata, timestamp), all or "
+                  "nothing, acknowledged once durable", None, _BULKED, params=c),
+            "parameters": [*_op("", None, None, params=c)["parameters"],
+                           *_query("rows", kind="integer", minimum=0)],
+            "requestBody": {"required": True,
+                            "content": {"application/vnd.apache.arrow.stream": {
+                                "schema": {"type": "string", "format": "binary"}}}}})},
         "/api/v1/collections/{c}/export": {"get": {
             **_streamed(_op("Every record as NDJSON in id order, streamed (?after=<id> resumes, ?include_vector)",
                             None, None, params=c), "application/x-ndjson", "one record per line"),

@@ -10,7 +10,8 @@ segments the manifest covers.  Restart = load the manifest + replay the WAL.
 :class:`Database` is assembled from one part per concern, each in its own module over the
 state this module's ``__init__`` sets up: :class:`~.reads.Reads` (catalog, searches, reads),
 :class:`~.writes.Writes` (write API, group commit, the one apply), :class:`~.indexer.Indexing`,
-:class:`~.checkpoint.Checkpointing` and :class:`~.maintenance.Maintenance`. The pools are one
+:class:`~.checkpoint.Checkpointing`, :class:`~.maintenance.Maintenance` and
+:class:`~.bulk.BulkWrites` (bulk loads). The pools are one
 :class:`~.executors.Executors`.
 """
 
@@ -41,6 +42,7 @@ from s5vec.storage.blobstore import os_failure
 from s5vec.storage.datadir import DataDir, lock_directory, unlock_directory
 
 from .backups import BackupCatalog
+from .bulk import BulkWrites
 from .checkpoint import Checkpointing
 from .config import EngineConfig
 from .embedding import Embedder
@@ -67,7 +69,7 @@ log = logging.getLogger(__name__)
 __all__ = ["Database", "EngineConfig", "MetaPatch", "Query", "ReadOnlyDatabase", "_split"]
 
 
-class Database(Reads, Writes, Indexing, Checkpointing, Maintenance):
+class Database(Reads, Writes, BulkWrites, Indexing, Checkpointing, Maintenance):
     """Everything one data directory holds. Create with :meth:`open`, end with :meth:`close`."""
 
     def __init__(self, data_dir: Path, config: EngineConfig, store: BlobStore | None = None,

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Final, TypeVar
+
+import numpy as np
 
 from .memory import release_free_memory
 
@@ -25,6 +28,20 @@ class Indexing:
 
     def _total_pending(self) -> int:
         return sum(c.pending for c in self.collections.values())
+
+    def _graph_backlog(self) -> int:
+        """Pending vectors bound for a graph: records already older than their collection's
+        recent threshold are left out (the drain parks them at no cost, and migration takes
+        them pending or parked), so a bulk load of old records is not held to the speed of
+        graph construction. What the writer's ``max_pending`` bounds."""
+        now = time.time()
+        total = 0
+        for coll in list(self.collections.values()):
+            recent = coll.recent
+            start, end = recent.hnsw_upto, recent.next
+            if end > start:
+                total += int(np.count_nonzero(recent.timestamps[start:end] >= now - coll.config.recent_threshold_s))
+        return total
 
     async def _indexer(self) -> None:
         linger = self.config.index_linger_s

@@ -188,7 +188,7 @@ class Writes:
                     if not late.future.done():
                         late.future.set_exception(StorageError("database is shutting down"))
                 ops = ops[:stops[0]]
-            while self._total_pending() > self.config.max_pending and any(isinstance(o.record, Upsert) for o in ops):
+            while self._graph_backlog() > self.config.max_pending and any(isinstance(o.record, Upsert) for o in ops):
                 self._drained.clear()
                 await self._drained.wait()
             if ops:

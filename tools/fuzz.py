@@ -430,6 +430,10 @@ def _register_ndjson() -> None:
     def ndjson(_: Any, value: Any) -> bytes:
         return value if isinstance(value, bytes) else str(value).encode()
 
+    @schemathesis.serializer("application/vnd.apache.arrow.stream")  # bulk bodies: the bytes generated, as sent
+    def arrow(_: Any, value: Any) -> bytes:
+        return value if isinstance(value, bytes) else str(value).encode()
+
 
 def api_schema(source: str | dict[str, Any]) -> Any:
     """The schemathesis schema of a daemon URL (its /openapi.json) or of an OpenAPI dict."""

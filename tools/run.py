@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workdir", type=Path, help="where the daemon's data dir and logs go (default: a temp dir, removed)")
     parser.add_argument("--hybrid", action="store_true",
                         help="run the two-tier benchmark instead (options: s5vec bench --hybrid --help)")
+    parser.add_argument("--bulk", action="store_true",
+                        help="bulk loading through REST: durable vectors/s and time until indexed "
+                             "(options: s5vec bench --bulk --help)")
     parser.add_argument("--feeds", action="store_true",
                         help="run the live-feed benchmark instead (options: s5vec bench --feeds --help)")
     parser.add_argument("--peers", action="store_true",
@@ -86,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     if "--hybrid" in argv:  # its own options (--scale, ...): hand every other argument over
         from .hybrid import main as hybrid_main
         return hybrid_main([a for a in argv if a != "--hybrid"])
+    if "--bulk" in argv:  # bulk loading through POST .../bulk: durable vectors/s and time to indexed
+        from .bulk_bench import main as bulk_main
+        return bulk_main([a for a in argv if a != "--bulk"])
     if "--feeds" in argv:  # live feeds: delivery latency and concurrent WebSocket connections
         from .feeds import main as feeds_main
         return feeds_main([a for a in argv if a != "--feeds"])

@@ -165,3 +165,51 @@ def test_storage_status_and_checkpoint(live: Daemon) -> None:
     assert checkpoint.returncode == 0 and "lsn" in js(checkpoint)
     text = s5vec(live, "storage", "status")
     assert "reachable: True" in text.stdout and "checkpoint_lsn" in text.stdout
+
+
+def test_parquet_arrow_and_npy_files_import_in_bulk_and_are_searchable(live: Daemon, tmp_path: Path) -> None:
+    import time
+
+    import pyarrow as pa
+    import pyarrow.feather as feather
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((500, 6)).astype(np.float32)
+    old = time.time() - 30 * 86_400
+    table = pa.table({"id": [f"f{i}" for i in range(500)],
+                      "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), 6),
+                      "genre": ["drama" if i % 2 else "news" for i in range(500)],
+                      "timestamp": [old if i < 400 else time.time() for i in range(500)]})
+    pq.write_table(table.slice(0, 250), tmp_path / "a.parquet")
+    feather.write_feather(table.slice(250), tmp_path / "b.arrow")
+    result = s5vec(live, "import", "k-bulk", str(tmp_path / "a.parquet"), str(tmp_path / "b.arrow"), "--create",
+                   "--chunk-rows", "100", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = js(result)
+    assert report["records"] == 500 and report["historical"] == 400 and report["requests"] == 6
+    got = js(s5vec(live, "get", "k-bulk", "f260", "--json"))
+    assert got["metadata"] == {"genre": "news"} and np.allclose(got["vector"], vectors[260] / np.linalg.norm(vectors[260]),
+                                                                 atol=1e-6)
+    hits = js(s5vec(live, "search", "k-bulk", "--vector", json.dumps(vectors[17].tolist()), "-k", "1", "--json"))
+    assert hits["results"][0]["id"] == "f17"
+    np.save(tmp_path / "more.npy", vectors[:10])
+    assert s5vec(live, "import", "k-bulk", str(tmp_path / "more.npy"), "--id-prefix", "n").returncode == 0
+    assert js(s5vec(live, "get", "k-bulk", "n9", "--json"))["id"] == "n9"
+
+
+def test_a_bulk_import_the_server_refuses_exits_1_naming_the_file_and_rows(live: Daemon, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    assert s5vec(live, "collections", "create", "k-bad", "-d", "4").returncode == 0
+    vectors = np.ones((30, 4), np.float32)
+    vectors[25, 2] = np.nan
+    pq.write_table(pa.table({"id": [str(i) for i in range(30)],
+                             "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), 4)}),
+                   tmp_path / "bad.parquet")
+    result = s5vec(live, "import", "k-bad", str(tmp_path / "bad.parquet"), "--chunk-rows", "20")
+    assert result.returncode == 1
+    assert "bad.parquet rows 20..29" in result.stderr and "rows[5].vector" in result.stderr, result.stderr
+    wrong = s5vec(live, "import", "k-bad", str(tmp_path / "bad.parquet"), "--vector-column", "emb")
+    assert wrong.returncode == 2 and "no column 'emb'" in wrong.stderr

@@ -52,4 +52,4 @@ def test_cli_examples_run_against_a_daemon(daemon: Daemon, tmp_path: Path) -> No
         assert result.returncode == 0, f"{code}\n{result.stdout}\n{result.stderr}"
         assert "s3" in result.stdout and "imported 3 of 3 records" in result.stdout
     exported = (tmp_path / "shows-export.ndjson").read_text().splitlines()
-    assert [line.split('"')[3] for line in exported] == ["e1", "e2", "e3", "s1", "s2", "s3", "s5"]
+    assert [line.split('"')[3] for line in exported] == ["b1", "e1", "e2", "e3", "p1", "p2", "s1", "s2", "s3", "s5"]

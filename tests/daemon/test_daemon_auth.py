@@ -14,6 +14,8 @@ from typing import Any, Final, get_args
 import aiohttp
 import msgspec
 import pytest
+import numpy as np
+from s5vec.client.bulk import ARROW_STREAM, arrow_stream, arrow_table
 from s5vec.daemon import create_app, load_config
 from s5vec.daemon.wire import WsMessage
 
@@ -25,6 +27,7 @@ RANK = {None: 0, "read": 1, "write": 2, "admin": 3}
 KEYS: Final = [(None, 0), (WRONG, 0), (READ, 1), (WRITE, 2), (ADMIN, 3)]
 SECRETS: Final = (READ, WRITE, ADMIN, WRONG)
 MCP_PING: Final = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+BULK_BODY: Final = arrow_stream(arrow_table(["k"], np.array([[1.0, 1.0]], np.float32)))
 
 
 def bearer(key: str | None) -> dict[str, str]:
@@ -76,6 +79,8 @@ TABLE: Final[dict[tuple[str, str], Row]] = {
                                                    (200, 400, 422)),
     ("POST", f"{API}/collections/{{c}}/ingest"): Row("write", f"{API}/collections/v/ingest",
                                                      b'{"id": "i", "vector": [1, 1]}\n'),
+    ("POST", f"{API}/collections/{{c}}/bulk"): Row("write", f"{API}/collections/v/bulk", BULK_BODY,
+                                                   headers=(("Content-Type", ARROW_STREAM),)),
     ("POST", f"{API}/vectors"): Row("write", f"{API}/vectors", {"id": "d", "vector": [1, 0]}, (201, 200)),
     ("POST", f"{API}/vectors/batch"): Row("write", f"{API}/vectors/batch", {"vectors": [{"id": "e", "vector": [1, 0]}]}),
     ("GET", f"{API}/vectors/{{id}}"): Row("read", f"{API}/vectors/d", ok=(200, 404)),

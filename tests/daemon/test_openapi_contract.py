@@ -22,9 +22,11 @@ from s5vec.daemon.rest import VERSION
 
 API = "/api/v1"
 GENERATOR = Path(sys.executable).parent / "openapi-python-client"
-# the NDJSON bodies (ingest, export) and the SSE feed as bytes: the generator has no codec for them
+# the NDJSON bodies (ingest, export), Arrow streams (bulk) and the SSE feed as bytes: the generator
+# has no codec for them
 GENERATOR_CONFIG = "content_type_overrides:\n  application/x-ndjson: application/octet-stream\n" \
-                   "  text/event-stream: application/octet-stream\n"
+                   "  text/event-stream: application/octet-stream\n" \
+                   "  application/vnd.apache.arrow.stream: application/octet-stream\n"
 
 
 def operations(doc: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
