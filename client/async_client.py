@@ -356,13 +356,15 @@ class AsyncClient:
                      search_recent: bool | None = None, search_historical: bool | None = None,
                      timeout_ms: float | None = None, merge_strategy: str | None = None,
                      tier_weights: Sequence[float] | None = None,
-                     scoring: Mapping[str, Any] | None = None) -> SearchResponse:
+                     scoring: Mapping[str, Any] | None = None, rerank: int | None = None) -> SearchResponse:
         """The ``k`` nearest records to ``vector`` passing ``filter`` (Mongo-style).
-        ``ef``/``nprobe`` trade speed for recall per tier; ``scoring`` adds time decay and
+        ``ef``/``nprobe``/``rerank`` (historical candidates scored exactly) trade speed for
+        recall per tier, overriding the collection's calibrated values; ``scoring`` adds time decay and
         popularity boosts ({"decay": {...}, "popularity": {...}}, see the README). ``text``
         instead of ``vector`` on a collection with an embedding model."""
         body = search_body(vector, k, filter, {
-            "ef": ef, "ivf_nprobe": nprobe, "include_metadata": include_metadata, "include_vector": include_vector,
+            "ef": ef, "ivf_nprobe": nprobe, "ivf_rerank": rerank, "include_metadata": include_metadata,
+            "include_vector": include_vector,
             "score_threshold": score_threshold, "search_recent": search_recent,
             "search_historical": search_historical, "timeout_ms": timeout_ms, "merge_strategy": merge_strategy,
             "tier_weights": list(tier_weights) if tier_weights is not None else None, "scoring": scoring}, text)

@@ -225,7 +225,7 @@ async def search(db: Database, name: str, body: SearchIn) -> tuple[list[SearchRe
     options = body.options
     q = Query(k=body.k, ef=options.hnsw_ef, filter=body.filter or None, score_threshold=options.score_threshold,
               include_metadata=options.include_metadata, include_vector=options.include_vector,
-              nprobe=options.ivf_nprobe, recent=options.search_recent, historical=options.search_historical,
+              nprobe=options.ivf_nprobe, rerank=options.ivf_rerank, recent=options.search_recent, historical=options.search_historical,
               timeout_ms=options.timeout_ms, merge=options.merge_strategy,
               weights=tuple(options.tier_weights) if options.tier_weights else None, scoring=options.scoring)
     hits, partial = await db.search(name, query, q)

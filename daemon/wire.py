@@ -40,6 +40,7 @@ class BatchIn(Struct, forbid_unknown_fields=True):
 class SearchOptions(Struct, forbid_unknown_fields=True):
     hnsw_ef: Ef | None = None
     ivf_nprobe: Annotated[int, Meta(ge=1, le=65536)] | None = None
+    ivf_rerank: Annotated[int, Meta(ge=1, le=100_000)] | None = None  # historical candidates scored exactly
     include_metadata: bool = True
     include_vector: bool = False
     score_threshold: float | None = None
@@ -292,7 +293,8 @@ ALIASES: Final[dict[tuple[str, str], str]] = {
     ("SearchIn", "include_metadata"): "options.include_metadata",
     ("SearchIn", "score_threshold"): "options.score_threshold", ("SearchIn", "query"): "vector",
     ("SearchOptions", "ef"): "hnsw_ef", ("SearchOptions", "ef_search"): "hnsw_ef",
-    ("SearchOptions", "nprobe"): "ivf_nprobe",
+    ("SearchOptions", "nprobe"): "ivf_nprobe", ("SearchOptions", "rerank"): "ivf_rerank",
+    ("SearchIn", "rerank"): "options.ivf_rerank",
     ("DeleteIn", "filters"): "filter", ("DeleteIn", "where"): "filter",
     ("VectorIn", "values"): "vector", ("VectorIn", "embedding"): "vector", ("VectorIn", "meta"): "metadata",
     ("VectorIn", "payload"): "metadata",

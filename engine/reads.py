@@ -74,7 +74,7 @@ class Reads:
         if not plain:
             return await self._limited(self._search_one, coll, query, q)
         future: asyncio.Future[list[Hit]] = asyncio.get_running_loop().create_future()
-        key = (name, q.k, q.ef, q.nprobe, q.include_metadata, q.include_vector, q.recent, q.historical)
+        key = (name, q.k, q.ef, q.nprobe, q.rerank, q.include_metadata, q.include_vector, q.recent, q.historical)
         self._searches.append((key, query, q.score_threshold, future))
         self._search_wakeup.set()
         timer = asyncio.timeout(self.config.search_timeout_s)
@@ -158,13 +158,14 @@ class Reads:
             raise
 
     async def _search_group(self, key: tuple[Any, ...], items: list[Any]) -> None:
-        name, k, ef, nprobe, include_metadata, include_vector, recent, historical = key
+        name, k, ef, nprobe, rerank, include_metadata, include_vector, recent, historical = key
         try:
             coll = self.collection(name)
             queries = np.stack([item[1] for item in items]) if len(items) > 1 else items[0][1][None, :]
             threads = max(1, self.config.index_threads // max(1, self.config.search_batches))
             spec = SearchSpec(k=k, ef=ef, include_metadata=include_metadata, include_vector=include_vector,
-                              nprobe=nprobe, recent=recent, historical=historical, num_threads=threads)
+                              nprobe=nprobe, rerank=rerank, recent=recent, historical=historical,
+                              num_threads=threads)
             result = await self._run(self._read_pool, functools.partial(coll.search_batch, queries, spec,
                                                                         executor=self._tier_pool))
             results = result.hits

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from conftest import exact_top_k
+from conftest import DATA, exact_top_k
 
 API = "/api/v1"
 DAY = 86_400
@@ -179,3 +179,34 @@ async def test_tuning_picks_ef_and_nprobe_that_meet_the_target_recall(client: An
     assert calibrated["source"] == "calibrated" and calibrated["target"] == 0.97
     resp = await client.post(f"{API}/collections/t/tune", json={"target_recall": 1.5})
     assert resp.status == 400
+
+
+async def test_a_shared_codebook_is_calibrated_on_migration_and_requests_may_override_it(
+        client: Any, minilm: Any) -> None:
+    # 12,000 historical: enough for one codebook shared by the segments
+    base = np.load(DATA / "base.f16.npy", mmap_mode="r")[:24_000].astype(np.float32)
+    await client.post(f"{API}/collections", json={"name": "s", "dimension": 384, "segment_records": 5000,
+                                                  "target_recall": 0.96})
+    await fill(client, "s", base, time.time())
+    await client.post(f"{API}/admin/migrate")
+    info = await (await client.get(f"{API}/collections/s")).json()
+    assert info["historical"] == 12_000 and info["segments"] >= 3
+    assert info["codebook"]["segments"] == info["segments"] and info["target_recall"] == 0.96
+    calibrated = info["calibrated"]
+    assert calibrated["source"] == "calibrated" and calibrated["target"] == 0.96 and calibrated["recall"] >= 0.96
+    found = 0
+    historical = base[1::2]
+    for query in minilm.queries[:40]:
+        body = await search(client, "s", {"vector": query.tolist(), "k": 10,
+                                          "options": {"include_metadata": False, "search_recent": False}})
+        found += len({(int(r["id"]) - 1) // 2 for r in body["results"]} & set(exact_top_k(historical, query, 10)))
+    assert found / 400 >= 0.94
+    # a request's own nprobe and re-rank depth win: one list and ten candidates lose recall
+    narrow = 0
+    for query in minilm.queries[:40]:
+        body = await search(client, "s", {"vector": query.tolist(), "k": 10, "options": {
+            "include_metadata": False, "search_recent": False, "ivf_nprobe": 1, "ivf_rerank": 10}})
+        narrow += len({(int(r["id"]) - 1) // 2 for r in body["results"]} & set(exact_top_k(historical, query, 10)))
+    assert narrow < found
+    resp = await client.post(f"{API}/collections/s/search", json={"vector": base[0].tolist(), "options": {"rerank": 0}})
+    assert resp.status == 400 and "ivf_rerank" in await resp.text()
