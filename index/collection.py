@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import RecordNotFound
 from .filters import CHECK_EVERY, check_time, compile_filter, current_deadline, time_limit
-from .ivf import TRAIN_POINTS_PER_LIST, Coarse, Codebook, list_skew, shared_nlist
+from .ivf import TRAIN_POINTS_PER_LIST, Coarse, Codebook, list_skew, shared_nlist, widen
 from .metrics import distance_of, hit_values, score_of
 from .payload import filter_intervals
 from .recent import GRAPH_CHUNK, RecentTier, decode_many, min_chunk
@@ -519,14 +519,12 @@ class Collection:
         nlist = coarse.nlist
         probe = min(probe, nlist)
         label, slots = self._shared_candidates(coarse, segments, bitmaps, queries, probe, depth)
-        want = min(k, matching)
-        while probe < nlist:
-            short = np.flatnonzero(np.count_nonzero(label >= 0, axis=1) < want)
-            if not len(short):
-                break
-            probe = min(nlist, probe * 4)
-            label[short], slots[short] = self._shared_candidates(coarse, segments, bitmaps, queries[short], probe,
-                                                                 depth)
+
+        def again(rows: np.ndarray, wider: int) -> np.ndarray:
+            found, slots[rows] = self._shared_candidates(coarse, segments, bitmaps, queries[rows], wider, depth)
+            return found
+
+        widen(label, min(k, matching), probe, nlist, again)
         nq = len(queries)
         out: list[tuple[int, list[Candidates]]] = []
         for slot, (index, segment) in enumerate(segments):

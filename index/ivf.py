@@ -28,6 +28,7 @@ import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Final
 
 import faiss
@@ -125,6 +126,20 @@ def shared_nlist(n: int) -> int:
     return max(1, min(max(SHARED_MIN_LISTS, min(want, SHARED_MAX_LISTS)), n // MIN_POINTS_PER_LIST))
 
 
+def widen(found: np.ndarray, want: int, probe: int, nlist: int,
+          again: Callable[[np.ndarray, int], np.ndarray]) -> None:
+    """While some rows of ``found`` (candidates per query, -1 padded) hold fewer than
+    ``want``, probe x4 lists for those rows, up to ``nlist``: ``again(rows, nprobe)``
+    returns their new candidates, written into ``found`` in place. A selective filter
+    leaves few matching rows per list; this finds them without probing more for all."""
+    while probe < nlist:
+        short = np.flatnonzero(np.count_nonzero(found >= 0, axis=1) < want)
+        if not len(short):
+            return
+        probe = min(nlist, probe * 4)
+        found[short] = again(short, probe)
+
+
 def list_skew(sizes: np.ndarray) -> float:
     """How unevenly rows fill the inverted lists: the largest list over the mean list
     (1.0 = perfectly even; an empty segment counts as even)."""
@@ -150,7 +165,7 @@ def _faiss_metric(metric: str) -> int:
     return faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
 
 
-class _OmpThreads:
+class OmpThreads:
     """Set this thread's OpenMP thread count for one call (libgomp keeps it per thread)."""
 
     __slots__ = ("_want", "_before")
@@ -268,7 +283,7 @@ class Coarse:
     def assign(self, queries: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``nprobe`` nearest lists of each query row: (distances, list numbers)."""
         probe = max(1, min(int(nprobe), self.nlist))
-        with _OmpThreads(1 if len(queries) == 1 else BATCH_THREADS):
+        with OmpThreads(1 if len(queries) == 1 else BATCH_THREADS):
             dist, lists = self._quantizer.search(queries, probe)
         return np.ascontiguousarray(dist, np.float32), np.ascontiguousarray(lists, np.int64)
 
@@ -312,7 +327,7 @@ def _train(data: np.ndarray, metric: str, params: IvfParams) -> tuple[Any, IvfPa
         # 16 centroids per 4-d subspace settle fast: 10 k-means iterations train in
         # 0.47 s instead of 1.05 s (100k MiniLM rows) at equal recall.
         faiss.downcast_index(faiss.extract_index_ivf(index)).pq.cp.niter = 10
-    with _OmpThreads(BUILD_THREADS):
+    with OmpThreads(BUILD_THREADS):
         index.train(sample)
     return index, dataclasses.replace(params, nlist=nlist, pq_m=pq_m)
 
@@ -362,7 +377,7 @@ class IvfSegment:
         if d != codebook.dim:
             raise DimensionMismatch(f"vectors have {d} dimensions, the codebook {codebook.dim}")
         index = codebook.empty_index()
-        with _OmpThreads(BUILD_THREADS):
+        with OmpThreads(BUILD_THREADS):
             index.add(data)
         # A round trip drops the slack that growing the inverted lists left behind, so
         # a built segment and a restored one are the same object of the same size.
@@ -444,15 +459,10 @@ class IvfSegment:
         selector = None if mask is None else _SWIG.IDSelectorBitmap(np.packbits(mask, bitorder="little"))
         nlist = self.nlist
         probe = min(int(probe), nlist)
-        with _OmpThreads(1 if nq == 1 else BATCH_THREADS):
+        with OmpThreads(1 if nq == 1 else BATCH_THREADS):
             labels = self._candidates(q, fetch, probe, selector)
-            want = min(k, count)
-            while probe < nlist:
-                short = np.flatnonzero(np.count_nonzero(labels >= 0, axis=1) < want)
-                if not len(short):
-                    break
-                probe = min(nlist, probe * 4)
-                labels[short] = self._candidates(q[short], fetch, probe, selector)
+            widen(labels, min(k, count), probe, nlist,
+                  lambda rows, wider: self._candidates(q[rows], fetch, wider, selector))
             return self._top_k(q, labels, k, shared=False)
 
     def scan(self, queries: np.ndarray, fetch: int, lists: np.ndarray, list_dist: np.ndarray,
@@ -473,7 +483,7 @@ class IvfSegment:
         labels = np.empty((nq, fetch), np.int64)
         params = _SWIG.SearchParametersIVF(nprobe=nprobe) if allowed is None else \
             _SWIG.SearchParametersIVF(nprobe=nprobe, sel=_SWIG.IDSelectorBitmap(allowed))
-        with _OmpThreads(1 if nq == 1 else BATCH_THREADS):
+        with OmpThreads(1 if nq == 1 else BATCH_THREADS):
             # faiss's Python wrapper of search_preassigned refuses params; the C entry takes them.
             ivf.search_preassigned_c(nq, faiss.swig_ptr(q), fetch, faiss.swig_ptr(lists), faiss.swig_ptr(list_dist),
                                      faiss.swig_ptr(dist), faiss.swig_ptr(labels), False, params)
@@ -483,7 +493,7 @@ class IvfSegment:
         """Exact top-``k`` of each query's own row of candidate positions ``ids`` (nq, w),
         -1 entries trailing; same return convention as :meth:`search`."""
         q = self._check_queries(queries)
-        with _OmpThreads(1):
+        with OmpThreads(1):
             return self._top_k(q, np.ascontiguousarray(ids, np.int64), self._check_k(k), shared=False)
 
     def exact(self, queries: np.ndarray, k: int, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -492,7 +502,7 @@ class IvfSegment:
         q = self._check_queries(queries)
         k = self._check_k(k)
         pos = self._check_positions(positions)
-        with _OmpThreads(1 if len(q) == 1 else BATCH_THREADS):
+        with OmpThreads(1 if len(q) == 1 else BATCH_THREADS):
             return self._top_k(q, pos, k, shared=True)
 
     def exact_all(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -501,7 +511,7 @@ class IvfSegment:
         convention as :meth:`search`. For measuring recall, not for serving."""
         q = self._check_queries(queries)
         k = min(self._check_k(k), self._n)
-        with _OmpThreads(BATCH_THREADS):
+        with OmpThreads(BATCH_THREADS):
             sims, labels = faiss.knn(q, self._rows(), k, metric=_faiss_metric(self._metric))
         dist = sims if self._metric == "l2" else np.float32(1.0) - sims
         return np.asarray(labels, np.int64), np.asarray(dist, np.float32)

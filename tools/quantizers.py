@@ -33,6 +33,7 @@ from typing import Any, Final
 
 import faiss
 import numpy as np
+from s5vec.index.ivf import OmpThreads
 
 from .dataset import default_data_dir, load_arrays
 from .hybrid import source_state, write_vectors
@@ -121,22 +122,6 @@ def _candidate_list(text: str) -> tuple[Candidate, ...]:
     return found
 
 
-class _OmpThreads:
-    """This thread's OpenMP thread count for one block (libgomp keeps it per thread)."""
-
-    __slots__ = ("_before", "_want")
-
-    def __init__(self, want: int) -> None:
-        self._want = want
-        self._before = 0
-
-    def __enter__(self) -> None:
-        self._before = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(self._want)
-
-    def __exit__(self, *exc: object) -> None:
-        faiss.omp_set_num_threads(self._before)
-
 
 # ---------------------------------------------------------------------------- data
 def load_rows(data: Path, scale: int, queries: int, seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
@@ -157,7 +142,7 @@ def exact_top(base: np.ndarray, queries: np.ndarray, k: int = K,
     nq = len(queries)
     best_s = np.zeros((nq, 0), np.float32)
     best_i = np.zeros((nq, 0), np.int64)
-    with _OmpThreads(BUILD_THREADS):
+    with OmpThreads(BUILD_THREADS):
         for start in range(0, len(base), chunk):
             block = base[start:start + chunk]
             scores, ids = faiss.knn(queries, block, min(k, len(block)), faiss.METRIC_INNER_PRODUCT)
@@ -199,7 +184,7 @@ def train_coarse(sample: np.ndarray, nlist: int) -> tuple[np.ndarray, float]:
     ivf = faiss.extract_index_ivf(owner)
     ivf.cp.seed = SEED
     started = time.perf_counter()
-    with _OmpThreads(BUILD_THREADS):
+    with OmpThreads(BUILD_THREADS):
         ivf.train(sample)
     seconds = time.perf_counter() - started
     return ivf.quantizer.reconstruct_n(0, nlist), seconds
@@ -221,7 +206,7 @@ def build(base: np.ndarray, sample: np.ndarray, centroids: np.ndarray, codes: st
     if isinstance(ivf, faiss.IndexIVFPQFastScan):
         ivf.pq.cp.niter = PQ4_NITER
         ivf.pq.cp.seed = SEED
-    with _OmpThreads(BUILD_THREADS):
+    with OmpThreads(BUILD_THREADS):
         started = time.perf_counter()
         ivf.train(sample)
         trained = time.perf_counter()
@@ -252,7 +237,7 @@ def ceilings(centroids: np.ndarray, base: np.ndarray, queries: np.ndarray, truth
     neighbours whose list is among a query's ``nprobe`` nearest centroids."""
     quantizer = faiss.IndexFlatIP(centroids.shape[1])
     quantizer.add(centroids)
-    with _OmpThreads(BUILD_THREADS):
+    with OmpThreads(BUILD_THREADS):
         _, home = quantizer.search(np.ascontiguousarray(base[truth.ravel()]), 1)
         _, probed = quantizer.search(queries, max(nprobes))
     home = home.reshape(truth.shape)
@@ -265,7 +250,7 @@ def coarse_latency(centroids: np.ndarray, queries: np.ndarray, nprobe: int) -> f
     quantizer = faiss.IndexFlatIP(centroids.shape[1])
     quantizer.add(centroids)
     lat = []
-    with _OmpThreads(1):
+    with OmpThreads(1):
         for i in range(len(queries)):
             t = time.perf_counter()
             quantizer.search(queries[i:i + 1], nprobe)
@@ -303,14 +288,14 @@ def measure_nlist(base: np.ndarray, queries: np.ndarray, timed: np.ndarray, kth:
             params = {c.name: search_params(c, nprobe) for c in candidates}
             index = {c.name: built[c.codes].index for c in candidates}
             row: dict[str, dict[str, Any]] = {}
-            with _OmpThreads(BUILD_THREADS):
+            with OmpThreads(BUILD_THREADS):
                 for c in candidates:
                     _, ids = index[c.name].search(queries, depth, params=params[c.name])
                     scores, labels = rerank(base, queries, ids)
                     row[c.name] = {"nlist": nlist, "candidate": c.name, "nprobe": nprobe, "rerank": depth,
                                    "recall@10": recall(scores, labels, kth)}
             lat: dict[str, list[float]] = {c.name: [] for c in candidates}
-            with _OmpThreads(1):
+            with OmpThreads(1):
                 for c in candidates:
                     for q in singles[:WARMUP]:
                         _one(index[c.name], params[c.name], base, q, depth)
