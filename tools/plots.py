@@ -93,3 +93,74 @@ def plot_all(results: dict[str, Any], out_dir: Path) -> list[Path]:
         fig.suptitle(f"{title} — ingest, memory, disk, restart", fontsize=9)
         save(fig, "resources.png")
     return made
+
+
+def plot_hybrid(runs: dict[str, dict[str, Any]], out_dir: Path) -> list[Path]:
+    """Figures of ``s5vec bench --hybrid`` runs (label -> results JSON), side by side:
+    merged recall@10 against QPS from the client threads, and filtered recall and QPS per
+    selectivity. Returns the paths written."""
+    plt = _pyplot()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, results in runs.items():
+        pts = sorted((r["recall@10"], r["qps"], str(r["nprobe"])) for r in results.get("threads", []))
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=label, markersize=4)
+            for x, y, knob in pts:
+                ax.annotate(knob, (x, y), fontsize=6, textcoords="offset points", xytext=(2, 2))
+    ax.axvline(0.95, color="#999999", linewidth=0.8, linestyle="--")
+    ax.axhline(1000, color="#999999", linewidth=0.8, linestyle=":")
+    ax.set_xlabel("recall@10 (merged tiers)")
+    ax.set_ylabel("queries/s, 2 client threads")
+    ax.set_title("Merged search (labels: nprobe)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(out_dir / "hybrid_recall_qps.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
+    for label, results in runs.items():
+        rows = results.get("filtered", [])
+        targets = sorted({r["target"] for r in rows}, reverse=True)
+        worst = [min(r["recall@10"] for r in rows if r["target"] == t) for t in targets]
+        slowest = [min(r["qps"] for r in rows if r["target"] == t) for t in targets]
+        names = [f"{t:.1%}" for t in targets]
+        left.plot(names, worst, "o-", label=label, markersize=4)
+        right.plot(names, slowest, "o-", label=label, markersize=4)
+    left.axhline(0.95, color="#999999", linewidth=0.8, linestyle="--")
+    right.axhline(200, color="#999999", linewidth=0.8, linestyle="--")
+    left.set_title("filtered recall@10, worst filter kind", fontsize=9)
+    right.set_title("filtered queries/s (1 thread), slowest kind", fontsize=9)
+    right.set_yscale("log")
+    for ax in (left, right):
+        ax.set_xlabel("selectivity")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(out_dir / "hybrid_filtered.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m s5vec_tools.plots --hybrid OUT_DIR LABEL=results.json ...``"""
+    import argparse
+    import json
+    parser = argparse.ArgumentParser(prog="python -m s5vec_tools.plots")
+    parser.add_argument("--hybrid", type=Path, required=True, help="directory for the figures")
+    parser.add_argument("runs", nargs="+", help="LABEL=path/to/results.json")
+    args = parser.parse_args(argv)
+    runs = {}
+    for item in args.runs:
+        label, _, path = item.partition("=")
+        if not path:
+            parser.error(f"{item!r}: expected LABEL=path")
+        runs[label] = json.loads(Path(path).read_text())
+    for path in plot_hybrid(runs, args.hybrid):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
