@@ -38,6 +38,8 @@ from .segment import SealedSegment, hash_ids, segment_file, train_shared_codeboo
 
 EXACT_FILTER_LIMIT: Final = 20_000
 _MASK_CACHE_SIZE: Final = 8
+SEGMENT_FILTER_CACHE: Final = 8
+_NO_POSITIONS: Final = np.zeros(0, np.int64)
 _SPEC_KEY: Final = msgspec.json.Encoder().encode
 _VERSIONS: Final = itertools.count(time.time_ns())
 Candidates = tuple[np.ndarray, np.ndarray]  # (positions or labels, raw distances)
@@ -374,6 +376,33 @@ class Collection:
                 mask[pos] = predicate(segment.meta(pos))
         return mask & ~segment.deleted
 
+    def _segment_match(self, segment: SealedSegment, spec: Mapping[str, Any]) -> tuple[int, np.ndarray, np.ndarray]:
+        """How many live rows of ``segment`` match ``spec``, their positions and the faiss
+        selector bitmap; kept per filter until the segment changes (SEGMENT_FILTER_CACHE
+        filters each): on 900k rows a keyword ``$in`` over a list field costs milliseconds
+        to evaluate, more than the filtered scan it plans."""
+        try:
+            key: bytes | None = _SPEC_KEY(spec)
+        except (TypeError, ValueError, OverflowError):  # not JSON (an in-process caller's own types)
+            key = None
+        cache = segment.filter_cache
+        if key is not None:
+            hit = cache.get(key)
+            if hit is not None and hit[0] == segment.version:
+                return hit[1], hit[2], hit[3]
+        version = segment.version
+        mask = self._segment_mask(segment, spec)
+        positions = np.flatnonzero(mask)
+        # positions only when few enough for the exact path (50 % of 900k would be 3.6 MB)
+        entry = (version, len(positions), positions if len(positions) <= EXACT_FILTER_LIMIT else _NO_POSITIONS,
+                 np.packbits(mask, bitorder="little"))
+        if key is not None:
+            cache.pop(key, None)
+            while len(cache) >= SEGMENT_FILTER_CACHE:
+                cache.pop(next(iter(cache)), None)
+            cache[key] = entry
+        return entry[1], entry[2], entry[3]
+
     def _segments_for(self, spec: Mapping[str, Any] | None, count: bool = False) -> list[SealedSegment]:
         """The live segments a search with filter ``spec`` must look at: those whose payload
         ranges the filter's bounded number/datetime fields can meet (all of them without a
@@ -506,13 +535,12 @@ class Collection:
             bitmaps = [s.live_bitmap() for _, s in segments]
             matching = sum(s.live for _, s in segments)
         else:
-            masks = [self._segment_mask(s, spec) for _, s in segments]
-            counts = [int(np.count_nonzero(m)) for m in masks]
-            matching = sum(counts)
+            matches = [self._segment_match(s, spec) for _, s in segments]
+            matching = sum(count for count, _, _ in matches)
             if matching <= EXACT_FILTER_LIMIT:
-                return [(index, _rows_of(*s.ivf.exact(queries, k, np.flatnonzero(m))))
-                        for (index, s), m, count in zip(segments, masks, counts) if count]
-            bitmaps = [np.packbits(m, bitorder="little") for m in masks]
+                return [(index, _rows_of(*s.ivf.exact(queries, k, positions)))
+                        for (index, s), (count, positions, _) in zip(segments, matches) if count]
+            bitmaps = [bitmap for _, _, bitmap in matches]
             probe = filtered_nprobe(probe, matching / max(1, rows))
         if not matching:
             return []

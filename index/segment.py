@@ -147,6 +147,8 @@ class SealedSegment:
         self.live = int(len(ids) - deleted.sum())
         self.version = 0
         self._bitmap: tuple[int, np.ndarray] | None = None
+        # filter (encoded) -> (version, matching rows, their positions, packed bitmap); see Collection
+        self.filter_cache: dict[bytes, tuple[int, int, np.ndarray, np.ndarray]] = {}
         hashes = np.fromiter((_hash(key) for key in ids.all()), np.int64, len(ids))
         self._order = np.argsort(hashes, kind="stable")
         self._hashes = hashes[self._order]

@@ -206,3 +206,20 @@ def test_an_l2_collection_searches_its_shared_codebook_exactly_ranked(
     assert recall(coll, q, want) >= 0.94
     hit = coll.search(q[0], 1)[0]
     assert hit.distance == pytest.approx(float(np.sqrt(d[0].min())), rel=1e-4)  # exact, not the code's estimate
+
+
+def test_a_repeated_filter_sees_deletes_and_metadata_edits_made_between_searches(
+        tmp_path: Path, minilm: tuple[np.ndarray, np.ndarray]) -> None:
+    base, queries = minilm
+    coll = sealed(tmp_path, base)
+    spec = {"tag": "odd"}
+    q = queries[3]
+    first = [h.id for h in coll.search(q, 10, filter=spec)]
+    assert len(first) == 10 and all(int(i) % 2 for i in first)
+    assert all(s.filter_cache for s in coll.segments if s.live)  # the filter's rows are kept per segment
+    coll.apply_delete([first[0]])
+    coll.apply_metadata(first[1], {"tag": "even"})
+    again = [h.id for h in coll.search(q, 10, filter=spec)]
+    assert first[0] not in again and first[1] not in again and first[2:] == again[:8]
+    coll.apply_metadata(first[1], {"tag": "odd"})
+    assert first[1] in [h.id for h in coll.search(q, 10, filter=spec)]
