@@ -411,6 +411,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "tuned on (cached under the work directory's parent)")
     parser.add_argument("--scale", type=int, help=f"records (default {DEFAULT_SCALE}; past the real rows, "
                                                    "vectors are derived from real ones)")
+    parser.add_argument("--traffic", type=int, default=DEFAULT_QUERIES * 4,
+                        help="held-out queries searched before calibrating, as a daemon's traffic; calibration "
+                             "uses what it kept of them (default: %(default)s; 0: records as queries)")
+    parser.add_argument("--nprobes", type=lambda text: [int(x) for x in text.split(",")], default=None,
+                        help="nprobe values to measure besides the calibrated ones, comma-separated "
+                             "(default: half and twice the calibrated nprobe)")
     parser.add_argument("--historical-fraction", type=float, default=0.9,
                         help="fraction of records older than the 7-day recent threshold (default: %(default)s)")
     parser.add_argument("--queries", type=int, default=DEFAULT_QUERIES, help="queries (default: %(default)s)")
@@ -472,8 +478,10 @@ def run(args: argparse.Namespace, scale: int, workdir: Path, log: Log) -> dict[s
     t = time.perf_counter()
     vectors_path = workdir / "vectors.f32.npy"
     origin = write_vectors(args.data, scale, vectors_path, args.seed)
-    _, queries = load_arrays(args.data, 0, args.queries)
-    queries = prepare_vectors(config, queries)
+    _, every_query = load_arrays(args.data, 0, args.queries + args.traffic)
+    queries = prepare_vectors(config, every_query[:args.queries])
+    # searched before calibrating, as a daemon's users would, and never measured
+    traffic = prepare_vectors(config, every_query[args.queries:]) if len(every_query) > args.queries else None
     vectors_s = time.perf_counter() - t
     t = time.perf_counter()
     anchor = day_anchor(time.time())
@@ -525,6 +533,13 @@ def run(args: argparse.Namespace, scale: int, workdir: Path, log: Log) -> dict[s
     log("compact + drain ...")
     results["drain"] = drain(coll, compact=True)
     log(f"  {results['drain']['inserted_into_hnsw']} into HNSW in {f(results['drain']['seconds'])}s")
+    if traffic is not None:
+        log(f"{len(traffic)} searches as traffic (queries {args.queries}..{args.queries + len(traffic) - 1}, "
+            "never measured) ...")
+        t = time.perf_counter()
+        for q in traffic:
+            coll.search(q, K, include_metadata=False)
+        results["traffic"] = {"queries": len(traffic), "seconds": time.perf_counter() - t}
     log(f"calibrating for recall {config.target_recall} (as the daemon does after a migration) ...")
     t = time.perf_counter()
     calibration = coll.calibrate()
@@ -551,7 +566,7 @@ def run(args: argparse.Namespace, scale: int, workdir: Path, log: Log) -> dict[s
 
     search: list[dict[str, Any]] = []
     chosen = coll.calibrated()["nprobe"]
-    nprobes = sorted({max(1, chosen // 2), chosen, chosen * 2})
+    nprobes = args.nprobes or sorted({max(1, chosen // 2), chosen, chosen * 2})
     results["parameters"]["nprobes"] = nprobes
     for tier, flags, key in (("merged", {}, "all"), ("historical", {"recent": False}, "historical")):
         row = {"tier": tier, "nprobe": "calibrated", "ef": "calibrated", **measure(coll, queries, truth[key], **flags)}

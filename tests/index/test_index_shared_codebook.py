@@ -223,3 +223,21 @@ def test_a_repeated_filter_sees_deletes_and_metadata_edits_made_between_searches
     assert first[0] not in again and first[1] not in again and first[2:] == again[:8]
     coll.apply_metadata(first[1], {"tag": "odd"})
     assert first[1] in [h.id for h in coll.search(q, 10, filter=spec)]
+
+
+def test_calibration_uses_the_collections_own_search_traffic_once_it_has_seen_enough(
+        tmp_path: Path, minilm: tuple[np.ndarray, np.ndarray]) -> None:
+    base, _ = minilm
+    every = np.load(DATA / "queries.f16.npy", mmap_mode="r")[:600].astype(np.float32)
+    every /= np.linalg.norm(every, axis=1, keepdims=True)
+    traffic, held_out = every[:400], every[400:]
+    coll = sealed(tmp_path, base)
+    assert coll.calibrate()["queries"] == "records"
+    for q in traffic:  # every 4th search is kept: 100 queries
+        coll.search(q, 10)
+    assert len(coll.observed_queries()) == 100
+    assert np.allclose(coll.observed_queries()[1], traffic[4])
+    result = coll.calibrate(0.95)
+    assert result["queries"] == "searches" and result["sample"] == 100 and result["met"]
+    assert len(coll.observed_queries()) == 100  # calibration's own searches are not traffic
+    assert recall(coll, held_out, truth(base, held_out)) >= 0.94
