@@ -151,7 +151,7 @@ def segmented(tmp_path: Path, per: int = 60, windows: int = 5) -> tuple[Collecti
                               ivf_nlist=4, segment_records=per)
     coll = Collection(config, tmp_path)
     rng = np.random.default_rng(19)
-    start = (time.time() // DAY - 60) * DAY
+    start = FIRST_DAY * DAY
     items = []
     for w in range(windows):
         for i in range(per):
@@ -170,8 +170,11 @@ def segmented(tmp_path: Path, per: int = 60, windows: int = 5) -> tuple[Collecti
     return coll, rng.normal(size=(8, DIM)).astype(np.float32)
 
 
+FIRST_DAY = time.time() // DAY - 60  # one anchor for the data and the filters (SPECS), even across midnight
+
+
 def day(w: int, hour: int = 0) -> str:
-    return dt.datetime.fromtimestamp((time.time() // DAY - 60 + w) * DAY + hour * 3600, dt.timezone.utc).isoformat()
+    return dt.datetime.fromtimestamp((FIRST_DAY + w) * DAY + hour * 3600, dt.timezone.utc).isoformat()
 
 
 SPECS: list[dict[str, Any]] = [
