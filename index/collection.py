@@ -34,7 +34,7 @@ from .records import Batch, CollectionConfig, Hit
 from .rwlock import RWLock
 from .scoring import merge as merge_hits
 from .search import SearchResult, SearchSpec
-from .segment import SealedSegment, hash_ids, segment_file, train_shared_codebook
+from .segment import SealedSegment, hash_ids, segment_file, train_codebook
 
 EXACT_FILTER_LIMIT: Final = 20_000
 _MASK_CACHE_SIZE: Final = 8
@@ -1163,7 +1163,7 @@ class Collection:
             if count:
                 blocks.append(take(np.sort(rng.choice(n, count, replace=False))))
         sample = np.concatenate(blocks) if blocks else np.zeros((0, self.config.dimension), np.float32)
-        return train_shared_codebook(self.config, sample, nlist), rows
+        return train_codebook(self.config, sample, nlist), rows
 
     # ---------------------------------------------------------------- migration
     def plan_migration(self, now: float | None = None, max_records: int = 1_000_000) -> MigrationPlan | None:

@@ -42,15 +42,11 @@ def ivf_params(config: CollectionConfig) -> IvfParams:
                      nprobe=config.ivf_nprobe, rerank=config.ivf_rerank)
 
 
-def train_codebook(config: CollectionConfig, sample: np.ndarray) -> Codebook:
-    """A codebook for ``config``'s segments trained on ``sample`` (normalised rows)."""
-    return Codebook.train(np.ascontiguousarray(sample, np.float32), config.metric, ivf_params(config))
-
-
-def train_shared_codebook(config: CollectionConfig, sample: np.ndarray, nlist: int) -> Codebook:
-    """The codebook every segment of ``config``'s collection is filled from: ``nlist`` lists
-    trained on ``sample`` (normalised rows, a seeded draw over the collection's rows)."""
-    params = dataclasses.replace(ivf_params(config), nlist=nlist)
+def train_codebook(config: CollectionConfig, sample: np.ndarray, nlist: int | None = None) -> Codebook:
+    """A codebook for ``config``'s segments trained on ``sample`` (normalised rows): with
+    ``nlist`` lists (the collection's shared codebook), else as many as the config or
+    :func:`auto_nlist` give for the sample's size (a segment's own)."""
+    params = ivf_params(config) if nlist is None else dataclasses.replace(ivf_params(config), nlist=nlist)
     return Codebook.train(np.ascontiguousarray(sample, np.float32), config.metric, params)
 
 
