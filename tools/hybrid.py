@@ -13,6 +13,7 @@ RSS at each phase plus the segments' own accounting.  Prints tables, writes ``--
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import gc
 import os
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final
@@ -333,6 +334,44 @@ def measure_paired(coll: Collection, queries: np.ndarray, truth: np.ndarray, exe
     return out
 
 
+@contextlib.contextmanager
+def per_segment_scans(active: bool) -> Iterator[None]:
+    """Inside, shared-codebook segments are scanned one faiss call each (the path before
+    the merged lists, still taken by searches pruned to few segments)."""
+    if not active:
+        yield
+        return
+    real = Collection._shared_lists
+    Collection._shared_lists = lambda self, coarse, group: None  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Collection._shared_lists = real  # type: ignore[method-assign]
+
+
+def measure_merged_lists(coll: Collection, queries: np.ndarray, truth: np.ndarray, **options: Any) -> dict[str, Any]:
+    """Each query through the merged lists and through per-segment scans, alternating which
+    goes first: the same collection, calibration and queries."""
+    lat: dict[bool, list[float]] = {False: [], True: []}
+    found: dict[bool, list[list[int]]] = {False: [], True: []}
+    for split in (False, True):
+        with per_segment_scans(split):
+            for q in queries[:WARMUP]:
+                coll.search(q, K, **options)
+    for i, q in enumerate(queries):
+        for split in ((False, True) if i % 2 == 0 else (True, False)):
+            with per_segment_scans(split):
+                t = time.perf_counter()
+                hits = coll.search(q, K, **options)
+                lat[split].append(time.perf_counter() - t)
+            found[split].append([int(h.id) for h in hits])
+    out: dict[str, Any] = {}
+    for split, name in ((False, "merged"), (True, "per_segment")):
+        out[name] = {"recall@10": _recall(found[split], truth), **latency_summary(lat[split], float(sum(lat[split])))}
+    out["p50_ratio_per_segment_over_merged"] = out["per_segment"]["p50_ms"] / out["merged"]["p50_ms"]
+    return out
+
+
 def measure_threads(coll: Collection, queries: np.ndarray, truth: np.ndarray, threads: int,
                     **options: Any) -> dict[str, Any]:
     """``threads`` client threads, one query per call each: throughput and per-query latency."""
@@ -604,6 +643,17 @@ def run(args: argparse.Namespace, scale: int, workdir: Path, log: Log) -> dict[s
                              **measure_paired(coll, queries, truth[f"filter{pick}"], executor,
                                               filter=cases[pick].spec)})
     results["parallel"] = parallel
+    log("merged lists against per-segment scans ...")
+    results["merged_lists"] = [{"query": "historical tier, calibrated defaults",
+                                **measure_merged_lists(coll, queries, truth["historical"], recent=False)}]
+    pick = next((i for i, c in enumerate(cases) if c.target == 0.1), None)
+    if pick is not None:
+        results["merged_lists"].append({
+            "query": f"filter {cases[pick].kind} {cases[pick].selectivity:.2%}",
+            **measure_merged_lists(coll, queries, truth[f"filter{pick}"], filter=cases[pick].spec)})
+    for row in results["merged_lists"]:
+        log(f"  {row['query']}: merged p50 {row['merged']['p50_ms']:.2f} ms (R@10 {row['merged']['recall@10']:.4f}), "
+            f"per segment {row['per_segment']['p50_ms']:.2f} ms (R@10 {row['per_segment']['recall@10']:.4f})")
     log(f"{CLIENT_THREADS} client threads ...")
     results["threads"] = [{"nprobe": "calibrated", **measure_threads(coll, queries, truth["all"], CLIENT_THREADS)}]
     results["threads"] += [{"nprobe": nprobe, **measure_threads(coll, queries, truth["all"], CLIENT_THREADS, ef=EF,
@@ -735,6 +785,13 @@ def render(results: dict[str, Any]) -> str:
     out += ["Parallel tiers (executor=ThreadPoolExecutor(2) vs none; paired per query, alternating order)",
             table(["query", "R@10 serial", "R@10 parallel", "p50 serial", "p50 parallel", "ratio",
                    "p99 serial", "p99 parallel"], rows), ""]
+    rows = [[r["query"], f(r["merged"]["recall@10"], 4), f(r["per_segment"]["recall@10"], 4), f(r["merged"]["p50_ms"], 2),
+             f(r["per_segment"]["p50_ms"], 2), f"{r['p50_ratio_per_segment_over_merged']:.2f}x",
+             f(r["merged"]["p99_ms"], 2), f(r["per_segment"]["p99_ms"], 2)] for r in results.get("merged_lists", [])]
+    if rows:
+        out += ["Shared-codebook segments: merged lists (one faiss call) vs one scan per segment; paired per query",
+                table(["query", "R@10 merged", "R@10 per segment", "p50 merged", "p50 per segment", "ratio",
+                       "p99 merged", "p99 per segment"], rows), ""]
 
     rows = [[r["nprobe"], r["threads"], f(r["recall@10"], 4), f(r["qps"], 1), f(r["p50_ms"], 2), f(r["p99_ms"], 2)]
             for r in results.get("threads", [])]

@@ -73,7 +73,8 @@ def test_every_segment_is_filled_from_one_codebook_and_searched_in_one_pass(
     coll = sealed(tmp_path, base)
     assert len(coll.segments) == 3 and coll.coarse is not None
     assert {s.codebook for s in coll.segments} == {coll.coarse.id}
-    assert coll.coarse.nlist == shared_nlist(ROWS) == 128
+    # sized for the geometric middle of the rows it serves before a retrain (x8)
+    assert coll.coarse.nlist == shared_nlist(int(ROWS * 8 ** 0.5)) == 256
     stats = coll.stats()["codebook"]
     assert stats["segments"] == 3 and stats["sized_for"] == ROWS
     calls: list[int] = []
@@ -241,3 +242,47 @@ def test_calibration_uses_the_collections_own_search_traffic_once_it_has_seen_en
     assert result["queries"] == "searches" and result["sample"] == 100 and result["met"]
     assert len(coll.observed_queries()) == 100  # calibration's own searches are not traffic
     assert recall(coll, held_out, truth(base, held_out)) >= 0.94
+
+
+def test_the_merged_lists_find_what_the_segments_scanned_one_by_one_find(
+        tmp_path: Path, minilm: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch) -> None:
+    base, queries = minilm
+    first = 18_000
+    coll = sealed(tmp_path, base[:first])
+    coll.apply_delete([str(i) for i in range(0, first, 7)])
+    options = {"rerank": 200}
+
+    def hits(**extra: object) -> list[list[str]]:
+        return [[h.id for h in coll.search(q, 10, include_metadata=False, **options, **extra)]  # type: ignore[arg-type]
+                for q in queries[:40]]
+
+    merged, merged_odd = hits(), hits(filter={"tag": "odd"})
+    view = coll._view
+    assert view is not None and len(view.members) == len(coll.segments) >= 2
+    kept = len(view.members)
+    with monkeypatch.context() as patched:
+        patched.setattr(collection_module.Collection, "_shared_lists", lambda self, coarse, group: None)
+        assert hits() == merged and hits(filter={"tag": "odd"}) == merged_odd
+    assert all(int(i) % 7 for row in merged for i in row)
+    assert all(int(i) % 2 for row in merged_odd for i in row)
+
+    # a later migration's segment is merged after the kept ones; its rows are found
+    add(coll, base[first:], start=first)
+    migrate(coll, tmp_path)
+    assert coll.search(base[first + 5], 1, include_metadata=False, **options)[0].id == str(first + 5)
+    grown = coll._view
+    assert grown is not view and grown is not None and grown.members[:kept] == view.members
+    assert coll.coarse is not None
+    assert len(grown.members) == len([s for s in coll.segments if s.codebook == coll.coarse.id]) > kept
+    assert coll.search(base[7], 1, include_metadata=False, **options)[0].id != "7"  # deleted stays deleted
+
+
+def test_a_search_pruned_to_a_few_segments_scans_them_one_by_one(
+        tmp_path: Path, minilm: tuple[np.ndarray, np.ndarray]) -> None:
+    base, _ = minilm
+    coll = sealed(tmp_path, base)
+    assert coll.coarse is not None
+    group = list(enumerate(coll.segments))
+    assert coll._shared_lists(coll.coarse, group) is not None
+    assert coll._shared_lists(coll.coarse, group[:1]) is None
+    assert coll._shared_lists(coll.coarse, group[:2]) is not None
