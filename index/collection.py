@@ -27,7 +27,7 @@ import numpy as np
 from .errors import RecordNotFound
 from .filters import CHECK_EVERY, check_time, compile_filter, current_deadline, time_limit
 from .ivf import TRAIN_POINTS_PER_LIST, Coarse, Codebook, IvfSegment, SharedLists, list_skew, shared_nlist, widen
-from .metrics import distance_of, hit_values, score_of
+from .metrics import distance_of, hit_values, raw_distances, score_of
 from .payload import filter_intervals
 from .recent import GRAPH_CHUNK, RecentTier, decode_many, min_chunk
 from .records import Batch, CollectionConfig, Hit
@@ -596,7 +596,7 @@ class Collection:
         gathered out of each segment's memory map: one call per segment cost ~50 us each,
         more than the scoring. Returns the candidates of each segment holding a winner."""
         nq = len(queries)
-        l2 = self.config.metric == "l2"
+        metric = self.config.metric
         found: dict[int, list[Candidates]] = {}
         for row in range(nq):
             ok = label[row] >= 0
@@ -609,8 +609,7 @@ class Collection:
             bounds = [*starts.tolist(), len(slot)]
             rows = np.concatenate([_ivf_of(segments[int(slot[a])][1]).vectors(pos[a:b])
                                    for a, b in zip(bounds, bounds[1:])])
-            q = queries[row]
-            dist = ((rows - q) ** 2).sum(axis=1) if l2 else np.float32(1.0) - rows @ q
+            dist = raw_distances(metric, rows, queries[row])
             take = min(k, len(dist))
             best = np.argpartition(dist, take - 1)[:take] if len(dist) > take else np.arange(len(dist))
             for at in best.tolist():

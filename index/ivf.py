@@ -314,7 +314,7 @@ class SharedLists:
     by byte (:meth:`bitmap`). Immutable once built: a new segment makes a new view
     (:meth:`extend` copies this one and merges only the new segments)."""
 
-    __slots__ = ("members", "bases", "_index", "_ivf", "nbytes")
+    __slots__ = ("members", "bases", "_index", "_ivf", "nbytes", "_memory")
 
     def __init__(self, coarse: Coarse, members: tuple[IvfSegment, ...],
                  previous: SharedLists | None = None) -> None:
@@ -336,6 +336,11 @@ class SharedLists:
         self._index: Any = index
         self._ivf: Any = faiss.downcast_index(faiss.extract_index_ivf(index))
         self.nbytes = (end + 7) // 8  # bitmap bytes over every label
+        lists = self._ivf.invlists
+        sizes = np.fromiter((lists.list_size(i) for i in range(lists.nlist)), np.int64, lists.nlist)
+        per_block = max(1, int(getattr(lists, "n_per_block", 1) or 1))
+        code_bytes = int(getattr(lists, "block_size", 0) or 0) or int(self._ivf.code_size) * per_block
+        self._memory = int((-(-sizes // per_block)).sum() * code_bytes + sizes.sum() * 8)
 
     def extend(self, coarse: Coarse, members: tuple[IvfSegment, ...]) -> SharedLists:
         """A view over ``members``: this one's copy plus the new segments when they come
@@ -367,8 +372,8 @@ class SharedLists:
         return _scan(self._ivf, q, max(1, int(fetch)), lists, list_dist, allowed)
 
     def memory_bytes(self) -> int:
-        """Codes and ids held by the view (a copy of its members')."""
-        return int(sum(s.memory_bytes() for s in self.members))
+        """Codes (in SIMD blocks) and ids held by the view: a copy of its members'."""
+        return self._memory
 
 
 def _scan(ivf: Any, q: np.ndarray, fetch: int, lists: np.ndarray, list_dist: np.ndarray,

@@ -22,9 +22,12 @@ stored rows to one query, as the exact scans do.
 from __future__ import annotations
 
 import math
-from typing import Final
+from typing import Any, Final
 
+import faiss
 import numpy as np
+
+_SWIG: Any = faiss  # the SIMD distance loops, which faiss's stubs lack
 
 SCORED_METRICS: Final = ("cosine", "ip", "l2")
 
@@ -32,11 +35,16 @@ SCORED_METRICS: Final = ("cosine", "ip", "l2")
 def raw_distances(metric: str, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
     """Raw distances (float32, lower is better) of ``rows`` (n, d) to ``query`` (d,):
     squared L2 for "l2", ``1 - <q, x>`` otherwise ("cosine" rows and query unit length)."""
-    if metric == "l2":
-        diff = rows - query
-        out: np.ndarray = np.einsum("ij,ij->i", diff, diff)
-        return out
-    return np.float32(1.0) - rows @ query
+    # faiss's SIMD loops on the calling thread: ``rows @ query`` goes to BLAS, whose
+    # threads spin against the search threads (1,600 rows: ~8 ms per query on a busy
+    # 2-core host instead of ~0.1 ms)
+    q = np.ascontiguousarray(query, np.float32)
+    rows = np.ascontiguousarray(rows, np.float32)
+    out = np.empty(len(rows), np.float32)
+    if len(rows):
+        fn = _SWIG.fvec_L2sqr_ny if metric == "l2" else _SWIG.fvec_inner_products_ny
+        fn(_SWIG.swig_ptr(out), _SWIG.swig_ptr(q), _SWIG.swig_ptr(rows), rows.shape[1], len(rows))
+    return out if metric == "l2" else np.float32(1.0) - out
 
 
 def distance_of(metric: str, raw: np.ndarray) -> np.ndarray:
