@@ -621,7 +621,7 @@ class Collection:
 
     def _shared_lists(self, coarse: Coarse, group: list[tuple[int, SealedSegment]]) -> SharedLists | None:
         """The merged lists of every segment filled from ``coarse``'s codebook, made anew
-        (copying the last view, then merging new segments) when they changed; None when
+        when they changed; None when
         ``group`` (the segments a search may meet after time pruning) holds less than half
         of their rows, where scanning those segments one by one costs less."""
         members = [s for s in self.segments if s.codebook == coarse.id]
@@ -633,7 +633,7 @@ class Collection:
             with self._view_lock:
                 view = self._view
                 if view is None or view.members != ivfs:
-                    view = self._view = SharedLists(coarse, ivfs, view)
+                    view = self._view = SharedLists(coarse, ivfs)
         return view
 
     def _view_bitmap(self, view: SharedLists, parts: list[np.ndarray | None]) -> np.ndarray | None:

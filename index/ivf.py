@@ -311,26 +311,19 @@ class SharedLists:
 
     A merged row's label is ``bases[slot] + position``; bases are multiples of 8, so
     the selector bitmap of the whole view is the segments' packed bitmaps joined byte
-    by byte (:meth:`bitmap`). Immutable once built: a new segment makes a new view
-    (:meth:`extend` copies this one and merges only the new segments)."""
+    by byte (:meth:`bitmap`). Immutable once built: a new segment makes a new view."""
 
     __slots__ = ("members", "bases", "_index", "_ivf", "nbytes", "_memory")
 
-    def __init__(self, coarse: Coarse, members: tuple[IvfSegment, ...],
-                 previous: SharedLists | None = None) -> None:
-        kept = previous.members if previous is not None and previous.members == members[:len(previous.members)] \
-            else ()
-        index = faiss.clone_index(previous._index) if kept and previous is not None \
-            else coarse.codebook.empty_index()
-        bases = list(previous.bases[:len(kept)]) if kept and previous is not None else []
-        end = int(bases[-1]) + ((kept[-1].n + 7) // 8) * 8 if kept else 0
-        for segment in members[len(kept):]:
+    def __init__(self, coarse: Coarse, members: tuple[IvfSegment, ...]) -> None:
+        bases, end = [], 0
+        for segment in members:
             if segment.codebook != coarse.id:
                 raise ValueError("segment: was not filled from this codebook")
-            with OmpThreads(BUILD_THREADS):
-                index.merge_from(faiss.clone_index(segment._live_index()), end)
             bases.append(end)
             end += ((segment.n + 7) // 8) * 8
+        index = coarse.codebook.empty_index()
+        _merge_lists(index, members, bases)
         self.members = members
         self.bases = np.asarray(bases, np.int64)
         self._index: Any = index
@@ -341,11 +334,6 @@ class SharedLists:
         per_block = max(1, int(getattr(lists, "n_per_block", 1) or 1))
         code_bytes = int(getattr(lists, "block_size", 0) or 0) or int(self._ivf.code_size) * per_block
         self._memory = int((-(-sizes // per_block)).sum() * code_bytes + sizes.sum() * 8)
-
-    def extend(self, coarse: Coarse, members: tuple[IvfSegment, ...]) -> SharedLists:
-        """A view over ``members``: this one's copy plus the new segments when they come
-        after this one's members, else built anew."""
-        return SharedLists(coarse, members, self)
 
     def bitmap(self, parts: list[np.ndarray | None]) -> np.ndarray | None:
         """One selector bitmap over every label from each member's packed bitmap (None:
@@ -374,6 +362,57 @@ class SharedLists:
     def memory_bytes(self) -> int:
         """Codes (in SIMD blocks) and ids held by the view: a copy of its members'."""
         return self._memory
+
+
+def _merge_lists(index: Any, members: tuple[IvfSegment, ...], bases: list[int]) -> None:
+    """Fill the empty fast-scan ``index`` with every list of ``members`` (ids shifted by
+    their ``bases``), each list added in one call: the members' full SIMD blocks copied as
+    they are, then their partial last blocks unpacked, joined and packed anew (order
+    within a list does not matter; the ids follow the codes). ~0.4 s for 2,048 lists at
+    any row count, where unpacking every block cost 1.4 s per million rows.
+    Not faiss's merge_from: its BlockInvertedLists.add_entries copies the whole list again
+    past the end of the buffer when a list already holds a non-zero multiple of
+    block_size entries (faiss 1.15; a 10M merge crashed with a corrupted heap)."""
+    ivf = faiss.extract_index_ivf(index)
+    packer = ivf.get_CodePacker()
+    code, per_block, block = int(packer.code_size), int(packer.nvec), int(packer.block_size)
+    sources = [(faiss.extract_index_ivf(m._live_index()).invlists, base) for m, base in zip(members, bases)]
+    target = ivf.invlists
+    unpacked = np.empty(per_block * code, np.uint8)
+    for number in range(ivf.nlist):
+        codes: list[np.ndarray] = []
+        ids: list[np.ndarray] = []
+        tail_codes: list[np.ndarray] = []
+        tail_ids: list[np.ndarray] = []
+        for lists, base in sources:
+            n = lists.list_size(number)
+            if not n:
+                continue
+            full, rest = divmod(n, per_block)
+            packed = faiss.rev_swig_ptr(lists.get_codes(number), (full + (rest > 0)) * block)
+            own = faiss.rev_swig_ptr(lists.get_ids(number), n) + base
+            if full:
+                codes.append(np.array(packed[:full * block]))
+                ids.append(own[:full * per_block])
+            if rest:
+                packer.unpack_all(faiss.swig_ptr(packed[full * block:]), faiss.swig_ptr(unpacked))
+                tail_codes.append(unpacked[:rest * code].copy())
+                tail_ids.append(own[full * per_block:])
+        if tail_codes:
+            flat = np.concatenate(tail_codes)
+            count = len(flat) // code
+            flat = np.concatenate([flat, np.zeros((-count % per_block) * code, np.uint8)])
+            tails = np.zeros(len(flat) // per_block // code * block, np.uint8)
+            for b in range(len(tails) // block):
+                packer.pack_all(faiss.swig_ptr(flat[b * per_block * code:]), faiss.swig_ptr(tails[b * block:]))
+            codes.append(tails)
+            ids.extend(tail_ids)
+        if not ids:
+            continue
+        all_ids = np.ascontiguousarray(np.concatenate(ids), np.int64)
+        all_codes = np.ascontiguousarray(np.concatenate(codes))
+        target.add_entries(number, len(all_ids), faiss.swig_ptr(all_ids), faiss.swig_ptr(all_codes))
+    index.ntotal = ivf.ntotal = sum(m.n for m in members)
 
 
 def _scan(ivf: Any, q: np.ndarray, fetch: int, lists: np.ndarray, list_dist: np.ndarray,
