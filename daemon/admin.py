@@ -99,6 +99,7 @@ async def admin_statistics(request: web.Request) -> web.Response:
                   "wal_bytes": db.wal_bytes, "applied_lsn": db.applied_lsn,
                   "checkpoint_lsn": db.checkpoint_lsn, "root": str(db.root) if db.root else None,
                   "storage": {**db.storage.as_dict(), "requests": getattr(db.store, "stats", {})},
+                  "replication": db.shipping,
                   "segments": segments,
                   "jobs": services.jobs.statistics(),
                   "backups": {"count": len(backups), "last": backups[0].as_dict() if backups else None}})

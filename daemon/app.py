@@ -52,7 +52,8 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
             # admin.jobs_ctx runs checkpoints, migrations and the other jobs
             db = await Database.open(config.data_dir, config.engine, store, events=bus,
                                      storage_mode=config.storage.mode, metrics=services.metrics,
-                                     executors=executors)
+                                     executors=executors,
+                                     replication=config.replication if config.ships_wal else None)
             services.opened(db)
             yield
             services.notifier.status("checkpointing and closing the database")

@@ -85,6 +85,7 @@ async def health(request: web.Request) -> web.Response:
         "collections": len(db.collections),
         "storage": db.storage.as_dict(),
         "wal_bytes": db.wal_bytes, "applied_lsn": db.applied_lsn, "checkpoint_lsn": db.checkpoint_lsn,
+        "replication": db.shipping,
     })
 
 

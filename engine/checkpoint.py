@@ -143,6 +143,8 @@ class Checkpointing:
             previous, self.root = self.root, manifest_id
             self.checkpoint_lsn, self.last_checkpoint = lsn, time.time()
             self._checkpoint_token = token
+            if self._shipper is not None:
+                self._shipper.folded(manifest_id, lsn)
             try:
                 await self._run(self._writer_pool, self._wal.truncate_through, lsn)
             except StorageError as exc:  # the checkpoint stands; the next one drops these segments
@@ -187,10 +189,16 @@ class Checkpointing:
         await self.store.set_root(manifest_id, current)
 
     async def _collect_garbage(self, current: BlobId, grace_s: float | None = None) -> int:
-        """Delete blobs that none of the last ``keep_manifests`` manifests and no retained
-        backup reference, once they have been unreferenced for ``gc_grace_s``. Runs under
-        the checkpoint lock (a checkpoint in flight has stored blobs no manifest names yet)."""
-        keep: set[BlobId] = set()
+        """Delete blobs that none of the last ``keep_manifests`` manifests, no retained
+        backup and not the shipped WAL chain reference, once they have been unreferenced for
+        ``gc_grace_s``. Runs under the checkpoint lock (a checkpoint in flight has stored
+        blobs no manifest names yet) and the shipper's lock (so does a shipping round)."""
+        if self._shipper is None:
+            return await self._collect_unreferenced(current, grace_s, set())
+        async with self._shipper.lock:
+            return await self._collect_unreferenced(current, grace_s, self._shipper.referenced())
+
+    async def _collect_unreferenced(self, current: BlobId, grace_s: float | None, keep: set[BlobId]) -> int:
         manifest_id: BlobId | None = current
         for _ in range(self.config.keep_manifests):
             if manifest_id is None:

@@ -37,3 +37,31 @@ class EngineConfig:
     @property
     def filter_limits(self) -> FilterLimits:
         return FilterLimits(self.filter_max_nodes, self.filter_max_in_values)
+
+
+DURABILITIES = ("local", "replicated")
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicationConfig:
+    """WAL shipping and acknowledgement (``[replication]``; see docs/replication.md).
+
+    ``ship_wal`` None ships when storage is remote (portal, bridge) and not in local mode."""
+
+    ship_wal: bool | None = None
+    ship_interval_ms: int = 1000       # a shipping round at least this often (local durability's loss bound)
+    durability: str = "local"          # local: ack after the local fsync; replicated: after the chunk is stored
+    ack_timeout_s: float = 10.0        # replicated: a write whose chunk is not stored by then fails (503)
+    chunk_max_bytes: int = 8 << 20     # records per chunk blob (a backlog ships as several)
+
+    def problem(self) -> str | None:
+        """What is wrong with these settings, naming the key (None when they are fine)."""
+        if self.durability not in DURABILITIES:
+            return f"replication.durability: must be one of {', '.join(DURABILITIES)}, got {self.durability!r}"
+        if not 10 <= self.ship_interval_ms <= 60_000:
+            return f"replication.ship_interval_ms: must be between 10 and 60000, got {self.ship_interval_ms}"
+        if self.ack_timeout_s <= 0:
+            return "replication.ack_timeout_s: must be positive"
+        if not 64 << 10 <= self.chunk_max_bytes <= 16 << 20:
+            return "replication.chunk_max_bytes: must be between 65536 and 16777216"
+        return None

@@ -18,11 +18,12 @@ state this module's ``__init__`` sets up: :class:`~.reads.Reads` (catalog, searc
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +32,7 @@ from s5vec.index import (
     Collection,
 )
 from s5vec.storage import (
+    BackendUnavailable,
     BlobId,
     BlobStore,
     LocalBlobStore,
@@ -44,7 +46,7 @@ from s5vec.storage.datadir import DataDir, lock_directory, unlock_directory
 from .backups import BackupCatalog
 from .bulk import BulkWrites
 from .checkpoint import Checkpointing
-from .config import EngineConfig
+from .config import EngineConfig, ReplicationConfig
 from .embedding import Embedder
 from .errors import ReadOnlyDatabase
 from .events import Change, EventBus
@@ -59,6 +61,7 @@ from .manifest import (
 )
 from .observer import EngineMetrics, NullMetrics
 from .reads import Query, Reads, _split
+from .shipping import WalShipper, read_head, shipped_records
 from .walrecords import (
     decode_record,
 )
@@ -75,7 +78,7 @@ class Database(Reads, Writes, BulkWrites, Indexing, Checkpointing, Maintenance):
     def __init__(self, data_dir: Path, config: EngineConfig, store: BlobStore | None = None,
                  events: EventBus | None = None, storage_mode: str = "local",
                  metrics: EngineMetrics | None = None, executors: Executors | None = None,
-                 read_only: bool = False) -> None:
+                 read_only: bool = False, replication: ReplicationConfig | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.layout = DataDir(self.data_dir)
         self.config = config
@@ -133,6 +136,8 @@ class Database(Reads, Writes, BulkWrites, Indexing, Checkpointing, Maintenance):
         self.checkpoint_lsn = 0
         self.last_checkpoint = time.time()
         self.applied_lsn = 0
+        self.replication = replication
+        self._shipper: WalShipper | None = None  # ships the WAL when ``replication`` is given (a writer only)
         self.ready = False
         self.detached = False  # a restore replaced the directory's state: memory must never be checkpointed
 
@@ -142,7 +147,8 @@ class Database(Reads, Writes, BulkWrites, Indexing, Checkpointing, Maintenance):
     async def open(cls, data_dir: Path, config: EngineConfig | None = None,
                    store: BlobStore | None = None, events: EventBus | None = None,
                    storage_mode: str = "local", metrics: EngineMetrics | None = None,
-                   executors: Executors | None = None, read_only: bool = False) -> Database:
+                   executors: Executors | None = None, read_only: bool = False,
+                   replication: ReplicationConfig | None = None) -> Database:
         """Lock the directory, load the last checkpoint, replay the WAL, start workers.
         Replayed records are published to ``events`` (nobody listens yet: they fill its
         window, so feeds resume across a restart from the last checkpoint on).
@@ -157,8 +163,13 @@ class Database(Reads, Writes, BulkWrites, Indexing, Checkpointing, Maintenance):
         no lock, deletes and writes nothing in the directory (scratch files go to a private
         temporary directory), reads the WAL up to its last complete record without cutting
         anything, and serves searches and reads; writes, checkpoints and maintenance raise
-        ReadOnlyDatabase."""
-        db = cls(data_dir, config or EngineConfig(), store, events, storage_mode, metrics, executors, read_only)
+        ReadOnlyDatabase.
+
+        With ``replication`` a writer ships its WAL through ``store`` (which then needs a
+        replication head, see :mod:`.shipping`), and at open replays shipped records it does
+        not have: a new data directory with only the phrase's store recovers every shipped write."""
+        db = cls(data_dir, config or EngineConfig(), store, events, storage_mode, metrics, executors, read_only,
+                 replication)
         try:
             await db._open()
         except OSError as exc:  # name the file: "No space left on device" alone says nothing
@@ -190,19 +201,46 @@ class Database(Reads, Writes, BulkWrites, Indexing, Checkpointing, Maintenance):
             self.checkpoint_lsn = self.applied_lsn = int(manifest["lsn"])
             self._checkpoint_token = self._state_token()
         self.events.start_at(self.checkpoint_lsn)
-        replayed = await self._run(self._writer_pool, self._replay)
+        shipped = await self._open_shipping() if self.replication is not None and not self.read_only else []
+        replayed = await self._run(self._writer_pool, self._replay, shipped)
         log.info("opened %s: %d collections, checkpoint LSN %d, %d WAL records replayed",
                  self.data_dir, len(self.collections), self.checkpoint_lsn, replayed)
         self._tasks = [asyncio.create_task(self._writer(), name="s5vec-writer")] if not self.read_only else []
+        if self._shipper is not None:
+            self._tasks.append(asyncio.create_task(self._shipper.run(), name="s5vec-shipper"))
         self._tasks += [asyncio.create_task(self._indexer(), name="s5vec-indexer"),
                         asyncio.create_task(self._search_dispatcher(), name="s5vec-search")]
         self._pending_changed.set()
         self.ready = True
 
-    def _replay(self) -> int:
+    async def _open_shipping(self) -> list[tuple[int, bytes]]:
+        """Start the shipper where the published chain ends; returns the shipped records
+        after the checkpoint (replay skips those the local WAL has). A backend that does not
+        answer leaves the records to the local WAL, and shipping starts a new chain."""
+        assert self.replication is not None
+        shipper = WalShipper(self.store, self.replication, self._cpu)
+        try:
+            head = await read_head(self.store, self._cpu)
+            shipped = await shipped_records(self.store, head, self.checkpoint_lsn, self._cpu) if head else []
+        except BackendUnavailable as exc:
+            log.warning("cannot read the shipped WAL (%s); starting from the local WAL, shipping starts a new chain",
+                        exc)
+            head, shipped = None, []
+        shipper.start(self.root, self.checkpoint_lsn, head)
+        self._shipper = shipper
+        return shipped
+
+    async def _cpu(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self._run(self._io, fn, *args)
+
+    def _replay(self, shipped: list[tuple[int, bytes]] | None = None) -> int:
         count = 0
         changes: list[Change] = []
-        for lsn, payload in self._wal.recover(self.checkpoint_lsn, repair=not self.read_only):
+        shipper = self._shipper
+        local = self._wal.recover(self.checkpoint_lsn, repair=not self.read_only)
+        for lsn, payload in itertools.chain(local, self._adopt_shipped(shipped or [])):
+            if shipper is not None and lsn > shipper.shipped_lsn:
+                shipper.add([(lsn, payload)])
             record = decode_record(lsn, payload)
             try:
                 self._apply_record(record, None, changes, lsn)
@@ -218,6 +256,23 @@ class Database(Reads, Writes, BulkWrites, Indexing, Checkpointing, Maintenance):
                 changes = []
         self.events.publish(changes, self.applied_lsn)
         return count
+
+    def _adopt_shipped(self, shipped: list[tuple[int, bytes]]) -> Iterator[tuple[int, bytes]]:
+        """Writer thread, after the local WAL is read: the shipped records past its end,
+        appended to it (so they are durable here and LSNs go on from them) and yielded.
+        Raises WalCorrupt when they do not follow the local WAL's last record."""
+        after = max(self.applied_lsn, self._wal.next_lsn - 1)
+        missing = [(lsn, payload) for lsn, payload in shipped if lsn > after]
+        if not missing:
+            return
+        if missing[0][0] != after + 1:
+            raise WalCorrupt(f"the shipped WAL resumes at LSN {missing[0][0]} but the local state ends at {after}")
+        log.info("adopting %d shipped WAL records (LSN %d..%d) this directory does not have",
+                 len(missing), missing[0][0], missing[-1][0])
+        for start in range(0, len(missing), 4096):
+            part = missing[start:start + 4096]
+            self._wal.append([payload for _, payload in part])
+            yield from part
 
     async def close(self, checkpoint: bool = True) -> None:
         """Stop workers; with ``checkpoint`` the WAL is folded into a final manifest.
@@ -246,6 +301,7 @@ class Database(Reads, Writes, BulkWrites, Indexing, Checkpointing, Maintenance):
             if not future.done():
                 future.set_exception(StorageError("database is shutting down"))
         self._searches = []
+        await self._flush_shipping()
         if checkpoint and self._lock_fd is not None and not self.detached and not self.read_only:
             if self.storage.degraded and not await self.probe_storage():
                 log.warning("storage backend unavailable: no final checkpoint; the WAL holds every write")
@@ -256,7 +312,18 @@ class Database(Reads, Writes, BulkWrites, Indexing, Checkpointing, Maintenance):
                     log.error("final checkpoint failed (%s); the WAL still holds every write", exc)
                 except Exception:
                     log.exception("final checkpoint failed; the WAL still holds every write")
+                else:
+                    await self._flush_shipping()  # publish the folded chain
         await self._release()
+
+    async def _flush_shipping(self) -> None:
+        """Ship what is left (closing); held replicated writes fail if that does not work."""
+        if self._shipper is None:
+            return
+        if not await self._shipper.ship():
+            log.warning("final WAL shipping round failed (%s); the local WAL keeps every write",
+                        self._shipper.last_error)
+        self._shipper.fail_waiters("the database is closing and the last shipping round failed")
 
     async def _release(self) -> None:
         await self.embedder.close()
@@ -270,6 +337,11 @@ class Database(Reads, Writes, BulkWrites, Indexing, Checkpointing, Maintenance):
         if self._lock_fd is not None:
             unlock_directory(self._lock_fd)
             self._lock_fd = None
+
+    @property
+    def shipping(self) -> dict[str, Any] | None:
+        """WAL shipping state and counters (None when this database does not ship)."""
+        return self._shipper.stats() if self._shipper is not None else None
 
     def keep_unreferenced_for(self, seconds: float) -> None:
         """Garbage collection deletes a blob only once it has been unreferenced this long."""

@@ -209,11 +209,16 @@ class Writes:
             else:
                 if self.storage.write_error is not None and self.storage.record_write_ok():
                     log.info("WAL writes land again")
+        shipper = self._shipper
+        replicated = shipper is not None and shipper.config.durability == "replicated"
         for op, result in zip(ops, results):
             if op.future.done():
                 continue
             if isinstance(result, BaseException):
                 op.future.set_exception(result)
+            elif replicated:
+                assert shipper is not None
+                shipper.hold(self.applied_lsn, op.future, result)  # acknowledged once its chunk is stored
             else:
                 op.future.set_result(result)
         self.events.publish(changes, self.applied_lsn)
@@ -251,8 +256,11 @@ class Writes:
                     continue
             accepted.append((position, op, record))
         if accepted:
-            lsn = self._wal.append([encode_record(record) for _, _, record in accepted])
+            payloads = [encode_record(record) for _, _, record in accepted]
+            lsn = self._wal.append(payloads)
             first = lsn - len(accepted) + 1
+            if self._shipper is not None:
+                self._shipper.add([(first + offset, payload) for offset, payload in enumerate(payloads)])
             for offset, (position, op, record) in enumerate(accepted):
                 results[position] = self._apply_record(record, op, changes, first + offset)
                 self.applied_lsn = first + offset

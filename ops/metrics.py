@@ -181,6 +181,7 @@ class StateCollector(Collector):
         yield from self._collections(db)
         yield from self._durability(db)
         yield from self._storage(db)
+        yield from self._shipping(db)
         yield from self._events(db)
         if self._feeds is not None:
             feeds = _gauge("s5vec_feed_connections", "Open live-feed connections by transport", ["transport"])
@@ -282,6 +283,31 @@ class StateCollector(Collector):
             for op, count in sorted(dict(stats.get(kind, {})).items()):
                 requests.add_metric([op], count)
             yield requests
+
+    @staticmethod
+    def _shipping(db: EngineState) -> Iterator[Metric]:
+        ship = db.shipping
+        if ship is None:
+            return
+        yield from _gauges((
+            ("s5vec_wal_shipped_lsn", "Last LSN whose WAL chunk is stored and named by the published head",
+             ship["shipped_lsn"]),
+            ("s5vec_wal_unshipped_records", "WAL records logged here and not shipped yet", ship["pending_records"]),
+            ("s5vec_wal_ship_lag_seconds", "How long the oldest unshipped WAL record has waited (0: all shipped)",
+             ship["lag_seconds"]),
+            ("s5vec_wal_ship_delay_seconds", "Last shipping round: its oldest record's wait from fsync to publication",
+             ship["last_delay_seconds"]),
+            ("s5vec_wal_ship_upload_seconds", "Last shipping round: time to store its chunks and publish the head",
+             ship["last_ship_seconds"]),
+            ("s5vec_replication_acks_waiting", "Writes waiting for their chunk (durability = replicated)",
+             ship["waiting_acks"]),
+        ))
+        for name, key, doc in (("s5vec_wal_shipped_chunks_total", "chunks_shipped", "WAL chunks stored"),
+                               ("s5vec_wal_shipped_bytes_total", "bytes_shipped", "Bytes of WAL chunk blobs stored"),
+                               ("s5vec_wal_ship_failures_total", "failures", "Shipping rounds that failed")):
+            counter = _counter(name, doc)
+            counter.add_metric([], ship[key])
+            yield counter
 
     @staticmethod
     def _events(db: EngineState) -> Iterator[Metric]:

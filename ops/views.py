@@ -35,6 +35,9 @@ class EngineState(Protocol):
     @property
     def migrating(self) -> bool: ...
 
+    @property
+    def shipping(self) -> dict[str, Any] | None: ...
+
     def collection_items(self) -> list[tuple[str, Collection]]: ...
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Protocol, Self, TypeVar
+from typing import Final, Protocol, Self, TypeVar, runtime_checkable
 
 from .blobid import BlobId
 from .datadir import DataDir
@@ -38,6 +38,16 @@ class BlobStore(Protocol):
     async def list(self) -> list[BlobId]: ...
     async def get_root(self) -> BlobId | None: ...
     async def set_root(self, new: BlobId, expected: BlobId | None) -> None: ...
+
+
+@runtime_checkable
+class HeadPointer(Protocol):
+    """A second mutable pointer beside the root: the replication head, naming the shipped WAL
+    chunks after a manifest (see :mod:`s5vec.engine.shipping`). Last write wins; fencing
+    between writers is not this pointer's job."""
+
+    async def get_head(self) -> BlobId | None: ...
+    async def set_head(self, new: BlobId) -> None: ...
 
 
 class OpenClose:
@@ -220,6 +230,31 @@ class LocalBlobStore:
             except OSError as exc:
                 self._count("errors", "root")
                 raise os_failure("cannot swap the root pointer", exc) from exc
+
+    def get_head_sync(self) -> BlobId | None:
+        path = DataDir(self._root).head_file
+        try:
+            text = path.read_text().strip()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise os_failure("cannot read the replication head", exc) from exc
+        try:
+            return BlobId.parse(text)
+        except ValueError:
+            raise BlobCorrupt(f"replication head file holds no blob id: {text[:80]!r}") from None
+
+    def set_head_sync(self, new: BlobId) -> None:
+        try:
+            write_atomic(DataDir(self._root).head_file, (new.base32() + "\n").encode())
+        except OSError as exc:
+            raise os_failure("cannot replace the replication head", exc) from exc
+
+    async def get_head(self) -> BlobId | None:
+        return await self._run(self.get_head_sync)
+
+    async def set_head(self, new: BlobId) -> None:
+        await self._run(self.set_head_sync, new)
 
     async def put(self, data: bytes) -> BlobId:
         return await self._run(self.put_sync, data)

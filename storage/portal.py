@@ -44,7 +44,7 @@ from .s5.registry import (
     sign_challenge,
     sign_entry,
 )
-from .s5.seed import Identity
+from .s5.seed import Identity, dhs
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ _REGISTRY_VERDICTS: Final = (REVISION_TOO_LOW, "Invalid signature", "Data too lo
 _INLINE_CPU_BYTES: Final = 64 * 1024
 _JOURNAL: Final = "journal"
 _NONCE_CONTEXT: Final = b"s5vec blob nonce v1"
+HEAD_KEY_CONTEXT: Final = b"s5vec wal head"
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -462,6 +463,8 @@ class PortalBlobStore(RemoteBlobStore):
         self._registered = False
         self._login_lock = asyncio.Lock()
         self._login_round = 0
+        self._head_lock = asyncio.Lock()
+        self._head_revision = -1  # the head entry's last known revision (-1: not read yet)
 
     async def open(self) -> None:
         """Open the HTTP session and load the upload journal; no network traffic."""
@@ -578,8 +581,8 @@ class PortalBlobStore(RemoteBlobStore):
             raise StorageError("this portal store has no registry key, so it has no root pointer")
         return self._keys.registry_seed
 
-    async def _read_entry(self, op: str) -> RegistryEntry | None:
-        pk = public_key_of(self._registry_key())
+    async def _read_entry(self, op: str, seed: bytes | None = None) -> RegistryEntry | None:
+        pk = public_key_of(seed or self._registry_key())
         reply = await self._http.request(op, "GET", "s5/registry", params={"pk": b64url(pk)})
         if reply.status == 404:
             return None
@@ -633,3 +636,42 @@ class PortalBlobStore(RemoteBlobStore):
                 if REVISION_TOO_LOW not in reply.text:
                     raise self._refused("set_root", reply)
         raise RootConflict(f"root pointer kept changing; gave up after {self._root_retries} attempts")
+
+    # -- replication head ---------------------------------------------------------------
+
+    def _head_key(self) -> bytes:
+        """A second registry entry of the same phrase: ``dhs(root registry seed, "s5vec wal head")``."""
+        return dhs(self._registry_key(), HEAD_KEY_CONTEXT)
+
+    async def get_head(self) -> BlobId | None:
+        """The blob the replication head entry points at, or None if it was never set."""
+        entry = await self._read_entry("get_head", self._head_key())
+        if entry is not None:
+            self._head_revision = max(self._head_revision, entry.revision)
+        return self._pointer(entry)
+
+    async def set_head(self, new: BlobId) -> None:
+        """Point the head entry at ``new`` with the next revision (last write wins). The
+        revision is remembered, so a steady shipper costs one registry write, no read;
+        "Revision number too low" re-reads and retries. Raises BackendUnavailable."""
+        seed = self._head_key()
+        data = pointer_data(new)
+        async with self._head_lock:
+            if self._head_revision < 0:
+                await self.get_head()
+            for _ in range(self._root_retries):
+                sent = sign_entry(seed, self._head_revision + 1, data)
+                reply = await self._http.request(
+                    "set_head", "POST", "s5/registry", json_body=sent.to_json(), auth=True,
+                    final=lambda r: any(v in r.text for v in _REGISTRY_VERDICTS))
+                if 200 <= reply.status < 300:
+                    self._head_revision = sent.revision
+                    return
+                if REVISION_TOO_LOW not in reply.text:
+                    raise self._refused("set_head", reply)
+                current = await self._read_entry("set_head", seed)
+                if current is not None and (current.revision, current.data) == (sent.revision, sent.data):
+                    self._head_revision = sent.revision
+                    return  # an earlier attempt landed although its reply was lost
+                self._head_revision = max(self._head_revision + 1, current.revision if current else 0)
+        raise BackendUnavailable(f"replication head kept changing; gave up after {self._root_retries} attempts")
