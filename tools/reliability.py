@@ -42,6 +42,11 @@ RUNS: Final = (
     ("filterbomb.json", "Filter bombs", ("huge, deep and slow filters sent with a read key must be refused or "
                                          "cut off by the search time limit while reads by id, health and "
                                          "metrics keep answering, and SIGTERM still ends the daemon promptly")),
+    ("replication.json", "Replication: write acknowledgement", (
+        "single-vector upserts against the S5 portal double (a subprocess, encrypted blobs, signed "
+        "registry) with 0 and 50 ms injected on every portal request: `local` acknowledges after the "
+        "local fsync, `replicated` after the WAL chunk holding the write is stored and the head naming "
+        "it published; a fresh node with only the phrase must then hold every replicated write")),
 )
 # Figures worth a line in the overview when a summary has them (looked up at any depth).
 HEADLINE_KEYS: Final = ("kills", "faults_injected", "decoder_inputs", "http_calls", "ws_frames", "ndjson_lines",
