@@ -40,6 +40,7 @@ class EngineConfig:
 
 
 DURABILITIES = ("local", "replicated")
+ROLES = ("writer", "follower")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,11 @@ class ReplicationConfig:
     durability: str = "local"          # local: ack after the local fsync; replicated: after the chunk is stored
     ack_timeout_s: float = 10.0        # replicated: a write whose chunk is not stored by then fails (503)
     chunk_max_bytes: int = 8 << 20     # records per chunk blob (a backlog ships as several)
+    role: str = "writer"               # writer | follower (tails the writer's shipped WAL, serves reads)
+    writer_url: str | None = None      # a follower names it in its 403 read_only_replica answers
+    poll_interval_ms: int = 250        # a follower reads the replication head this often
+    max_lag_s: float = 5.0             # a follower is ready (GET /ready 200) while its lag is below this
+    min_lsn_timeout_s: float = 5.0     # a read with min_lsn waits this long, then 503 replica_lagging
 
     def problem(self) -> str | None:
         """What is wrong with these settings, naming the key (None when they are fine)."""
@@ -64,4 +70,12 @@ class ReplicationConfig:
             return "replication.ack_timeout_s: must be positive"
         if not 64 << 10 <= self.chunk_max_bytes <= 16 << 20:
             return "replication.chunk_max_bytes: must be between 65536 and 16777216"
+        if self.role not in ROLES:
+            return f"replication.role: must be one of {', '.join(ROLES)}, got {self.role!r}"
+        if not 10 <= self.poll_interval_ms <= 60_000:
+            return f"replication.poll_interval_ms: must be between 10 and 60000, got {self.poll_interval_ms}"
+        if self.max_lag_s <= 0:
+            return "replication.max_lag_s: must be positive"
+        if self.min_lsn_timeout_s < 0:
+            return "replication.min_lsn_timeout_s: must be 0 or more"
         return None

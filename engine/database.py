@@ -136,6 +136,7 @@ class Database(Reads, Writes, BulkWrites, Indexing, Checkpointing, Maintenance):
         self.checkpoint_lsn = 0
         self.last_checkpoint = time.time()
         self.applied_lsn = 0
+        self._lsn_moved = asyncio.Event()  # set (and replaced) whenever applied_lsn moves on
         self.replication = replication
         self._shipper: WalShipper | None = None  # ships the WAL when ``replication`` is given (a writer only)
         self.ready = False
@@ -229,6 +230,58 @@ class Database(Reads, Writes, BulkWrites, Indexing, Checkpointing, Maintenance):
         shipper.start(self.root, self.checkpoint_lsn, head)
         self._shipper = shipper
         return shipped
+
+    def _lsn_advanced(self) -> None:
+        moved, self._lsn_moved = self._lsn_moved, asyncio.Event()
+        moved.set()
+
+    async def wait_for_lsn(self, lsn: int, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until everything through ``lsn`` is applied here
+        (read-your-writes on a follower); True once it is."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.applied_lsn < lsn:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._lsn_moved.wait()
+            except TimeoutError:
+                return self.applied_lsn >= lsn
+        return True
+
+    async def apply_shipped(self, records: list[tuple[int, bytes]]) -> int:
+        """Apply shipped WAL records (a follower's tail) through the one apply, publish their
+        events with the writer's LSNs; returns how many were applied. Records at or below
+        ``applied_lsn`` are skipped. Raises WalCorrupt when they do not follow it."""
+        async with self._write_lock:
+            count, changes = await self._run(self._writer_pool, self._apply_shipped, records)
+        if count:
+            self.events.publish(changes, self.applied_lsn)
+            self._pending_changed.set()
+            self._lsn_advanced()
+        return count
+
+    def _apply_shipped(self, records: list[tuple[int, bytes]]) -> tuple[int, list[Change]]:
+        changes: list[Change] = []
+        count = 0
+        for lsn, payload in records:
+            if lsn <= self.applied_lsn:
+                continue
+            if lsn != self.applied_lsn + 1:
+                raise WalCorrupt(f"shipped WAL record {lsn} does not follow the applied LSN {self.applied_lsn}")
+            record = decode_record(lsn, payload)
+            try:
+                self._apply_record(record, None, changes, lsn)
+            except StorageError:
+                raise
+            except Exception as exc:  # a CRC-valid record this state cannot take: stop, skip nothing
+                raise WalCorrupt(f"shipped WAL record {lsn} ({record.__struct_config__.tag} on {record.c!r}) cannot "
+                                 f"be applied: {type(exc).__name__}: {exc}") from exc
+            self.applied_lsn = lsn
+            count += 1
+        return count, changes
 
     async def _cpu(self, fn: Callable[..., T], *args: Any) -> T:
         return await self._run(self._io, fn, *args)

@@ -311,10 +311,9 @@ class WalShipper:
                 return True  # nothing was ever written
             manifest, manifest_lsn = self.manifest, self.manifest_lsn
             chain = [ref for ref in self.chain if ref.last > manifest_lsn]
-            fresh = [record for record in records if record[0] > manifest_lsn]  # the rest is in the manifest
             started = time.monotonic()
             try:
-                head, stored = await self._store(fresh, manifest, manifest_lsn, chain)
+                head, stored = await self._store(records, manifest, manifest_lsn, chain)
                 await self.store.set_head(head)  # type: ignore[attr-defined]
             except BaseException as exc:
                 with self._records_lock:
@@ -352,10 +351,13 @@ class WalShipper:
                 size = 0
             groups[-1].append(record)
             size += len(record[1])
+        # Records the manifest already holds are shipped too: a follower that applied up to
+        # just before them finds them in a chunk it has seen, instead of reloading the manifest.
         expected = chain[-1].last + 1 if chain else manifest_lsn + 1
-        if records and records[0][0] != expected:
+        if records and (records[0][0] != expected if chain else records[0][0] > expected):
             raise WalCorrupt(f"WAL shipping lost its place: the next record is LSN {records[0][0]}, "
                              f"the chain needs {expected}")
+        expected = records[0][0] if records else expected
         stored: list[int] = []
         head: BlobId | None = None
         span = (expected, expected - 1)

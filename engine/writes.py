@@ -222,6 +222,7 @@ class Writes:
             else:
                 op.future.set_result(result)
         self.events.publish(changes, self.applied_lsn)
+        self._lsn_advanced()
 
     def _commit(self, ops: list[_Op]) -> tuple[list[Any], list[Change]]:
         """Writer thread: check each op against the state, log the good ones, apply them.
