@@ -21,16 +21,19 @@ $(STAMP): pyproject.toml tools/pyproject.toml
 
 install: $(STAMP)
 
-# Tools the tests drive for real: promtool + prometheus (Debian's `prometheus`) and
-# systemd-analyze (Debian's `systemd`). Installed with apt when missing and we are root.
+# Tools the tests drive for real: promtool + prometheus (Debian's `prometheus`),
+# systemd-analyze (Debian's `systemd`), etcd (Debian's `etcd-server`: leader election of
+# replicas) and haproxy (Debian's `haproxy`: the load balancer in front of replicas).
+# Installed with apt when missing and we are root.
 tools:
 	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null \
-	    || ! command -v systemd-analyze >/dev/null; then \
+	    || ! command -v systemd-analyze >/dev/null || ! command -v etcd >/dev/null \
+	    || ! command -v haproxy >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	      prometheus systemd >/dev/null; \
+	      prometheus systemd etcd-server haproxy >/dev/null; \
 	  else \
-	    echo "make tools: promtool/prometheus/systemd-analyze missing and apt-get unavailable (not root?)"; \
+	    echo "make tools: promtool/prometheus/systemd-analyze/etcd/haproxy missing and apt-get unavailable (not root?)"; \
 	  fi; \
 	fi
 

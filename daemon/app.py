@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from typing import Final
 
 from aiohttp import web
 
 from s5vec.engine import Database, EventBus, Executors
+from s5vec.engine.following import Follower
+from s5vec.storage import BlobStore
 from s5vec.ops import Metrics
 
-from . import admin, bulk, ingest, mcp_http, monitoring, rest, sse, ws
+from . import admin, bulk, ingest, mcp_http, monitoring, replication, rest, sse, ws
 from .auth import KeyRing, make_auth_middleware
 from .backend import open_store
 from .cache import QueryCache
@@ -32,7 +35,7 @@ from .systemd import Notifier
 # Which table each route is in. The read table is mounted first: aiohttp tries the routes of
 # one prefix in the order they were added, and the search route must be tried first.
 ROUTE_TABLES: Final[dict[str, tuple[web.RouteTableDef, ...]]] = {
-    "read": (rest.read_routes, sse.routes, ws.routes, monitoring.read_routes, mcp_http.routes),
+    "read": (rest.read_routes, sse.routes, ws.routes, monitoring.read_routes, mcp_http.routes, replication.routes),
     "write": (rest.write_routes, ingest.routes, bulk.routes),
     "admin": (admin.routes, monitoring.admin_routes),
 }
@@ -49,6 +52,10 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         async with open_store(config) as store:  # opened before the database, closed after it
             services.notifier.status(f"loading data from {config.data_dir}")
+            if config.replication.role == "follower":
+                async with following(services, store, bus, executors):
+                    yield
+                return
             # admin.jobs_ctx runs checkpoints, migrations and the other jobs
             db = await Database.open(config.data_dir, config.engine, store, events=bus,
                                      storage_mode=config.storage.mode, metrics=services.metrics,
@@ -60,6 +67,26 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
             await db.close(checkpoint=True)
     finally:
         await asyncio.to_thread(executors.shutdown)
+
+
+@asynccontextmanager
+async def following(services: Services, store: BlobStore | None, bus: EventBus,
+                    executors: Executors) -> AsyncIterator[None]:
+    """A follower: the read-only database loaded from the writer's root and shipped WAL,
+    and the task that tails it (owned here, stopped before the database closes)."""
+    config = services.config
+    assert store is not None  # validate() allows followers only with remote storage
+    follower = await Follower.open(config.data_dir, config.engine, store, config.replication, events=bus,
+                                   storage_mode=config.storage.mode, metrics=services.metrics, executors=executors)
+    services.opened(follower.db)
+    services.following(follower)
+    task = asyncio.create_task(follower.run(), name="s5vec-follower")
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await follower.close()
 
 
 async def close_streams(app: web.Application) -> None:
@@ -75,6 +102,7 @@ def create_app(config: Config, *, tables: Iterable[str] = ("read", "write", "adm
     metrics = Metrics()
     cors = CorsPolicy(config.cors, keyless=lambda: not ring.enabled)
     app = web.Application(middlewares=[monitoring.make_metrics_middleware(metrics), error_middleware,
+                                       replication.make_replication_middleware(),
                                        make_cors_middleware(cors),  # preflights carry no API key
                                        make_auth_middleware(ring, "read" if config.metrics_need_auth else None)],
                           client_max_size=config.http.max_body_bytes)
@@ -82,12 +110,14 @@ def create_app(config: Config, *, tables: Iterable[str] = ("read", "write", "adm
                              cache=QueryCache(config.http.query_cache_entries),
                              notifier=notifier or Notifier(None), openapi=build_openapi(VERSION))
     app.cleanup_ctx.append(database_ctx)
-    app.cleanup_ctx.append(admin.jobs_ctx)
+    follower = config.replication.role == "follower"
+    if not follower:  # a follower checkpoints, migrates and collects nothing: the writer does
+        app.cleanup_ctx.append(admin.jobs_ctx)
     app.cleanup_ctx.append(monitoring.monitor_ctx)
     app.cleanup_ctx.append(mcp_http.mcp_ctx)  # MCP at /mcp: stops before the database closes
     app.on_shutdown.append(close_streams)
     app.on_response_prepare.append(make_prepare_hook(cors))
-    wanted = set(tables)
+    wanted = set(tables) & {"read"} if follower else set(tables)  # a follower mounts only read routes
     unknown = wanted - set(ROUTE_TABLES)
     if unknown:
         raise ValueError(f"unknown route tables {sorted(unknown)}; known: {', '.join(ROUTE_TABLES)}")

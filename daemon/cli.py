@@ -29,6 +29,8 @@ def _serve(args: argparse.Namespace) -> int:
         overrides.setdefault("http", {})["port"] = args.port
     if args.log_level is not None:
         overrides["log_level"] = args.log_level
+    if args.follow:
+        overrides.setdefault("replication", {})["role"] = "follower"
     try:
         config = load_config(Path(args.config) if args.config else None, os.environ, overrides)
     except ConfigError as exc:
@@ -105,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="listen address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (default 7533)")
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    serve.add_argument("--follow", action="store_true",
+                       help="run as a read-only follower of the writer whose storage and seed phrase are configured "
+                            "(replication.role = follower)")
     sub.add_parser("bench", help="benchmark on the shared data set (see s5vec bench --help)")
     keys.add_commands(sub)
     backup_commands.add_commands(sub)

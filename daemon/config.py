@@ -171,6 +171,8 @@ class Config:
     @property
     def ships_wal(self) -> bool:
         """Whether the writer ships its WAL: ``replication.ship_wal``, by default on with remote storage."""
+        if self.replication.role == "follower":
+            return False
         if self.replication.ship_wal is not None:
             return self.replication.ship_wal
         return self.storage.mode != "local"
@@ -294,7 +296,11 @@ def validate(config: Config) -> None:
     problem = config.replication.problem()
     if problem:
         raise ConfigError(problem)
-    if config.replication.durability == "replicated" and not config.ships_wal:
+    if config.replication.role == "follower" and config.storage.mode == "local":
+        raise ConfigError("replication.role: a follower reads the writer's storage: set storage.mode = portal "
+                          "(or bridge) with the writer's seed phrase")
+    if config.replication.role == "writer" and config.replication.durability == "replicated" \
+            and not config.ships_wal:
         raise ConfigError("replication.durability: \"replicated\" needs WAL shipping (storage.mode portal or "
                           "bridge, or replication.ship_wal = true)")
     if not 0 <= config.http.port <= 65535:

@@ -18,7 +18,7 @@ from s5vec.storage import (
     encode_blob,
 )
 
-from .errors import ReadOnlyDatabase
+from .errors import NotWriter, ReadOnlyDatabase
 from .health import Probe
 from .manifest import (
     new_manifest,
@@ -172,7 +172,12 @@ class Checkpointing:
 
         A swap that timed out may have landed although it was not acknowledged: the next
         one then finds the root at a manifest built by this database on the same root
-        (its ``previous`` is ``self.root``, its LSN at most ``lsn``) and swaps from it."""
+        (its ``previous`` is ``self.root``, its LSN at most ``lsn``) and swaps from it.
+        Raises NotWriter when this node was replaced or its lease ran out: its state may hold
+        writes the new writer's history does not."""
+        fenced = self.not_writer()
+        if fenced is not None:
+            raise NotWriter(f"{fenced}; the root stays where it is")
         try:
             await self.store.set_root(manifest_id, self.root)
             return

@@ -59,6 +59,7 @@ class ReplicationConfig:
     poll_interval_ms: int = 250        # a follower reads the replication head this often
     max_lag_s: float = 5.0             # a follower is ready (GET /ready 200) while its lag is below this
     min_lsn_timeout_s: float = 5.0     # a read with min_lsn waits this long, then 503 replica_lagging
+    epoch: int = 0                     # set by leader election: stamped on every chunk this writer ships
 
     def problem(self) -> str | None:
         """What is wrong with these settings, naming the key (None when they are fine)."""

@@ -39,6 +39,7 @@ from s5vec.storage import (
     StorageError,
     WalCorrupt,
     WriteAheadLog,
+    fsync_dir,
 )
 from s5vec.storage.blobstore import os_failure
 from s5vec.storage.datadir import DataDir, lock_directory, unlock_directory
@@ -48,7 +49,7 @@ from .bulk import BulkWrites
 from .checkpoint import Checkpointing
 from .config import EngineConfig, ReplicationConfig
 from .embedding import Embedder
-from .errors import ReadOnlyDatabase
+from .errors import NotWriter, ReadOnlyDatabase
 from .events import Change, EventBus
 from .executors import Executors
 from .health import StorageHealth
@@ -139,6 +140,8 @@ class Database(Reads, Writes, BulkWrites, Indexing, Checkpointing, Maintenance):
         self._lsn_moved = asyncio.Event()  # set (and replaced) whenever applied_lsn moves on
         self.replication = replication
         self._shipper: WalShipper | None = None  # ships the WAL when ``replication`` is given (a writer only)
+        self.follower_stats: Callable[[], dict[str, Any]] | None = None  # set by a Follower tailing into this
+        self.write_fence: Callable[[], str | None] = lambda: None  # leadership: why writes must stop now
         self.ready = False
         self.detached = False  # a restore replaced the directory's state: memory must never be checkpointed
 
@@ -204,6 +207,11 @@ class Database(Reads, Writes, BulkWrites, Indexing, Checkpointing, Maintenance):
         self.events.start_at(self.checkpoint_lsn)
         shipped = await self._open_shipping() if self.replication is not None and not self.read_only else []
         replayed = await self._run(self._writer_pool, self._replay, shipped)
+        if self._shipper is not None and self._shipper._takeover:
+            # a new epoch: publish a head stamped with it before acknowledging anything, so a
+            # writer of an older epoch that is still running finds the head moved and stops
+            if not await self._shipper.ship() and self._shipper.deposed:
+                raise NotWriter(self._shipper.deposed)
         log.info("opened %s: %d collections, checkpoint LSN %d, %d WAL records replayed",
                  self.data_dir, len(self.collections), self.checkpoint_lsn, replayed)
         self._tasks = [asyncio.create_task(self._writer(), name="s5vec-writer")] if not self.read_only else []
@@ -219,7 +227,7 @@ class Database(Reads, Writes, BulkWrites, Indexing, Checkpointing, Maintenance):
         after the checkpoint (replay skips those the local WAL has). A backend that does not
         answer leaves the records to the local WAL, and shipping starts a new chain."""
         assert self.replication is not None
-        shipper = WalShipper(self.store, self.replication, self._cpu)
+        shipper = WalShipper(self.store, self.replication, self._cpu, self.replication.epoch, self.write_fence)
         try:
             head = await read_head(self.store, self._cpu)
             shipped = await shipped_records(self.store, head, self.checkpoint_lsn, self._cpu) if head else []
@@ -227,6 +235,8 @@ class Database(Reads, Writes, BulkWrites, Indexing, Checkpointing, Maintenance):
             log.warning("cannot read the shipped WAL (%s); starting from the local WAL, shipping starts a new chain",
                         exc)
             head, shipped = None, []
+        if shipped:
+            await self._run(self._writer_pool, self._set_aside_diverged_wal, shipped)
         shipper.start(self.root, self.checkpoint_lsn, head)
         self._shipper = shipper
         return shipped
@@ -282,6 +292,30 @@ class Database(Reads, Writes, BulkWrites, Indexing, Checkpointing, Maintenance):
             self.applied_lsn = lsn
             count += 1
         return count, changes
+
+    def _set_aside_diverged_wal(self, shipped: list[tuple[int, bytes]]) -> None:
+        """Writer thread, at open: when the local WAL holds a record the shipped chain holds
+        differently (this node wrote it as a writer that was since replaced, and it was never
+        acknowledged), move the local WAL aside: the chain is the history."""
+        theirs = dict(shipped)
+        diverged = None
+        try:
+            for lsn, payload in WriteAheadLog(self.layout.wal).recover(self.checkpoint_lsn, repair=False):
+                if lsn in theirs and theirs[lsn] != payload:
+                    diverged = lsn
+                    break
+        except StorageError:
+            return  # a damaged local WAL: replay reports it
+        if diverged is None:
+            return
+        aside = self.data_dir / f"wal-diverged-{int(time.time())}"
+        log.warning("the local WAL differs from the shipped WAL at LSN %d (another writer took over while this "
+                    "node's last writes were unacknowledged); moving it to %s and following the shipped WAL",
+                    diverged, aside)
+        self._wal.close()
+        self.layout.wal.rename(aside)
+        fsync_dir(self.data_dir)
+        self._wal = WriteAheadLog(self.layout.wal, self.config.wal_segment_bytes)
 
     async def _cpu(self, fn: Callable[..., T], *args: Any) -> T:
         return await self._run(self._io, fn, *args)
@@ -390,6 +424,13 @@ class Database(Reads, Writes, BulkWrites, Indexing, Checkpointing, Maintenance):
         if self._lock_fd is not None:
             unlock_directory(self._lock_fd)
             self._lock_fd = None
+
+    def not_writer(self) -> str | None:
+        """Why this database may not acknowledge writes now (replaced by another writer, its
+        lease ran out), or None."""
+        if self._shipper is not None and self._shipper.deposed is not None:
+            return self._shipper.deposed
+        return self.write_fence()
 
     @property
     def shipping(self) -> dict[str, Any] | None:

@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from s5vec.storage import BlobId, BlobStore, HeadPointer, StorageError, WalCorrupt
+from s5vec.storage import BlobId, BlobStore, HeadPointer, StorageError, WalCorrupt, fsync_dir
+from s5vec.storage.datadir import DataDir
 
 from .config import EngineConfig, ReplicationConfig
 from .database import Database
@@ -29,6 +30,17 @@ from .observer import EngineMetrics
 from .shipping import Chunk, ChunkRef, decode_chunk
 
 log = logging.getLogger(__name__)
+
+
+def _set_aside_local_wal(data_dir: Path) -> None:
+    """A follower applies only the shipped WAL: a WAL left in its directory (it was a writer
+    before) is moved aside, never replayed over the writer's history."""
+    wal = DataDir(data_dir).wal
+    if wal.is_dir() and any(wal.iterdir()):
+        aside = data_dir / f"wal-before-following-{int(time.time())}"
+        log.warning("moving this directory's own WAL to %s: a follower applies only the shipped WAL", aside)
+        wal.rename(aside)
+        fsync_dir(data_dir)
 
 
 class FollowerGap(WalCorrupt):
@@ -43,6 +55,7 @@ class Follower:
         if not isinstance(db.store, HeadPointer):
             raise StorageError(f"a follower needs a store with a replication head; {type(db.store).__name__} has none")
         self.db = db
+        db.follower_stats = self.stats
         self.store: BlobStore = db.store
         self.config = config
         self.head: BlobId | None = None
@@ -66,6 +79,7 @@ class Follower:
         """Load the root manifest and catch up with the shipped WAL. A root that moved on
         while loading (a checkpoint folded the chain and its chunks were collected) is read
         again, up to ``attempts`` times. Raises FollowerGap, StorageError."""
+        await asyncio.to_thread(_set_aside_local_wal, Path(data_dir))
         for attempt in range(1, attempts + 1):
             db = await Database.open(data_dir, config, store, events=events, storage_mode=storage_mode,
                                      metrics=metrics, executors=executors, read_only=True)
@@ -136,6 +150,10 @@ class Follower:
             self._caught_up()
             return 0
         chunk = await self.db._cpu(decode_chunk, await self.store.get(head_id), head_id)
+        if chunk.epoch < self.head_epoch:  # a deposed writer's late head: never apply it
+            log.warning("ignoring replication head %s of epoch %d (epoch %d is current)", head_id, chunk.epoch,
+                        self.head_epoch)
+            return 0
         for ref in chunk.chain:
             self._remember(ref)
         applied = await self._apply_through(chunk, head_id)

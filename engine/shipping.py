@@ -31,6 +31,7 @@ from s5vec.storage import (
     BlobId,
     BlobStore,
     HeadPointer,
+    RootConflict,
     StorageError,
     WalCorrupt,
     decode_blob,
@@ -38,6 +39,7 @@ from s5vec.storage import (
 )
 
 from .config import ReplicationConfig
+from .errors import NotWriter
 
 log = logging.getLogger(__name__)
 
@@ -178,12 +180,14 @@ class WalShipper:
     """
 
     def __init__(self, store: BlobStore, config: ReplicationConfig, cpu: Callable[..., Any],
-                 epoch: int = 0) -> None:
+                 epoch: int = 0, fence: Callable[[], str | None] | None = None) -> None:
         if not isinstance(store, HeadPointer):
             raise StorageError(f"WAL shipping needs a store with a replication head; {type(store).__name__} has none")
         self.store = store
         self.config = config
         self.epoch = epoch
+        self.fence = fence or (lambda: None)  # why this node may not publish now (a lost lease), or None
+        self.deposed: str | None = None  # set once another writer moved the head: never publish again
         self.lock = asyncio.Lock()
         self._cpu = cpu
         self._records_lock = threading.Lock()
@@ -196,6 +200,7 @@ class WalShipper:
         self.chain: list[ChunkRef] = []
         self.head: BlobId | None = None
         self._published_manifest: BlobId | None = None
+        self._takeover = False  # the head found at open is another epoch's: publish ours at once
         self.shipped_lsn = 0
         # counters for metrics and /stats
         self.chunks_shipped = 0
@@ -220,6 +225,7 @@ class WalShipper:
             self.shipped_lsn = max(manifest_lsn, chunk.lsn)
             self.head = head_id
             self._published_manifest = chunk.manifest
+            self._takeover = chunk.epoch != self.epoch
         if self.chain and self.chain[0].first > manifest_lsn + 1:
             raise WalCorrupt(f"the shipped WAL resumes at LSN {self.chain[0].first} after a manifest at {manifest_lsn}")
 
@@ -272,7 +278,8 @@ class WalShipper:
                 "bytes_shipped": self.bytes_shipped, "failures": self.failures,
                 "last_error": self.last_error, "last_ship_seconds": round(self.last_ship_seconds, 4),
                 "last_delay_seconds": round(self.last_delay_seconds, 4), "lag_seconds": round(self.lag_seconds, 3),
-                "waiting_acks": len(self._waiters), "durability": self.config.durability, "epoch": self.epoch}
+                "waiting_acks": len(self._waiters), "durability": self.config.durability, "epoch": self.epoch,
+                "deposed": self.deposed}
 
     # ------------------------------------------------------------------ shipping
 
@@ -301,10 +308,14 @@ class WalShipper:
         """One round: store the unshipped records as chunks and publish the head. True
         when everything logged so far is published; on failure the records stay queued."""
         async with self.lock:
+            if self.deposed is not None or self.fence() is not None:
+                self.fail_waiters(self.deposed or self.fence() or "")
+                return False
             with self._records_lock:
                 records, self._pending = self._pending, []
                 since = self._pending_since
-            if not records and self._published_manifest == self.manifest and self.head is not None:
+            if not records and self._published_manifest == self.manifest and self.head is not None \
+                    and not self._takeover:
                 self._release()
                 return True
             if not records and self.manifest is None and self.head is None:
@@ -314,7 +325,16 @@ class WalShipper:
             started = time.monotonic()
             try:
                 head, stored = await self._store(records, manifest, manifest_lsn, chain)
-                await self.store.set_head(head)  # type: ignore[attr-defined]
+                fenced = self.fence()
+                if fenced is not None:
+                    raise NotWriter(fenced)
+                await self.store.set_head(head, self.head)  # type: ignore[attr-defined]
+            except RootConflict as exc:
+                self.deposed = (f"another writer moved the replication head ({exc}); this node stopped "
+                                "acknowledging writes")
+                log.error("%s", self.deposed)
+                self.fail_waiters(self.deposed)
+                return False
             except BaseException as exc:
                 with self._records_lock:
                     self._pending[:0] = records
@@ -326,6 +346,7 @@ class WalShipper:
                 raise
             now = time.monotonic()
             self.chain, self.head, self._published_manifest = chain, head, manifest
+            self._takeover = False
             if records:
                 self.shipped_lsn = max(self.shipped_lsn, records[-1][0])
                 self.last_delay_seconds = now - since
@@ -336,6 +357,10 @@ class WalShipper:
                 log.info("WAL shipping works again (head %s, LSN %d)", head, self.shipped_lsn)
             self.consecutive_failures = 0
             self.last_error = None
+            fenced = self.fence()  # the lease ran out while publishing (a paused process): acknowledge nothing
+            if fenced is not None:
+                self.fail_waiters(fenced)
+                return False
             self._release()
             return True
 
@@ -412,9 +437,11 @@ class WalShipper:
         self._waiters = waiting
 
     def fail_waiters(self, why: str) -> None:
-        """Fail every held write (shutdown without a successful final round)."""
+        """Fail every held write (shutdown without a successful final round, a lost lease,
+        another writer): none of them is acknowledged."""
+        kind = NotWriter if self.deposed is not None or self.fence() is not None else NotReplicated
         for waiter in self._waiters:
             if not waiter.future.done():
-                waiter.future.set_exception(NotReplicated(
+                waiter.future.set_exception(kind(
                     f"the write is logged on this node (LSN {waiter.lsn}) but was not replicated: {why}"))
         self._waiters = []

@@ -35,7 +35,7 @@ from s5vec.storage import (
     StorageError,
 )
 
-from .errors import ReadOnlyDatabase
+from .errors import NotWriter, ReadOnlyDatabase
 from .events import Change, deleted, metadata_replaced, upserted
 from .walrecords import (
     Create,
@@ -92,6 +92,9 @@ class Writes:
             raise ReadOnlyDatabase(f"{self.data_dir} is open read-only: writes go to the writer")
         if not self.ready:
             raise StorageError("database is not open for writes")
+        reason = self.not_writer()
+        if reason is not None:
+            raise NotWriter(reason)
         await self._queue.put(op)
         return await asyncio.shield(op.future)
 
@@ -211,10 +214,13 @@ class Writes:
                     log.info("WAL writes land again")
         shipper = self._shipper
         replicated = shipper is not None and shipper.config.durability == "replicated"
+        fenced = self.not_writer()  # logged here, but this node may not acknowledge any more
         for op, result in zip(ops, results):
             if op.future.done():
                 continue
-            if isinstance(result, BaseException):
+            if fenced is not None and not isinstance(result, BaseException):
+                op.future.set_exception(NotWriter(f"{fenced} (the write was not acknowledged)"))
+            elif isinstance(result, BaseException):
                 op.future.set_exception(result)
             elif replicated:
                 assert shipper is not None

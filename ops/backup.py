@@ -115,10 +115,11 @@ async def install(store: BlobStore, backup: Backup, lsn: int, expected_root: Blo
     manifest["restored_from"] = backup.id.to_bytes()
     root = await store.put(await asyncio.to_thread(encode_blob, manifest))
     await store.set_root(root, expected_root)
-    if isinstance(store, HeadPointer) and await store.get_head() is not None:
+    current_head = await store.get_head() if isinstance(store, HeadPointer) else None
+    if isinstance(store, HeadPointer) and current_head is not None:
         # a shipped WAL chain belongs to the replaced state: restart it at the restored manifest
         head = await store.put(await asyncio.to_thread(encode_chunk, lsn + 1, 0, [], root, lsn, []))
-        await store.set_head(head)
+        await store.set_head(head, current_head)
     return root
 
 

@@ -182,6 +182,7 @@ class StateCollector(Collector):
         yield from self._durability(db)
         yield from self._storage(db)
         yield from self._shipping(db)
+        yield from self._following(db)
         yield from self._events(db)
         if self._feeds is not None:
             feeds = _gauge("s5vec_feed_connections", "Open live-feed connections by transport", ["transport"])
@@ -307,6 +308,32 @@ class StateCollector(Collector):
                                ("s5vec_wal_ship_failures_total", "failures", "Shipping rounds that failed")):
             counter = _counter(name, doc)
             counter.add_metric([], ship[key])
+            yield counter
+
+    @staticmethod
+    def _following(db: EngineState) -> Iterator[Metric]:
+        role = _gauge("s5vec_replication_role", "This node's role (value 1)", ["role"])
+        stats = db.follower_stats() if db.follower_stats is not None else None
+        role.add_metric(["follower" if stats is not None else "writer"], 1)
+        yield role
+        if stats is None:
+            return
+        yield from _gauges((
+            ("s5vec_replication_lag_seconds", "Follower: seconds since it last had everything the head names",
+             stats["lag_seconds"]),
+            ("s5vec_replication_lag_lsn", "Follower: LSNs in the newest head not applied here", stats["lag_lsn"]),
+            ("s5vec_replication_head_lsn", "Follower: the newest head's LSN", stats["head_lsn"]),
+            ("s5vec_replication_stale", "Follower: 1 once it cannot continue from the shipped WAL (restart it)",
+             1 if stats["stale"] else 0),
+        ))
+        for name, key, doc in (("s5vec_replication_records_applied_total", "records_applied",
+                                "Follower: shipped WAL records applied"),
+                               ("s5vec_replication_chunks_fetched_total", "chunks_fetched",
+                                "Follower: WAL chunks fetched besides the heads"),
+                               ("s5vec_replication_poll_failures_total", "poll_failures",
+                                "Follower: head polls that failed")):
+            counter = _counter(name, doc)
+            counter.add_metric([], stats[key])
             yield counter
 
     @staticmethod

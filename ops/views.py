@@ -25,6 +25,7 @@ class EngineState(Protocol):
     store: BlobStore
     events: EventBus
     collections: dict[str, Collection]
+    follower_stats: Callable[[], dict[str, Any]] | None
 
     @property
     def wal_bytes(self) -> int: ...

@@ -43,11 +43,12 @@ class BlobStore(Protocol):
 @runtime_checkable
 class HeadPointer(Protocol):
     """A second mutable pointer beside the root: the replication head, naming the shipped WAL
-    chunks after a manifest (see :mod:`s5vec.engine.shipping`). Last write wins; fencing
-    between writers is not this pointer's job."""
+    chunks after a manifest (see :mod:`s5vec.engine.shipping`). ``set_head`` is
+    compare-and-set (RootConflict when the head is not ``expected``): a writer that finds
+    the head moved by someone else has been replaced and must stop."""
 
     async def get_head(self) -> BlobId | None: ...
-    async def set_head(self, new: BlobId) -> None: ...
+    async def set_head(self, new: BlobId, expected: BlobId | None) -> None: ...
 
 
 class OpenClose:
@@ -244,7 +245,14 @@ class LocalBlobStore:
         except ValueError:
             raise BlobCorrupt(f"replication head file holds no blob id: {text[:80]!r}") from None
 
-    def set_head_sync(self, new: BlobId) -> None:
+    def set_head_sync(self, new: BlobId, expected: BlobId | None) -> None:
+        with self._root_lock:
+            current = self.get_head_sync()
+            if current != expected:
+                raise RootConflict(f"replication head is {current}, expected {expected}")
+            self._write_head(new)
+
+    def _write_head(self, new: BlobId) -> None:
         try:
             write_atomic(DataDir(self._root).head_file, (new.base32() + "\n").encode())
         except OSError as exc:
@@ -253,8 +261,8 @@ class LocalBlobStore:
     async def get_head(self) -> BlobId | None:
         return await self._run(self.get_head_sync)
 
-    async def set_head(self, new: BlobId) -> None:
-        await self._run(self.set_head_sync, new)
+    async def set_head(self, new: BlobId, expected: BlobId | None) -> None:
+        await self._run(self.set_head_sync, new, expected)
 
     async def put(self, data: bytes) -> BlobId:
         return await self._run(self.put_sync, data)

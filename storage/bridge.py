@@ -145,7 +145,11 @@ class BridgeBlobStore(RemoteBlobStore):
         except ValueError:
             raise BlobCorrupt(f"bridge head file holds no blob id: {text[:80]!r}") from None
 
-    async def set_head(self, new: BlobId) -> None:
+    async def set_head(self, new: BlobId, expected: BlobId | None) -> None:
+        """Read, compare, write: compare-and-set within this process only (like the root)."""
+        current = await self.get_head()
+        if current != expected:
+            raise RootConflict(f"replication head is {current}, expected {expected}")
         reply = await self._http.request("set_head", "PUT", f"{self._dir}/HEAD",
                                          data=(new.base32() + "\n").encode(), auth=True)
         if not 200 <= reply.status < 300:

@@ -136,8 +136,8 @@ class RootMirror(OpenClose):
         answers). Raises StorageError when the remote has no head pointer."""
         return await self._head_store().get_head()
 
-    async def set_head(self, new: BlobId) -> None:
-        await self._head_store().set_head(new)
+    async def set_head(self, new: BlobId, expected: BlobId | None) -> None:
+        await self._head_store().set_head(new, expected)
 
     def _head_store(self) -> HeadPointer:
         if not isinstance(self.remote, HeadPointer):

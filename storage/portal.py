@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import aiohttp
 import base58
@@ -464,7 +464,7 @@ class PortalBlobStore(RemoteBlobStore):
         self._login_lock = asyncio.Lock()
         self._login_round = 0
         self._head_lock = asyncio.Lock()
-        self._head_revision = -1  # the head entry's last known revision (-1: not read yet)
+        self._head_known: RegistryEntry | None | Literal[False] = False  # head entry last read or written
 
     async def open(self) -> None:
         """Open the HTTP session and load the upload journal; no network traffic."""
@@ -646,32 +646,38 @@ class PortalBlobStore(RemoteBlobStore):
     async def get_head(self) -> BlobId | None:
         """The blob the replication head entry points at, or None if it was never set."""
         entry = await self._read_entry("get_head", self._head_key())
-        if entry is not None:
-            self._head_revision = max(self._head_revision, entry.revision)
+        self._head_known = entry
         return self._pointer(entry)
 
-    async def set_head(self, new: BlobId) -> None:
-        """Point the head entry at ``new`` with the next revision (last write wins). The
-        revision is remembered, so a steady shipper costs one registry write, no read;
-        "Revision number too low" re-reads and retries. Raises BackendUnavailable."""
+    async def set_head(self, new: BlobId, expected: BlobId | None) -> None:
+        """Compare-and-set the head entry from ``expected`` to ``new``. The entry last read
+        or written is remembered, so a steady shipper costs one registry write and no read:
+        if anyone else wrote since, the portal answers "Revision number too low", the entry
+        is re-read, and a head that is no longer ``expected`` raises RootConflict.
+        Raises RootConflict, BackendUnavailable."""
         seed = self._head_key()
         data = pointer_data(new)
         async with self._head_lock:
-            if self._head_revision < 0:
+            known = self._head_known
+            if known is False or self._pointer(known) != expected:  # never read, or not what the caller saw
                 await self.get_head()
+                known = self._head_known
             for _ in range(self._root_retries):
-                sent = sign_entry(seed, self._head_revision + 1, data)
+                assert known is not False
+                if self._pointer(known) != expected:
+                    raise RootConflict(f"replication head is {self._pointer(known)}, expected {expected}")
+                sent = sign_entry(seed, 0 if known is None else known.revision + 1, data)
                 reply = await self._http.request(
                     "set_head", "POST", "s5/registry", json_body=sent.to_json(), auth=True,
                     final=lambda r: any(v in r.text for v in _REGISTRY_VERDICTS))
                 if 200 <= reply.status < 300:
-                    self._head_revision = sent.revision
+                    self._head_known = sent
                     return
                 if REVISION_TOO_LOW not in reply.text:
                     raise self._refused("set_head", reply)
                 current = await self._read_entry("set_head", seed)
                 if current is not None and (current.revision, current.data) == (sent.revision, sent.data):
-                    self._head_revision = sent.revision
+                    self._head_known = sent
                     return  # an earlier attempt landed although its reply was lost
-                self._head_revision = max(self._head_revision + 1, current.revision if current else 0)
+                self._head_known = known = current
         raise BackendUnavailable(f"replication head kept changing; gave up after {self._root_retries} attempts")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +65,81 @@ async def test_a_replicated_write_is_on_a_fresh_node_with_the_same_phrase_before
     fresh = await make_client(env, tmp_path / "b")
     resp = await fresh.get("/api/v1/collections/c/vectors/a")
     assert resp.status == 200 and (await resp.json())["vector"] == [1.0, 0.0]
+
+
+def follower_env(portal: TestServer, **extra: str) -> dict[str, str]:
+    return {"S5_MODE": "portal", "S5_PORTAL_URL": str(portal.make_url("/")), "S5_SEED_PHRASE": PHRASE,
+            "S5VEC_STORAGE__RETRIES": "0", "S5VEC_REPLICATION__ROLE": "follower",
+            "S5VEC_REPLICATION__POLL_INTERVAL_MS": "20", "S5VEC_REPLICATION__WRITER_URL": "http://writer:7533",
+            "S5VEC_REPLICATION__MIN_LSN_TIMEOUT_S": "0.3", **extra}
+
+
+def test_a_follower_needs_remote_storage() -> None:
+    with pytest.raises(ConfigError, match="replication.role"):
+        load_config(env={"S5VEC_REPLICATION__ROLE": "follower"})
+    with pytest.raises(ConfigError, match="replication.role"):
+        load_config(env={"S5VEC_REPLICATION__ROLE": "leader"})
+
+
+async def test_a_follower_serves_the_writers_data_refuses_writes_and_waits_for_min_lsn(
+        make_client: Any, portal: TestServer, tmp_path: Path) -> None:
+    env = {"S5_MODE": "portal", "S5_PORTAL_URL": str(portal.make_url("/")), "S5_SEED_PHRASE": PHRASE,
+           "S5VEC_STORAGE__RETRIES": "0", "S5VEC_REPLICATION__SHIP_INTERVAL_MS": "20"}
+    writer = await make_client(env, tmp_path / "w")
+    await writer.post("/api/v1/collections", json={"name": "c", "dimension": 2})
+    resp = await writer.post("/api/v1/collections/c/vectors", json={"id": "a", "vector": [1.0, 0.0]})
+    assert resp.status == 201 and int(resp.headers["S5vec-LSN"]) == 2
+    role = await (await writer.get("/api/v1/replication/role")).json()
+    assert role["role"] == "writer" and role["applied_lsn"] == 2
+
+    follower = await make_client(follower_env(portal), tmp_path / "f")
+    role = await (await follower.get("/api/v1/replication/role")).json()
+    assert role["role"] == "follower" and role["writer_url"] == "http://writer:7533"
+    ready = await follower.get("/ready")
+    assert ready.status == 200 and (await ready.json())["lag_lsn"] == 0
+    resp = await follower.get("/api/v1/collections/c/vectors/a?min_lsn=2")
+    assert resp.status == 200 and (await resp.json())["vector"] == [1.0, 0.0]
+    hits = await (await follower.post("/api/v1/collections/c/search", json={"vector": [1.0, 0.0], "k": 1})).json()
+    assert [h["id"] for h in hits["results"]] == ["a"]
+
+    for method, path, body in (("POST", "/api/v1/collections/c/vectors", {"id": "b", "vector": [0.0, 1.0]}),
+                               ("POST", "/api/v1/collections", {"name": "d", "dimension": 2}),
+                               ("DELETE", "/api/v1/collections/c/vectors/a", None),
+                               ("POST", "/api/v1/admin/checkpoint", None)):
+        resp = await follower.request(method, path, json=body)
+        assert resp.status == 403, (method, path)
+        error = (await resp.json())["error"]
+        assert error["code"] == "read_only_replica" and "http://writer:7533" in error["message"]
+        assert resp.headers["S5vec-Writer"] == "http://writer:7533"
+
+    resp = await writer.post("/api/v1/collections/c/vectors", json={"id": "b", "vector": [0.0, 1.0]})
+    lsn = int(resp.headers["S5vec-LSN"])
+    resp = await follower.get(f"/api/v1/collections/c/vectors/b?min_lsn={lsn}")  # waits for the shipped chunk
+    assert resp.status == 200 and (await resp.json())["id"] == "b"
+    resp = await follower.get(f"/api/v1/collections/c/vectors/b?min_lsn={lsn + 100}")
+    assert resp.status == 503 and resp.headers["Retry-After"] == "1"
+    assert (await resp.json())["error"]["code"] == "replica_lagging"
+    resp = await follower.get("/api/v1/collections/c/vectors/b?min_lsn=-3")
+    assert resp.status == 400 and (await resp.json())["error"]["field"] == "min_lsn"
+    metrics = await (await follower.get("/metrics")).text()
+    assert 's5vec_replication_role{role="follower"} 1.0' in metrics and "s5vec_replication_lag_seconds" in metrics
+
+
+async def test_a_follower_is_not_ready_while_it_lags_more_than_max_lag(
+        make_client: Any, portal: TestServer, tmp_path: Path) -> None:
+    env = {"S5_MODE": "portal", "S5_PORTAL_URL": str(portal.make_url("/")), "S5_SEED_PHRASE": PHRASE,
+           "S5VEC_STORAGE__RETRIES": "0", "S5VEC_REPLICATION__SHIP_INTERVAL_MS": "20"}
+    writer = await make_client(env, tmp_path / "w")
+    await writer.post("/api/v1/collections", json={"name": "c", "dimension": 2})
+    follower = await make_client(follower_env(portal, S5VEC_REPLICATION__MAX_LAG_S="0.2"), tmp_path / "f")
+    assert (await follower.get("/ready")).status == 200
+    portal.app[FAULTS].fail_next = 10_000  # the follower cannot read the head any more
+    async with asyncio.timeout(5):
+        while (await follower.get("/ready")).status == 200:
+            await asyncio.sleep(0.05)
+    body = await (await follower.get("/ready")).json()
+    assert body["ready"] is False and body["lag_seconds"] > 0.2
+    portal.app[FAULTS].fail_next = 0
+    async with asyncio.timeout(5):
+        while (await follower.get("/ready")).status != 200:
+            await asyncio.sleep(0.05)

@@ -15,6 +15,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from s5vec.engine import Database, EngineConfig
 from s5vec.engine.config import ReplicationConfig
+from s5vec.engine.errors import NotWriter
 from s5vec.engine.shipping import NotReplicated, decode_chunk, encode_chunk, read_head, shipped_records
 from s5vec.index import CollectionConfig, RawItem
 from s5vec.storage import BlobCorrupt, BlobId, LocalBlobStore, RootMirror, encode_blob
@@ -223,3 +224,60 @@ def test_a_malformed_chunk_is_refused_with_the_reason() -> None:
     gap = encode_chunk(9, 1, [b"a"], None, 0, [ChunkRef(1, 5, where)])
     with pytest.raises(BlobCorrupt, match="chain ends before LSN 6"):
         decode_chunk(gap, where)
+
+
+async def test_a_writer_replaced_by_a_newer_epoch_stops_acknowledging_and_loses_nothing_acknowledged(
+        portal: TestServer, identity: Identity, tmp_path: Path) -> None:
+    replicated = ReplicationConfig(ship_interval_ms=20, durability="replicated")
+    async with database(portal, identity, tmp_path / "old", replicated) as old:
+        await old.create_collection(CollectionConfig("c", DIM))
+        await old.upsert("c", items(0, 10))
+        newer = ReplicationConfig(ship_interval_ms=20, durability="replicated", epoch=7)
+        async with database(portal, identity, tmp_path / "new", newer) as new:  # takes over: publishes epoch 7
+            assert len(new.collection("c")) == 10
+            async with portal_store(portal, identity, tmp_path / "probe") as store:
+                head = await read_head(store, cpu)
+                assert head is not None and head[1].epoch == 7
+            with pytest.raises(NotWriter, match="another writer moved the replication head"):
+                await old.upsert("c", items(100, 1))  # logged on the old node, never acknowledged
+            with pytest.raises(NotWriter):
+                await old.upsert("c", items(101, 1))  # refused before logging
+            assert old.not_writer() is not None and old.shipping["deposed"]
+            await new.upsert("c", items(10, 5))
+            assert len(new.collection("c")) == 15 and not new.collection("c").contains("r100")
+
+
+async def test_a_lost_lease_fences_acknowledgements_and_publishing(
+        portal: TestServer, identity: Identity, tmp_path: Path) -> None:
+    async with database(portal, identity, tmp_path / "a", ReplicationConfig(ship_interval_ms=20,
+                                                                            durability="replicated")) as db:
+        await db.create_collection(CollectionConfig("c", DIM))
+        lease = {"lost": None}
+        db.write_fence = lambda: lease["lost"]
+        assert db._shipper is not None
+        db._shipper.fence = db.write_fence
+        await db.upsert("c", items(0, 1))
+        lease["lost"] = "the leadership lease expired"
+        with pytest.raises(NotWriter, match="lease expired"):
+            await db.upsert("c", items(1, 1))
+        head = db._shipper.head
+        assert not await db._shipper.ship() and db._shipper.head == head  # publishes nothing
+
+
+async def test_a_replaced_writer_reopened_sets_its_diverged_wal_aside_and_follows_the_chain(
+        portal: TestServer, identity: Identity, tmp_path: Path) -> None:
+    replicated = ReplicationConfig(ship_interval_ms=20, durability="replicated")
+    async with database(portal, identity, tmp_path / "old", replicated) as old:
+        await old.create_collection(CollectionConfig("c", DIM))
+        await old.upsert("c", items(0, 10))
+        async with database(portal, identity, tmp_path / "new",
+                            ReplicationConfig(ship_interval_ms=20, durability="replicated", epoch=7)) as new:
+            with pytest.raises(NotWriter):
+                await old.upsert("c", items(100, 1))  # in the old node's WAL only, never acknowledged
+            await new.upsert("c", items(10, 5))
+            lsn = new.applied_lsn
+    async with database(portal, identity, tmp_path / "old",
+                        ReplicationConfig(ship_interval_ms=20, durability="replicated", epoch=8)) as reopened:
+        coll = reopened.collection("c")
+        assert len(coll) == 15 and not coll.contains("r100") and reopened.applied_lsn == lsn
+        assert list(tmp_path.joinpath("old").glob("wal-diverged-*"))
