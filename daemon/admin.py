@@ -36,6 +36,9 @@ async def jobs_ctx(app: web.Application) -> AsyncIterator[None]:
     """Start the scheduled jobs once the database is open; stop them before it closes."""
     services = app[SERVICES]
     config = services.config
+    if services.follower is not None:  # decided at start-up by the election: the writer runs the jobs
+        yield
+        return
     jobs = Jobs(services.db, config.jobs, config.backup, metrics=services.metrics)
     services.jobs_started(jobs)
     await jobs.start()

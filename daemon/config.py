@@ -231,6 +231,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         return _build(hint, value, key + ".")
     if origin is tuple:
         (inner, *_rest) = get_args(hint)
+        if isinstance(value, str) and inner is str:  # from the environment: comma-separated
+            value = [part.strip() for part in value.split(",") if part.strip()]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected an array")
         return tuple(_coerce(item, inner, f"{key}[{i}]") for i, item in enumerate(value))

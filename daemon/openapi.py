@@ -350,6 +350,10 @@ def build_openapi(version: str) -> dict[str, Any]:
         "/api/v1/admin/health": {"get": _op("Health report: checks, thresholds and active alerts", None, None)},
         "/api/v1/replication/role": {"get": _op("This node's replication role (writer or follower), applied LSN "
                                                 "and shipping or tailing state", None, None)},
+        "/api/v1/admin/promote": {"post": {**_op("Make this follower the writer (202; it runs again as the writer)",
+                                                 None, None, "202"),
+            "parameters": [{"name": "force", "in": "query", "required": False, "schema": {"type": "boolean"},
+                            "description": "without etcd: promote although the old writer may be alive"}]}},
         "/metrics": {"get": {"summary": "Prometheus metrics (text format 0.0.4, or OpenMetrics by Accept)",
                              "responses": {"200": {"description": "metrics",
                                                    "content": {"text/plain": {"schema": {"type": "string"}}}}}}},

@@ -17,8 +17,12 @@ from typing import Any, Final
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from .errors import Handler, RequestInvalid, error_response
-from .params import reply
+from s5vec.engine import ReadOnlyDatabase
+from s5vec.storage import StorageError
+
+from .errors import ApiError, Handler, RequestInvalid, error_response
+from .leadership import RESTART, as_writer
+from .params import flag, reply
 from .services import SERVICES
 
 LSN_HEADER: Final = "S5vec-LSN"
@@ -33,13 +37,9 @@ def make_replication_middleware() -> Middleware:
     async def replication_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         services = request.app[SERVICES]
         config = services.config.replication
-        follower = config.role == "follower"
-        if follower and request.method in _WRITE_METHODS and request.match_info.http_exception is not None \
-                and request.path.startswith("/api/"):
-            where = config.writer_url or "the writer (replication.writer_url is not set on this follower)"
-            headers = {WRITER_HEADER: config.writer_url} if config.writer_url else None
-            return error_response(403, "read_only_replica",
-                                  f"this node is a read-only follower: send writes to {where}", headers=headers)
+        if services.follower is not None and request.method in _WRITE_METHODS \
+                and request.match_info.http_exception is not None and request.path.startswith("/api/"):
+            return refuse_write(request)
         raw = request.query.get("min_lsn")
         if raw is not None:
             try:
@@ -55,7 +55,12 @@ def make_replication_middleware() -> Middleware:
                     f"this node has applied LSN {db.applied_lsn}, not yet {min_lsn} (waited "
                     f"{config.min_lsn_timeout_s:g} s); retry, or read from the writer",
                     headers={"Retry-After": "1"})
-        response = await handler(request)
+        try:
+            response = await handler(request)
+        except ReadOnlyDatabase:  # a follower with every table mounted (leader election)
+            if services.follower is None:
+                raise
+            return refuse_write(request)
         if request.method in _WRITE_METHODS and response.status < 300 and services.is_open \
                 and not response.prepared:
             response.headers[LSN_HEADER] = str(services.db.applied_lsn)
@@ -64,13 +69,30 @@ def make_replication_middleware() -> Middleware:
     return replication_middleware
 
 
+def writer_url(request: web.Request) -> str | None:
+    services = request.app[SERVICES]
+    follower = services.follower
+    return (follower.writer_url if follower is not None else None) or services.config.replication.writer_url
+
+
+def refuse_write(request: web.Request) -> web.Response:
+    url = writer_url(request)
+    where = url or "the writer (replication.writer_url is not set on this follower)"
+    return error_response(403, "read_only_replica", f"this node is a read-only follower: send writes to {where}",
+                          headers={WRITER_HEADER: url} if url else None)
+
+
 def role_document(request: web.Request) -> dict[str, Any]:
     services = request.app[SERVICES]
     config = services.config.replication
     db = services.db
-    doc: dict[str, Any] = {"role": config.role, "applied_lsn": db.applied_lsn, "writer_url": config.writer_url}
+    role = "follower" if services.follower is not None else "writer"
+    doc: dict[str, Any] = {"role": role, "applied_lsn": db.applied_lsn, "writer_url": writer_url(request)}
     if services.follower is not None:
         doc.update(services.follower.stats())
+    elif db.not_writer() is not None:
+        doc["role"] = "fenced"  # still running as the writer, but may not acknowledge: not a write target
+        doc["fenced"] = db.not_writer()
     elif db.shipping is not None:
         doc["shipping"] = db.shipping
         doc["durability"] = config.durability
@@ -82,6 +104,43 @@ async def replication_role(request: web.Request) -> web.Response:
     """This node's role (``writer`` or ``follower``), applied LSN and replication state.
     A load balancer sends writes to the node whose body says ``"role":"writer"``."""
     return reply(role_document(request))
+
+
+@routes.post("/api/v1/admin/promote")
+async def promote(request: web.Request) -> web.Response:
+    """Make this follower the writer: with etcd it campaigns for the writer lease (409
+    ``writer_exists`` while another node holds it); without etcd only with ``force=true``
+    (safe only while the old writer is known dead). 202, then the daemon runs again as the
+    writer (a few seconds: it loads the root and every shipped chunk)."""
+    services = request.app[SERVICES]
+    follower = services.follower
+    if follower is None:
+        raise ApiError(409, "already_writer", "this node is the writer already")
+    lease = services.lease
+    if lease is not None:
+        try:
+            await follower.poll()  # catch up with everything the old writer shipped
+        except StorageError:
+            pass
+        epoch = await lease.campaign()
+        if epoch is None:
+            holder = await lease.holder()
+            raise ApiError(409, "writer_exists", f"{holder[0] if holder else 'another node'} holds the writer lease; "
+                           "stop it, or wait for its lease to expire")
+        env = as_writer(epoch, lease.lease_id)
+    else:
+        if not flag(request, "force", False):
+            raise ApiError(409, "force_required",
+                           "no leader election (replication.etcd_endpoints) is configured: promotion is safe only "
+                           "while the old writer is known dead; pass force=true once it is")
+        try:
+            await follower.poll()
+        except StorageError:
+            pass
+        epoch = follower.head_epoch + 1
+        env = as_writer(epoch, None)
+    request.app[RESTART].request(f"promoted to writer (epoch {epoch})", env)
+    return reply({"promoting": True, "epoch": epoch, "applied_lsn": follower.db.applied_lsn}, 202)
 
 
 def follower_ready(request: web.Request) -> tuple[bool, dict[str, Any]]:

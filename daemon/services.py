@@ -66,6 +66,7 @@ class Services:
     _monitor: HealthMonitor | None = field(default=None, init=False)
     _mcp: Endpoint | None = field(default=None, init=False)
     _follower: Follower | None = field(default=None, init=False)
+    _lease: Any = field(default=None, init=False)  # leadership.EtcdLease with replication.etcd_endpoints
 
     def _set_once(self, name: str, value: Any) -> None:
         if getattr(self, name) is not None:
@@ -81,6 +82,15 @@ class Services:
     def following(self, follower: Follower) -> None:
         """This node is a follower (database_ctx): ``db`` is its read-only database."""
         self._set_once("_follower", follower)
+
+    def elected(self, lease: Any) -> None:
+        """This node takes part in leader election (etcd)."""
+        self._set_once("_lease", lease)
+
+    @property
+    def lease(self) -> Any:
+        """The etcd lease (``leadership.EtcdLease``), or None without etcd."""
+        return self._lease
 
     def jobs_started(self, jobs: Jobs) -> None:
         self._set_once("_jobs", jobs)

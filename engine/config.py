@@ -60,6 +60,12 @@ class ReplicationConfig:
     max_lag_s: float = 5.0             # a follower is ready (GET /ready 200) while its lag is below this
     min_lsn_timeout_s: float = 5.0     # a read with min_lsn waits this long, then 503 replica_lagging
     epoch: int = 0                     # set by leader election: stamped on every chunk this writer ships
+    lease_id: str | None = None        # set when a promoted follower runs again as the writer (keeps its lease)
+    etcd_endpoints: tuple[str, ...] = ()  # leader election: http://host:2379 of each etcd member
+    etcd_key: str = "/s5vec/writer"    # the key the writer holds (one per seed phrase / cluster)
+    lease_ttl_s: int = 5               # the writer's lease: a dead writer is replaced after about this long
+    auto_failover: bool = False        # a ready follower campaigns when the writer's lease is gone
+    advertise_url: str | None = None   # this node's URL as the writer (stored in etcd; named in followers' 403)
 
     def problem(self) -> str | None:
         """What is wrong with these settings, naming the key (None when they are fine)."""
@@ -79,4 +85,13 @@ class ReplicationConfig:
             return "replication.max_lag_s: must be positive"
         if self.min_lsn_timeout_s < 0:
             return "replication.min_lsn_timeout_s: must be 0 or more"
+        if not 2 <= self.lease_ttl_s <= 60:
+            return f"replication.lease_ttl_s: must be between 2 and 60, got {self.lease_ttl_s}"
+        for url in self.etcd_endpoints:
+            if not url.startswith(("http://", "https://")):
+                return f"replication.etcd_endpoints: expected http(s) URLs such as http://127.0.0.1:2379, got {url!r}"
+        if self.auto_failover and not self.etcd_endpoints:
+            return "replication.auto_failover: needs replication.etcd_endpoints (without etcd, promote by hand)"
+        if not self.etcd_key.startswith("/"):
+            return "replication.etcd_key: must start with /"
         return None

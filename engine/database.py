@@ -152,7 +152,8 @@ class Database(Reads, Writes, BulkWrites, Indexing, Checkpointing, Maintenance):
                    store: BlobStore | None = None, events: EventBus | None = None,
                    storage_mode: str = "local", metrics: EngineMetrics | None = None,
                    executors: Executors | None = None, read_only: bool = False,
-                   replication: ReplicationConfig | None = None) -> Database:
+                   replication: ReplicationConfig | None = None,
+                   fence: Callable[[], str | None] | None = None) -> Database:
         """Lock the directory, load the last checkpoint, replay the WAL, start workers.
         Replayed records are published to ``events`` (nobody listens yet: they fill its
         window, so feeds resume across a restart from the last checkpoint on).
@@ -174,6 +175,8 @@ class Database(Reads, Writes, BulkWrites, Indexing, Checkpointing, Maintenance):
         not have: a new data directory with only the phrase's store recovers every shipped write."""
         db = cls(data_dir, config or EngineConfig(), store, events, storage_mode, metrics, executors, read_only,
                  replication)
+        if fence is not None:  # leader election: why this node may not acknowledge writes now
+            db.write_fence = fence
         try:
             await db._open()
         except OSError as exc:  # name the file: "No space left on device" alone says nothing

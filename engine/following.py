@@ -64,6 +64,7 @@ class Follower:
         self.head_created = 0.0  # when the writer stored the newest chunk seen (its clock)
         self._known: dict[int, ChunkRef] = {}  # chunks seen in any head, by first LSN
         self.stale: str | None = None
+        self.writer_url: str | None = None  # who writes, as leader election last said
         self.started = time.time()
         self.caught_up_at = 0.0  # last time a poll found everything in the head applied
         self.polls = 0

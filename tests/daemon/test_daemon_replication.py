@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 from s5vec.daemon.config import ConfigError, load_config
+from s5vec.daemon.leadership import RESTART
 from s5vec.storage.s5 import generate_phrase
 from s5vec.testing.portal import FAULTS, create_test_portal
 
@@ -143,3 +144,31 @@ async def test_a_follower_is_not_ready_while_it_lags_more_than_max_lag(
     async with asyncio.timeout(5):
         while (await follower.get("/ready")).status != 200:
             await asyncio.sleep(0.05)
+
+
+async def test_promote_needs_force_without_etcd_and_then_asks_to_run_again_as_the_writer(
+        make_client: Any, portal: TestServer, tmp_path: Path) -> None:
+    env = {"S5_MODE": "portal", "S5_PORTAL_URL": str(portal.make_url("/")), "S5_SEED_PHRASE": PHRASE,
+           "S5VEC_STORAGE__RETRIES": "0", "S5VEC_REPLICATION__SHIP_INTERVAL_MS": "20"}
+    writer = await make_client(env, tmp_path / "w")
+    await writer.post("/api/v1/collections", json={"name": "c", "dimension": 2})
+    resp = await writer.post("/api/v1/admin/promote")
+    assert resp.status == 409 and (await resp.json())["error"]["code"] == "already_writer"
+    follower = await make_client(follower_env(portal), tmp_path / "f")
+    resp = await follower.post("/api/v1/admin/promote")
+    assert resp.status == 409 and (await resp.json())["error"]["code"] == "force_required"
+    assert follower.app[RESTART].env is None
+    resp = await follower.post("/api/v1/admin/promote?force=true")
+    assert resp.status == 202 and (await resp.json())["epoch"] == 1
+    assert follower.app[RESTART].env == {"S5VEC_REPLICATION__ROLE": "writer", "S5VEC_REPLICATION__EPOCH": "1",
+                                         "S5VEC_REPLICATION__LEASE_ID": ""}
+
+
+@pytest.mark.parametrize("env,key", [
+    ({"S5VEC_REPLICATION__AUTO_FAILOVER": "true"}, "replication.auto_failover"),
+    ({"S5VEC_REPLICATION__LEASE_TTL_S": "1"}, "replication.lease_ttl_s"),
+    ({"S5VEC_REPLICATION__ETCD_ENDPOINTS": "127.0.0.1:2379"}, "replication.etcd_endpoints"),
+])
+def test_invalid_leader_election_settings_name_the_key(env: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        load_config(env=env)
