@@ -178,7 +178,7 @@ async def watch_writer(app: web.Application, follower: Follower, lease: EtcdLeas
             continue
         if epoch is not None:
             app[RESTART].request(f"the writer's lease expired: this follower takes over (epoch {epoch})",
-                                 as_writer(epoch, lease.lease_id))
+                                 as_writer(epoch, lease))
             return
 
 

@@ -39,6 +39,11 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    lease_id = os.environ.get("S5VEC_REPLICATION__LEASE_ID")
+    if lease_id:  # run again as the writer after a promotion: keep its lease before the slow imports
+        from . import lease_bridge
+        endpoints = [e for e in os.environ.get("S5VEC_REPLICATION__ETCD_ENDPOINTS", "").split(",") if e]
+        lease_bridge.start(endpoints, lease_id, float(os.environ.get("S5VEC_REPLICATION__LEASE_TTL_S", "5")))
     from . import logs
     from .config import EX_CONFIG, Config, ConfigError, load_config
 

@@ -25,6 +25,8 @@ from typing import Any, Final, NoReturn
 import aiohttp
 from aiohttp import web
 
+from . import lease_bridge
+
 log = logging.getLogger(__name__)
 _MARGIN: Final = 0.5  # seconds of the TTL this node does not count on (clock rates, request time)
 
@@ -114,7 +116,9 @@ class EtcdLease:
         """Take over a lease this node was granted before it re-executed itself (promotion):
         True when it is still alive and the key is still ours."""
         self.lease_id, self.epoch = lease_id, epoch
-        if not await self.keep_alive():
+        alive = await self.keep_alive()
+        lease_bridge.stop()  # from here on run() keeps it
+        if not alive:
             return False
         held = await self.holder()
         if held is None or held[1] != epoch:
@@ -209,9 +213,17 @@ def reexec(env: dict[str, str]) -> NoReturn:
     os.execve(sys.executable, [sys.executable, "-m", "s5vec.daemon.cli", *args], {**os.environ, **env})
 
 
-def as_writer(epoch: int, lease_id: str | None) -> dict[str, str]:
-    return {"S5VEC_REPLICATION__ROLE": "writer", "S5VEC_REPLICATION__EPOCH": str(epoch),
-            "S5VEC_REPLICATION__LEASE_ID": lease_id or ""}
+def as_writer(epoch: int, lease: EtcdLease | None) -> dict[str, str]:
+    """The environment of this daemon run again as the writer; with a lease, the lease is
+    kept alive from now until the new process resumes it (see :mod:`.lease_bridge`)."""
+    env = {"S5VEC_REPLICATION__ROLE": "writer", "S5VEC_REPLICATION__EPOCH": str(epoch),
+           "S5VEC_REPLICATION__LEASE_ID": ""}
+    if lease is not None and lease.lease_id is not None:
+        lease_bridge.start(lease.endpoints, lease.lease_id, lease.ttl_s)
+        env.update({"S5VEC_REPLICATION__LEASE_ID": lease.lease_id,
+                    "S5VEC_REPLICATION__ETCD_ENDPOINTS": ",".join(lease.endpoints),
+                    "S5VEC_REPLICATION__LEASE_TTL_S": str(lease.ttl_s)})
+    return env
 
 
 def as_follower() -> dict[str, str]:

@@ -127,7 +127,7 @@ async def promote(request: web.Request) -> web.Response:
             holder = await lease.holder()
             raise ApiError(409, "writer_exists", f"{holder[0] if holder else 'another node'} holds the writer lease; "
                            "stop it, or wait for its lease to expire")
-        env = as_writer(epoch, lease.lease_id)
+        env = as_writer(epoch, lease)
     else:
         if not flag(request, "force", False):
             raise ApiError(409, "force_required",
