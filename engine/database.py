@@ -237,7 +237,9 @@ class Database(Reads, Writes, BulkWrites, Indexing, Checkpointing, Maintenance):
         except BackendUnavailable as exc:
             log.warning("cannot read the shipped WAL (%s); starting from the local WAL, shipping starts a new chain",
                         exc)
-            head, shipped = None, []
+            shipper.start(self.root, self.checkpoint_lsn, None, known=False)
+            self._shipper = shipper
+            return []
         if shipped:
             await self._run(self._writer_pool, self._set_aside_diverged_wal, shipped)
         shipper.start(self.root, self.checkpoint_lsn, head)

@@ -201,6 +201,7 @@ class WalShipper:
         self.head: BlobId | None = None
         self._published_manifest: BlobId | None = None
         self._takeover = False  # the head found at open is another epoch's: publish ours at once
+        self._head_known = True  # False until the head is read (it could not be at open)
         self.shipped_lsn = 0
         # counters for metrics and /stats
         self.chunks_shipped = 0
@@ -214,8 +215,12 @@ class WalShipper:
 
     # ------------------------------------------------------------------ state
 
-    def start(self, manifest: BlobId | None, manifest_lsn: int, head: tuple[BlobId, Chunk] | None) -> None:
-        """Continue the chain found at open: ``manifest`` is what the root names now."""
+    def start(self, manifest: BlobId | None, manifest_lsn: int, head: tuple[BlobId, Chunk] | None,
+              known: bool = True) -> None:
+        """Continue the chain found at open: ``manifest`` is what the root names now.
+        ``known`` False: the head could not be read (the backend was down); the first
+        round reads it before replacing it."""
+        self._head_known = known
         self.manifest, self.manifest_lsn = manifest, manifest_lsn
         self.shipped_lsn = manifest_lsn
         if head is not None:
@@ -328,6 +333,8 @@ class WalShipper:
                 fenced = self.fence()
                 if fenced is not None:
                     raise NotWriter(fenced)
+                if not self._head_known:
+                    await self._learn_head()
                 await self.store.set_head(head, self.head)  # type: ignore[attr-defined]
             except RootConflict as exc:
                 self.deposed = (f"another writer moved the replication head ({exc}); this node stopped "
@@ -398,6 +405,16 @@ class WalShipper:
         assert head is not None
         chain.append(ChunkRef(span[0], span[1], head))  # the chain held in memory names the head too
         return head, stored
+
+    async def _learn_head(self) -> None:
+        """The head this node could not read at open: replace it, unless a newer epoch
+        wrote it (then this node was replaced while it was cut off). Raises RootConflict."""
+        found = await read_head(self.store, self._cpu)
+        if found is not None and found[1].epoch > self.epoch:
+            raise RootConflict(f"the replication head {found[0]} is of epoch {found[1].epoch}, this node's is "
+                               f"{self.epoch}")
+        self.head = found[0] if found is not None else None
+        self._head_known = True
 
     def _failed(self, exc: Exception) -> None:
         self.failures += 1

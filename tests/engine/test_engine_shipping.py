@@ -281,3 +281,19 @@ async def test_a_replaced_writer_reopened_sets_its_diverged_wal_aside_and_follow
         coll = reopened.collection("c")
         assert len(coll) == 15 and not coll.contains("r100") and reopened.applied_lsn == lsn
         assert list(tmp_path.joinpath("old").glob("wal-diverged-*"))
+
+
+async def test_a_writer_that_opened_while_the_portal_was_down_takes_up_the_head_once_it_answers(
+        portal: TestServer, identity: Identity, tmp_path: Path) -> None:
+    async with database(portal, identity, tmp_path / "a", checkpoint=True) as db:
+        await db.create_collection(CollectionConfig("c", DIM))
+        await db.upsert("c", items(0, 5))
+        await shipped(db, db.applied_lsn)
+    portal.app[FAULTS].fail_next = 10_000
+    async with database(portal, identity, tmp_path / "a") as db:  # starts from its root copy and WAL
+        await db.upsert("c", items(5, 5))
+        portal.app[FAULTS].fail_next = 0
+        await shipped(db, db.applied_lsn)
+        assert db.not_writer() is None and db._shipper is not None and db._shipper.deposed is None
+    async with database(portal, identity, tmp_path / "b") as fresh:
+        assert len(fresh.collection("c")) == 10
