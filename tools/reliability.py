@@ -47,6 +47,16 @@ RUNS: Final = (
         "registry) with 0 and 50 ms injected on every portal request: `local` acknowledges after the "
         "local fsync, `replicated` after the WAL chunk holding the write is stored and the head naming "
         "it published; a fresh node with only the phrase must then hold every replicated write")),
+    ("failover-etcd.json", "Failover through etcd behind HAProxy (replicated)", (
+        "1 writer + 2 followers + HAProxy (systemd/haproxy-s5vec.cfg) + a one-member etcd (5 s lease) on the "
+        "portal double, 8 threads searching and 8 writing through HAProxy (500 writes/s offered); the writer "
+        "is SIGKILLed and a follower takes over by itself: no read may fail, every acknowledged write must be "
+        "on the new writer (checked id by id)")),
+    ("failover-promote.json", "Failover by `s5vec promote --force` behind HAProxy (replicated)", (
+        "the same without etcd: one second after the SIGKILL a follower is promoted by hand")),
+    ("failover-etcd-local.json", "Failover through etcd behind HAProxy (local durability)", (
+        "the etcd run with durability local: acknowledged writes of the last shipping interval (200 ms here) "
+        "may be lost, and are counted")),
 )
 # Figures worth a line in the overview when a summary has them (looked up at any depth).
 HEADLINE_KEYS: Final = ("kills", "faults_injected", "decoder_inputs", "http_calls", "ws_frames", "ndjson_lines",
