@@ -287,9 +287,10 @@ class StateCollector(Collector):
 
     @staticmethod
     def _shipping(db: EngineState) -> Iterator[Metric]:
-        ship = db.shipping
-        if ship is None:
-            return
+        # exported (as 0) on nodes that do not ship too, so the dashboard's panels always have a series
+        ship = db.shipping or dict.fromkeys(("shipped_lsn", "pending_records", "lag_seconds", "last_delay_seconds",
+                                             "last_ship_seconds", "waiting_acks", "chunks_shipped", "bytes_shipped",
+                                             "failures"), 0)
         yield from _gauges((
             ("s5vec_wal_shipped_lsn", "Last LSN whose WAL chunk is stored and named by the published head",
              ship["shipped_lsn"]),
@@ -316,8 +317,9 @@ class StateCollector(Collector):
         stats = db.follower_stats() if db.follower_stats is not None else None
         role.add_metric(["follower" if stats is not None else "writer"], 1)
         yield role
-        if stats is None:
-            return
+        if stats is None:  # a writer: the follower gauges and counters are 0
+            stats = {**dict.fromkeys(("lag_seconds", "lag_lsn", "head_lsn", "records_applied", "chunks_fetched",
+                                      "poll_failures"), 0), "stale": None}
         yield from _gauges((
             ("s5vec_replication_lag_seconds", "Follower: seconds since it last had everything the head names",
              stats["lag_seconds"]),
