@@ -47,6 +47,11 @@ RUNS: Final = (
         "registry) with 0 and 50 ms injected on every portal request: `local` acknowledges after the "
         "local fsync, `replicated` after the WAL chunk holding the write is stored and the head naming "
         "it published; a fresh node with only the phrase must then hold every replicated write")),
+    ("followers.json", "Followers: lag at 1,000 writes/s, ready time at 100k vectors", (
+        "a writer (local durability, shipping every 1 s) and a follower (polling every 250 ms) on the portal "
+        "double: the time from the writer applying an LSN to the follower applying it at a steady 1,000 "
+        "writes/s; then a new follower from the phrase alone over 100k MiniLM vectors (99k in the manifest, "
+        "1k only in shipped chunks), timed from start to open and caught up")),
     ("failover-etcd.json", "Failover through etcd behind HAProxy (replicated)", (
         "1 writer + 2 followers + HAProxy (systemd/haproxy-s5vec.cfg) + a one-member etcd (5 s lease) on the "
         "portal double, 8 threads searching and 8 writing through HAProxy (500 writes/s offered); the writer "
