@@ -18,6 +18,8 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from s5vec.engine import ReadOnlyDatabase
+from s5vec.engine.config import DURABILITIES
+from s5vec.engine.shipping import DURABILITY
 from s5vec.storage import StorageError
 
 from .errors import ApiError, Handler, RequestInvalid, error_response
@@ -36,10 +38,25 @@ def make_replication_middleware() -> Middleware:
     @web.middleware
     async def replication_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         services = request.app[SERVICES]
-        config = services.config.replication
         if services.follower is not None and request.method in _WRITE_METHODS \
                 and request.match_info.http_exception is not None and request.path.startswith("/api/"):
             return refuse_write(request)
+        durability = request.query.get("durability") if request.method in _WRITE_METHODS else None
+        if durability is not None:
+            if durability not in DURABILITIES:
+                raise RequestInvalid(f"durability: must be one of {', '.join(DURABILITIES)}, got {durability[:40]!r}",
+                                     "durability")
+            if durability == "replicated" and services.db.shipping is None:
+                raise RequestInvalid("durability: replicated needs WAL shipping (storage.mode portal or bridge, "
+                                     "or replication.ship_wal = true)", "durability")
+        token = DURABILITY.set(durability)  # this request's writes are acknowledged accordingly
+        try:
+            return await _serve(request, handler, services)
+        finally:
+            DURABILITY.reset(token)  # a keep-alive connection may run its next request in this task
+
+    async def _serve(request: web.Request, handler: Handler, services: Any) -> web.StreamResponse:
+        config = services.config.replication
         raw = request.query.get("min_lsn")
         if raw is not None:
             try:

@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -46,6 +47,12 @@ log = logging.getLogger(__name__)
 CHUNK_FORMAT: Final = "s5vec-wal-chunk"
 CHUNK_VERSION: Final = 1
 _RETRY_MAX_S: Final = 5.0
+
+
+DURABILITY: Final[ContextVar[str | None]] = ContextVar("s5vec_durability", default=None)
+"""A caller's durability for the writes it submits (``local`` or ``replicated``; None: the
+database's ``replication.durability``). Set it around a write call (the daemon does, from
+``?durability=``); a write of a database that does not ship cannot be ``replicated``."""
 
 
 class NotReplicated(BackendUnavailable):

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
 import msgspec
@@ -36,6 +36,7 @@ from s5vec.storage import (
 )
 
 from .errors import NotWriter, ReadOnlyDatabase
+from .shipping import DURABILITY
 from .events import Change, deleted, metadata_replaced, upserted
 from .walrecords import (
     Create,
@@ -61,6 +62,7 @@ class _Op:
     future: asyncio.Future[Any]
     batch: Batch | None = None  # the validated batch of an upsert (replay rebuilds it from the record)
     config: CollectionConfig | None = None
+    durability: str | None = field(default_factory=DURABILITY.get)  # the submitting caller's (None: the database's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +97,9 @@ class Writes:
         reason = self.not_writer()
         if reason is not None:
             raise NotWriter(reason)
+        if op.durability == "replicated" and self._shipper is None:
+            raise InvalidRecord("durability", "replicated needs WAL shipping (remote storage); this database "
+                                "does not ship its WAL")
         await self._queue.put(op)
         return await asyncio.shield(op.future)
 
@@ -213,7 +218,7 @@ class Writes:
                 if self.storage.write_error is not None and self.storage.record_write_ok():
                     log.info("WAL writes land again")
         shipper = self._shipper
-        replicated = shipper is not None and shipper.config.durability == "replicated"
+        default = shipper.config.durability if shipper is not None else "local"
         fenced = self.not_writer()  # logged here, but this node may not acknowledge any more
         for op, result in zip(ops, results):
             if op.future.done():
@@ -222,8 +227,7 @@ class Writes:
                 op.future.set_exception(NotWriter(f"{fenced} (the write was not acknowledged)"))
             elif isinstance(result, BaseException):
                 op.future.set_exception(result)
-            elif replicated:
-                assert shipper is not None
+            elif shipper is not None and (op.durability or default) == "replicated":
                 shipper.hold(self.applied_lsn, op.future, result)  # acknowledged once its chunk is stored
             else:
                 op.future.set_result(result)

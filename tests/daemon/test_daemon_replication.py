@@ -172,3 +172,33 @@ async def test_promote_needs_force_without_etcd_and_then_asks_to_run_again_as_th
 def test_invalid_leader_election_settings_name_the_key(env: dict[str, str], key: str) -> None:
     with pytest.raises(ConfigError, match=key):
         load_config(env=env)
+
+
+async def test_a_request_may_ask_for_replicated_or_local_durability(
+        make_client: Any, portal: TestServer, tmp_path: Path) -> None:
+    env = {"S5_MODE": "portal", "S5_PORTAL_URL": str(portal.make_url("/")), "S5_SEED_PHRASE": PHRASE,
+           "S5VEC_STORAGE__RETRIES": "0", "S5VEC_REPLICATION__SHIP_INTERVAL_MS": "60000"}
+    writer = await make_client(env, tmp_path / "w")
+    await writer.post("/api/v1/collections", json={"name": "c", "dimension": 2})
+    resp = await writer.post("/api/v1/collections/c/vectors", json={"id": "a", "vector": [1.0, 0.0]})
+    assert resp.status == 201  # local (the daemon's default): not shipped for a minute
+    health = await (await writer.get("/health")).json()
+    assert health["replication"]["shipped_lsn"] < health["applied_lsn"]
+    for path, body in (("/api/v1/collections/c/vectors?durability=replicated", {"id": "b", "vector": [0.0, 1.0]}),
+                       ("/api/v1/collections/c/vectors/batch?durability=replicated",
+                        {"vectors": [{"id": "c", "vector": [1.0, 1.0]}]})):
+        resp = await writer.post(path, json=body)
+        assert resp.status in (200, 201), await resp.text()
+        health = await (await writer.get("/health")).json()
+        assert health["replication"]["shipped_lsn"] == health["applied_lsn"]  # on the portal when acknowledged
+    resp = await writer.post("/api/v1/collections/c/vectors?durability=eventually", json={"id": "d", "vector": [1, 0]})
+    assert resp.status == 400 and (await resp.json())["error"]["field"] == "durability"
+
+
+async def test_replicated_durability_per_request_needs_shipping(make_client: Any, tmp_path: Path) -> None:
+    client = await make_client({}, tmp_path / "local")
+    await client.post("/api/v1/collections", json={"name": "c", "dimension": 2})
+    resp = await client.post("/api/v1/collections/c/vectors?durability=replicated", json={"id": "a", "vector": [1, 0]})
+    assert resp.status == 400 and (await resp.json())["error"]["field"] == "durability"
+    resp = await client.post("/api/v1/collections/c/vectors?durability=local", json={"id": "a", "vector": [1, 0]})
+    assert resp.status == 201
