@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 CHUNK_FORMAT: Final = "s5vec-wal-chunk"
 CHUNK_VERSION: Final = 1
 _RETRY_MAX_S: Final = 5.0
+FOLDED_KEEP_S: Final = 60.0
 
 
 DURABILITY: Final[ContextVar[str | None]] = ContextVar("s5vec_durability", default=None)
@@ -208,6 +209,8 @@ class WalShipper:
         self.head: BlobId | None = None
         self._published_manifest: BlobId | None = None
         self._takeover = False  # the head found at open is another epoch's: publish ours at once
+        self._folded_at: dict[BlobId, float] = {}  # folded chunks still named: since when they are folded
+        self.folded_keep_s = FOLDED_KEEP_S
         self._head_known = True  # False until the head is read (it could not be at open)
         self.shipped_lsn = 0
         # counters for metrics and /stats
@@ -269,6 +272,20 @@ class WalShipper:
         self.manifest, self.manifest_lsn = manifest, lsn
         self.shipped_lsn = max(self.shipped_lsn, lsn)
         self._wake.set()
+
+    def _unfolded(self, manifest_lsn: int) -> list[ChunkRef]:
+        """The chain a new head names: the chunks after the manifest, and for
+        ``FOLDED_KEEP_S`` also those a checkpoint folded, so a follower that missed the head
+        naming them (it polls less often than heads change) still finds them. Dropped from
+        the front only: the chain stays contiguous."""
+        now = time.monotonic()
+        chain = list(self.chain)
+        while chain and chain[0].last <= manifest_lsn:
+            folded = self._folded_at.setdefault(chain[0].blob, now)
+            if now - folded < self.folded_keep_s:
+                break
+            self._folded_at.pop(chain.pop(0).blob, None)
+        return chain
 
     def referenced(self) -> set[BlobId]:
         """Blobs the published head still needs (garbage collection keeps them)."""
@@ -333,7 +350,7 @@ class WalShipper:
             if not records and self.manifest is None and self.head is None:
                 return True  # nothing was ever written
             manifest, manifest_lsn = self.manifest, self.manifest_lsn
-            chain = [ref for ref in self.chain if ref.last > manifest_lsn]
+            chain = self._unfolded(manifest_lsn)
             started = time.monotonic()
             try:
                 head, stored = await self._store(records, manifest, manifest_lsn, chain)

@@ -160,3 +160,19 @@ async def test_wait_for_lsn_gives_up_after_its_timeout(portal: TestServer, ident
         async with follower(portal, identity, tmp_path / "f") as f:
             assert await f.db.wait_for_lsn(w.applied_lsn, 0.01)
             assert not await f.db.wait_for_lsn(w.applied_lsn + 1, 0.05)
+
+
+async def test_a_follower_that_missed_every_head_between_two_checkpoints_finds_the_folded_chunk(
+        portal: TestServer, identity: Identity, tmp_path: Path) -> None:
+    async with writer(portal, identity, tmp_path / "w") as w:
+        w.keep_unreferenced_for(60)
+        await w.create_collection(CollectionConfig("c", DIM))
+        await shipped(w)
+        async with follower(portal, identity, tmp_path / "f") as f:  # polled only by hand below
+            await w.upsert("c", items(0, 3))
+            await shipped(w)  # a head names this chunk; the follower does not look
+            await w.checkpoint()  # ... and this checkpoint folds it
+            await w.upsert("c", items(3, 2))
+            await shipped(w)
+            assert await f.poll() == 2 and f.stale is None
+            assert len(f.db.collection("c")) == 5 and f.db.applied_lsn == w.applied_lsn
