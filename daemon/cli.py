@@ -16,7 +16,34 @@ log = logging.getLogger("s5vec")
 EX_DATAERR = 65  # the write-ahead log is damaged: restarting cannot help (s5vec wal inspect|salvage)
 
 
+def _promote(args: argparse.Namespace) -> int:
+    """POST /api/v1/admin/promote to a follower; prints its answer. 0 when it is promoting."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    url = args.url.rstrip("/") + "/api/v1/admin/promote" + ("?force=true" if args.force else "")
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    request = urllib.request.Request(url, method="POST", data=b"", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            print(json.dumps(json.load(resp)))
+            return 0
+    except urllib.error.HTTPError as err:
+        body = err.read().decode("utf-8", "replace")
+        print(f"s5vec promote: HTTP {err.code}: {body}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"s5vec promote: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 1
+
+
 def _serve(args: argparse.Namespace) -> int:
+    lease_id = os.environ.get("S5VEC_REPLICATION__LEASE_ID")
+    if lease_id:  # run again as the writer after a promotion: keep its lease before the slow imports
+        from . import lease_bridge
+        endpoints = [e for e in os.environ.get("S5VEC_REPLICATION__ETCD_ENDPOINTS", "").split(",") if e]
+        lease_bridge.start(endpoints, lease_id, float(os.environ.get("S5VEC_REPLICATION__LEASE_TTL_S", "5")))
     from . import logs
     from .config import EX_CONFIG, Config, ConfigError, load_config
 
@@ -29,6 +56,8 @@ def _serve(args: argparse.Namespace) -> int:
         overrides.setdefault("http", {})["port"] = args.port
     if args.log_level is not None:
         overrides["log_level"] = args.log_level
+    if args.follow:
+        overrides.setdefault("replication", {})["role"] = "follower"
     try:
         config = load_config(Path(args.config) if args.config else None, os.environ, overrides)
     except ConfigError as exc:
@@ -105,6 +134,16 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="listen address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (default 7533)")
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    serve.add_argument("--follow", action="store_true",
+                       help="run as a read-only follower of the writer whose storage and seed phrase are configured "
+                            "(replication.role = follower)")
+    promote = sub.add_parser("promote", help="make a running follower the writer (POST /api/v1/admin/promote)")
+    promote.add_argument("--url", default=os.environ.get("S5VEC_URL", "http://127.0.0.1:7533"),
+                         help="the follower's URL (default $S5VEC_URL or http://127.0.0.1:7533)")
+    promote.add_argument("--api-key", default=os.environ.get("S5VEC_API_KEY"), help="an admin key ($S5VEC_API_KEY)")
+    promote.add_argument("--force", action="store_true",
+                         help="without leader election (etcd): promote anyway; safe only while the old writer is "
+                              "known dead")
     sub.add_parser("bench", help="benchmark on the shared data set (see s5vec bench --help)")
     keys.add_commands(sub)
     backup_commands.add_commands(sub)
@@ -115,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "promote":
+        return _promote(args)
     if args.command == "keys":
         return keys.run(args)
     if args.command == "backup":

@@ -23,6 +23,7 @@ from typing import Any, Final, Union, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit, urlunsplit
 
 from s5vec.engine import EngineConfig
+from s5vec.engine.config import ReplicationConfig
 from s5vec.ops import HealthThresholds
 from s5vec.ops.backup import BackupConfig
 from s5vec.ops.jobs import JobsConfig, QuietHours
@@ -165,6 +166,16 @@ class Config:
     health: HealthThresholds = field(default_factory=HealthThresholds)
     jobs: JobsConfig = field(default_factory=JobsConfig)
     backup: BackupConfig = field(default_factory=BackupConfig)
+    replication: ReplicationConfig = field(default_factory=ReplicationConfig)
+
+    @property
+    def ships_wal(self) -> bool:
+        """Whether the writer ships its WAL: ``replication.ship_wal``, by default on with remote storage."""
+        if self.replication.role == "follower":
+            return False
+        if self.replication.ship_wal is not None:
+            return self.replication.ship_wal
+        return self.storage.mode != "local"
 
     @property
     def metrics_need_auth(self) -> bool:
@@ -220,6 +231,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         return _build(hint, value, key + ".")
     if origin is tuple:
         (inner, *_rest) = get_args(hint)
+        if isinstance(value, str) and inner is str:  # from the environment: comma-separated
+            value = [part.strip() for part in value.split(",") if part.strip()]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected an array")
         return tuple(_coerce(item, inner, f"{key}[{i}]") for i, item in enumerate(value))
@@ -282,6 +295,16 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
 
 def validate(config: Config) -> None:
     """Cross-field rules; raises ConfigError naming the key."""
+    problem = config.replication.problem()
+    if problem:
+        raise ConfigError(problem)
+    if config.replication.role == "follower" and config.storage.mode == "local":
+        raise ConfigError("replication.role: a follower reads the writer's storage: set storage.mode = portal "
+                          "(or bridge) with the writer's seed phrase")
+    if config.replication.role == "writer" and config.replication.durability == "replicated" \
+            and not config.ships_wal:
+        raise ConfigError("replication.durability: \"replicated\" needs WAL shipping (storage.mode portal or "
+                          "bridge, or replication.ship_wal = true)")
     if not 0 <= config.http.port <= 65535:
         raise ConfigError(f"http.port: {config.http.port} is not a TCP port")
     if config.http.query_cache_entries < 0:

@@ -16,7 +16,8 @@ from s5vec.index import (
     CollectionExists, CollectionNotFound, DimensionMismatch, IndexError_, InvalidRecord, RecordNotFound,
 )
 from s5vec.index.errors import EmbeddingError, SearchTimeout
-from s5vec.engine import DataDirLocked
+from s5vec.engine import DataDirLocked, ReadOnlyDatabase
+from s5vec.engine.errors import NotWriter
 from s5vec.ops.backup import BackupNotFound
 from s5vec.ops.jobs import JobBusy, UnknownJob
 from s5vec.storage import BackendUnavailable, BlobCorrupt, BlobNotFound, StorageError, StorageFull, WalFailed
@@ -65,7 +66,9 @@ STATUS: Final[tuple[tuple[type[Exception], int, str], ...]] = (
     (BackendUnavailable, 503, "storage_unavailable"),
     (DataDirLocked, 503, "storage_unavailable"),
     (StorageFull, 507, "storage_full"),  # nothing was written; retry once space is freed
-    (WalFailed, 503, "storage_read_only"),  # the WAL refuses writes until the daemon restarts
+    (WalFailed, 503, "storage_read_only"),
+    (ReadOnlyDatabase, 403, "read_only_replica"),
+    (NotWriter, 503, "not_writer"),  # replaced by another writer, or its lease ran out: writes go elsewhere  # a follower (MCP, WebSocket writes): the writer takes writes  # the WAL refuses writes until the daemon restarts
     (StorageError, 503, "storage_error"),
 )
 _HTTP_CODES: Final = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",

@@ -199,7 +199,7 @@ _TAGS: Final = (("/api/v1/admin", "admin"), ("/api/v1/stream", "feeds"),
                 ("/api/v1/collections/{c}/vectors", "vectors"), ("/api/v1/vectors", "vectors"),
                 ("/api/v1/collections/{c}/ingest", "vectors"), ("/api/v1/collections/{c}/export", "vectors"),
                 ("/api/v1/collections/{c}/bulk", "vectors"),
-                ("/api/v1/collections", "collections"), ("/", "service"))
+                ("/api/v1/collections", "collections"), ("/api/v1/replication", "replication"), ("/", "service"))
 OPERATION_IDS: Final = {
     ("get", "/health"): "health", ("get", "/ready"): "ready", ("get", "/metrics"): "metrics",
     ("get", "/api/v1/collections"): "list_collections", ("post", "/api/v1/collections"): "create_collection",
@@ -222,6 +222,7 @@ OPERATION_IDS: Final = {
     ("get", "/api/v1/admin/statistics"): "statistics", ("get", "/api/v1/admin/jobs"): "list_jobs",
     ("get", "/api/v1/admin/backups"): "list_backups", ("post", "/api/v1/admin/backups/{id}/verify"): "verify_backup",
     ("get", "/api/v1/admin/health"): "health_report",
+    ("get", "/api/v1/replication/role"): "replication_role",
 }
 
 
@@ -347,6 +348,12 @@ def build_openapi(version: str) -> dict[str, Any]:
         "/api/v1/admin/backups/{id}/verify": {"post": _op("Re-hash every blob of a backup", None, None,
                                                           params=("id",))},
         "/api/v1/admin/health": {"get": _op("Health report: checks, thresholds and active alerts", None, None)},
+        "/api/v1/replication/role": {"get": _op("This node's replication role (writer or follower), applied LSN "
+                                                "and shipping or tailing state", None, None)},
+        "/api/v1/admin/promote": {"post": {**_op("Make this follower the writer (202; it runs again as the writer)",
+                                                 None, None, "202"),
+            "parameters": [{"name": "force", "in": "query", "required": False, "schema": {"type": "boolean"},
+                            "description": "without etcd: promote although the old writer may be alive"}]}},
         "/metrics": {"get": {"summary": "Prometheus metrics (text format 0.0.4, or OpenMetrics by Accept)",
                              "responses": {"200": {"description": "metrics",
                                                    "content": {"text/plain": {"schema": {"type": "string"}}}}}}},

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from s5vec.index import MAX_K, CollectionNotFound
 
-from . import operations
+from . import operations, replication
 from .errors import RequestInvalid
 from .operations import DEFAULT
 from .params import check_filter_bytes, count_param, decode, filter_param, flag, reply
@@ -85,6 +85,7 @@ async def health(request: web.Request) -> web.Response:
         "collections": len(db.collections),
         "storage": db.storage.as_dict(),
         "wal_bytes": db.wal_bytes, "applied_lsn": db.applied_lsn, "checkpoint_lsn": db.checkpoint_lsn,
+        "replication": services.follower.stats() if services.follower is not None else db.shipping,
     })
 
 
@@ -93,7 +94,9 @@ async def ready(request: web.Request) -> web.Response:
     """200 once the data is loaded, also while storage is degraded: reads and (WAL-backed)
     writes are served then, so a load balancer must keep sending traffic."""
     db = request.app[SERVICES].db
-    return reply({"ready": db.ready}, 200 if db.ready else 503)
+    ready, detail = replication.follower_ready(request)
+    ready = ready and db.ready
+    return reply({"ready": ready, **detail}, 200 if ready else 503)
 
 
 @read_routes.get("/openapi.json")

@@ -25,6 +25,7 @@ from s5vec.engine.memory import tune_malloc
 from . import logs
 from .app import create_app
 from .config import Config, ConfigError
+from .leadership import RESTART, reexec
 from .runner import DaemonRunner
 from .services import SERVICES
 from .systemd import Notifier
@@ -57,8 +58,10 @@ class ListenError(Exception):
     """The HTTP socket could not be opened (address in use, permission denied)."""
 
 
-async def serve(config: Config, reload: Callable[[], Config], notifier: Notifier) -> None:
-    """Run until SIGTERM or SIGINT; raises what opening the database or the socket raises."""
+async def serve(config: Config, reload: Callable[[], Config], notifier: Notifier) -> dict[str, str] | None:
+    """Run until SIGTERM or SIGINT, or until the daemon must run again as another role
+    (returns the environment for that, see :mod:`.leadership`); raises what opening the
+    database or the socket raises."""
     loop = asyncio.get_running_loop()
     app = create_app(config, notifier=notifier)
     runner = DaemonRunner(app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S,
@@ -111,7 +114,14 @@ async def serve(config: Config, reload: Callable[[], Config], notifier: Notifier
                 listening = True
                 log.info("listening on http://%s:%d", config.http.host, config.http.port)
                 notifier.ready(serving_status(app, config.http.host, config.http.port))
-                await stop.wait()
+                restart = asyncio.ensure_future(app[RESTART].event.wait())
+                stopping = asyncio.ensure_future(stop.wait())
+                await asyncio.wait((restart, stopping), return_when=asyncio.FIRST_COMPLETED)
+                for waiter in (restart, stopping):
+                    waiter.cancel()
+                if app[RESTART].env is not None:
+                    notifier.stopping(f"restarting: {app[RESTART].why}")
+                    stop.set()
         finally:
             if not stop.is_set():
                 notifier.stopping("stopping after an error")
@@ -121,6 +131,7 @@ async def serve(config: Config, reload: Callable[[], Config], notifier: Notifier
                 for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     loop.remove_signal_handler(signum)
                 notifier.status("stopped")
+    return app[RESTART].env
 
 
 def run(config: Config, reload: Callable[[], Config]) -> None:
@@ -133,8 +144,9 @@ def run(config: Config, reload: Callable[[], Config]) -> None:
         loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     notifier = Notifier.from_env()
+    restart = None
     try:
-        loop.run_until_complete(serve(config, reload, notifier))
+        restart = loop.run_until_complete(serve(config, reload, notifier))
     finally:
         notifier.close()
         leftovers = [t for t in asyncio.all_tasks(loop) if not t.done()]
@@ -145,3 +157,5 @@ def run(config: Config, reload: Callable[[], Config]) -> None:
         loop.run_until_complete(loop.shutdown_asyncgens())
         asyncio.set_event_loop(None)
         loop.close()
+    if restart is not None:
+        reexec(restart)

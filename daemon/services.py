@@ -22,6 +22,7 @@ from typing import Any, Final, Protocol
 from aiohttp import web
 
 from s5vec.engine import Database
+from s5vec.engine.following import Follower
 from s5vec.ops import HealthMonitor, Metrics
 from s5vec.ops.jobs import Jobs
 
@@ -64,6 +65,8 @@ class Services:
     _jobs: Jobs | None = field(default=None, init=False)
     _monitor: HealthMonitor | None = field(default=None, init=False)
     _mcp: Endpoint | None = field(default=None, init=False)
+    _follower: Follower | None = field(default=None, init=False)
+    _lease: Any = field(default=None, init=False)  # leadership.EtcdLease with replication.etcd_endpoints
 
     def _set_once(self, name: str, value: Any) -> None:
         if getattr(self, name) is not None:
@@ -75,6 +78,19 @@ class Services:
         """The database is open (database_ctx): single upserts are batched into it from now on."""
         self._set_once("_db", db)
         self._set_once("_upserts", SingleUpserts(db))
+
+    def following(self, follower: Follower) -> None:
+        """This node is a follower (database_ctx): ``db`` is its read-only database."""
+        self._set_once("_follower", follower)
+
+    def elected(self, lease: Any) -> None:
+        """This node takes part in leader election (etcd)."""
+        self._set_once("_lease", lease)
+
+    @property
+    def lease(self) -> Any:
+        """The etcd lease (``leadership.EtcdLease``), or None without etcd."""
+        return self._lease
 
     def jobs_started(self, jobs: Jobs) -> None:
         self._set_once("_jobs", jobs)
@@ -96,6 +112,11 @@ class Services:
         if db is None:
             raise ServiceUnavailable("the database")
         return db
+
+    @property
+    def follower(self) -> Follower | None:
+        """The WAL tailer on a follower; None on a writer (or before start-up)."""
+        return self._follower
 
     @property
     def upserts(self) -> SingleUpserts:

@@ -8,6 +8,7 @@ from typing import Any
 
 from s5vec.index import DimensionMismatch, ItemError, RawItem
 from s5vec.engine import Database
+from s5vec.engine.shipping import DURABILITY
 from s5vec.storage import StorageError
 
 from .errors import ApiError, RequestInvalid
@@ -35,22 +36,23 @@ class SingleUpserts:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._gathering: dict[str, list[_Waiter]] = {}
+        self._gathering: dict[tuple[str, str | None], list[_Waiter]] = {}
         self._running: set[asyncio.Task[Any]] = set()
 
     async def upsert(self, name: str, body: VectorIn) -> str:
         """Durably upsert one record; returns its id. Raises the record's error (400/422)."""
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         item = RawItem(body.id, body.vector, body.metadata, body.timestamp, body.text)
-        gathering = self._gathering.get(name)
+        key = (name, DURABILITY.get())  # a batch is acknowledged as one: by one durability
+        gathering = self._gathering.get(key)
         if gathering is not None:
             gathering.append((item, future))
             return await future
-        gathering = self._gathering[name] = [(item, future)]
+        gathering = self._gathering[key] = [(item, future)]
         try:
             await asyncio.sleep(0)  # the other upserts of this iteration join
         finally:  # submitted even if this caller was cancelled: the others wait for it
-            del self._gathering[name]
+            del self._gathering[key]
             task = asyncio.ensure_future(self.db.upsert(name, [i for i, _ in gathering]))
             self._running.add(task)
             task.add_done_callback(functools.partial(self._settle, gathering))

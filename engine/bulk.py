@@ -22,7 +22,7 @@ from s5vec.index import Batch, Collection
 from s5vec.index.bulk import historical_mask
 from s5vec.storage import StorageError
 
-from .errors import ReadOnlyDatabase
+from .errors import NotWriter, ReadOnlyDatabase
 from .walrecords import Upsert
 from .writes import _Op
 
@@ -93,6 +93,9 @@ class BulkWrites:
             raise ReadOnlyDatabase(f"{self.data_dir} is open read-only: writes go to the writer")
         if not self.ready:
             raise StorageError("database is not open for writes")
+        reason = self.not_writer()
+        if reason is not None:
+            raise NotWriter(reason)
 
     async def _make_room(self, name: str, coll: Collection) -> None:
         """Migrate while ``coll`` holds more than BULK_MAX_WAITING_BYTES of old vectors."""

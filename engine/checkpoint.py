@@ -18,7 +18,7 @@ from s5vec.storage import (
     encode_blob,
 )
 
-from .errors import ReadOnlyDatabase
+from .errors import NotWriter, ReadOnlyDatabase
 from .health import Probe
 from .manifest import (
     new_manifest,
@@ -143,6 +143,8 @@ class Checkpointing:
             previous, self.root = self.root, manifest_id
             self.checkpoint_lsn, self.last_checkpoint = lsn, time.time()
             self._checkpoint_token = token
+            if self._shipper is not None:
+                self._shipper.folded(manifest_id, lsn)
             try:
                 await self._run(self._writer_pool, self._wal.truncate_through, lsn)
             except StorageError as exc:  # the checkpoint stands; the next one drops these segments
@@ -170,7 +172,12 @@ class Checkpointing:
 
         A swap that timed out may have landed although it was not acknowledged: the next
         one then finds the root at a manifest built by this database on the same root
-        (its ``previous`` is ``self.root``, its LSN at most ``lsn``) and swaps from it."""
+        (its ``previous`` is ``self.root``, its LSN at most ``lsn``) and swaps from it.
+        Raises NotWriter when this node was replaced or its lease ran out: its state may hold
+        writes the new writer's history does not."""
+        fenced = self.not_writer()
+        if fenced is not None:
+            raise NotWriter(f"{fenced}; the root stays where it is")
         try:
             await self.store.set_root(manifest_id, self.root)
             return
@@ -187,10 +194,16 @@ class Checkpointing:
         await self.store.set_root(manifest_id, current)
 
     async def _collect_garbage(self, current: BlobId, grace_s: float | None = None) -> int:
-        """Delete blobs that none of the last ``keep_manifests`` manifests and no retained
-        backup reference, once they have been unreferenced for ``gc_grace_s``. Runs under
-        the checkpoint lock (a checkpoint in flight has stored blobs no manifest names yet)."""
-        keep: set[BlobId] = set()
+        """Delete blobs that none of the last ``keep_manifests`` manifests, no retained
+        backup and not the shipped WAL chain reference, once they have been unreferenced for
+        ``gc_grace_s``. Runs under the checkpoint lock (a checkpoint in flight has stored
+        blobs no manifest names yet) and the shipper's lock (so does a shipping round)."""
+        if self._shipper is None:
+            return await self._collect_unreferenced(current, grace_s, set())
+        async with self._shipper.lock:
+            return await self._collect_unreferenced(current, grace_s, self._shipper.referenced())
+
+    async def _collect_unreferenced(self, current: BlobId, grace_s: float | None, keep: set[BlobId]) -> int:
         manifest_id: BlobId | None = current
         for _ in range(self.config.keep_manifests):
             if manifest_id is None:

@@ -18,11 +18,12 @@ state this module's ``__init__`` sets up: :class:`~.reads.Reads` (catalog, searc
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,12 +32,14 @@ from s5vec.index import (
     Collection,
 )
 from s5vec.storage import (
+    BackendUnavailable,
     BlobId,
     BlobStore,
     LocalBlobStore,
     StorageError,
     WalCorrupt,
     WriteAheadLog,
+    fsync_dir,
 )
 from s5vec.storage.blobstore import os_failure
 from s5vec.storage.datadir import DataDir, lock_directory, unlock_directory
@@ -44,9 +47,9 @@ from s5vec.storage.datadir import DataDir, lock_directory, unlock_directory
 from .backups import BackupCatalog
 from .bulk import BulkWrites
 from .checkpoint import Checkpointing
-from .config import EngineConfig
+from .config import EngineConfig, ReplicationConfig
 from .embedding import Embedder
-from .errors import ReadOnlyDatabase
+from .errors import NotWriter, ReadOnlyDatabase
 from .events import Change, EventBus
 from .executors import Executors
 from .health import StorageHealth
@@ -59,6 +62,7 @@ from .manifest import (
 )
 from .observer import EngineMetrics, NullMetrics
 from .reads import Query, Reads, _split
+from .shipping import WalShipper, read_head, shipped_records
 from .walrecords import (
     decode_record,
 )
@@ -75,7 +79,7 @@ class Database(Reads, Writes, BulkWrites, Indexing, Checkpointing, Maintenance):
     def __init__(self, data_dir: Path, config: EngineConfig, store: BlobStore | None = None,
                  events: EventBus | None = None, storage_mode: str = "local",
                  metrics: EngineMetrics | None = None, executors: Executors | None = None,
-                 read_only: bool = False) -> None:
+                 read_only: bool = False, replication: ReplicationConfig | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.layout = DataDir(self.data_dir)
         self.config = config
@@ -133,6 +137,11 @@ class Database(Reads, Writes, BulkWrites, Indexing, Checkpointing, Maintenance):
         self.checkpoint_lsn = 0
         self.last_checkpoint = time.time()
         self.applied_lsn = 0
+        self._lsn_moved = asyncio.Event()  # set (and replaced) whenever applied_lsn moves on
+        self.replication = replication
+        self._shipper: WalShipper | None = None  # ships the WAL when ``replication`` is given (a writer only)
+        self.follower_stats: Callable[[], dict[str, Any]] | None = None  # set by a Follower tailing into this
+        self.write_fence: Callable[[], str | None] = lambda: None  # leadership: why writes must stop now
         self.ready = False
         self.detached = False  # a restore replaced the directory's state: memory must never be checkpointed
 
@@ -142,7 +151,9 @@ class Database(Reads, Writes, BulkWrites, Indexing, Checkpointing, Maintenance):
     async def open(cls, data_dir: Path, config: EngineConfig | None = None,
                    store: BlobStore | None = None, events: EventBus | None = None,
                    storage_mode: str = "local", metrics: EngineMetrics | None = None,
-                   executors: Executors | None = None, read_only: bool = False) -> Database:
+                   executors: Executors | None = None, read_only: bool = False,
+                   replication: ReplicationConfig | None = None,
+                   fence: Callable[[], str | None] | None = None) -> Database:
         """Lock the directory, load the last checkpoint, replay the WAL, start workers.
         Replayed records are published to ``events`` (nobody listens yet: they fill its
         window, so feeds resume across a restart from the last checkpoint on).
@@ -157,8 +168,15 @@ class Database(Reads, Writes, BulkWrites, Indexing, Checkpointing, Maintenance):
         no lock, deletes and writes nothing in the directory (scratch files go to a private
         temporary directory), reads the WAL up to its last complete record without cutting
         anything, and serves searches and reads; writes, checkpoints and maintenance raise
-        ReadOnlyDatabase."""
-        db = cls(data_dir, config or EngineConfig(), store, events, storage_mode, metrics, executors, read_only)
+        ReadOnlyDatabase.
+
+        With ``replication`` a writer ships its WAL through ``store`` (which then needs a
+        replication head, see :mod:`.shipping`), and at open replays shipped records it does
+        not have: a new data directory with only the phrase's store recovers every shipped write."""
+        db = cls(data_dir, config or EngineConfig(), store, events, storage_mode, metrics, executors, read_only,
+                 replication)
+        if fence is not None:  # leader election: why this node may not acknowledge writes now
+            db.write_fence = fence
         try:
             await db._open()
         except OSError as exc:  # name the file: "No space left on device" alone says nothing
@@ -190,19 +208,131 @@ class Database(Reads, Writes, BulkWrites, Indexing, Checkpointing, Maintenance):
             self.checkpoint_lsn = self.applied_lsn = int(manifest["lsn"])
             self._checkpoint_token = self._state_token()
         self.events.start_at(self.checkpoint_lsn)
-        replayed = await self._run(self._writer_pool, self._replay)
+        shipped = await self._open_shipping() if self.replication is not None and not self.read_only else []
+        replayed = await self._run(self._writer_pool, self._replay, shipped)
+        if self._shipper is not None and self._shipper._takeover:
+            # a new epoch: publish a head stamped with it before acknowledging anything, so a
+            # writer of an older epoch that is still running finds the head moved and stops
+            if not await self._shipper.ship() and self._shipper.deposed:
+                raise NotWriter(self._shipper.deposed)
         log.info("opened %s: %d collections, checkpoint LSN %d, %d WAL records replayed",
                  self.data_dir, len(self.collections), self.checkpoint_lsn, replayed)
         self._tasks = [asyncio.create_task(self._writer(), name="s5vec-writer")] if not self.read_only else []
+        if self._shipper is not None:
+            self._tasks.append(asyncio.create_task(self._shipper.run(), name="s5vec-shipper"))
         self._tasks += [asyncio.create_task(self._indexer(), name="s5vec-indexer"),
                         asyncio.create_task(self._search_dispatcher(), name="s5vec-search")]
         self._pending_changed.set()
         self.ready = True
 
-    def _replay(self) -> int:
+    async def _open_shipping(self) -> list[tuple[int, bytes]]:
+        """Start the shipper where the published chain ends; returns the shipped records
+        after the checkpoint (replay skips those the local WAL has). A backend that does not
+        answer leaves the records to the local WAL, and shipping starts a new chain."""
+        assert self.replication is not None
+        shipper = WalShipper(self.store, self.replication, self._cpu, self.replication.epoch, self.write_fence)
+        try:
+            head = await read_head(self.store, self._cpu)
+            shipped = await shipped_records(self.store, head, self.checkpoint_lsn, self._cpu) if head else []
+        except BackendUnavailable as exc:
+            log.warning("cannot read the shipped WAL (%s); starting from the local WAL, shipping starts a new chain",
+                        exc)
+            shipper.start(self.root, self.checkpoint_lsn, None, known=False)
+            self._shipper = shipper
+            return []
+        if shipped:
+            await self._run(self._writer_pool, self._set_aside_diverged_wal, shipped)
+        shipper.start(self.root, self.checkpoint_lsn, head)
+        self._shipper = shipper
+        return shipped
+
+    def _lsn_advanced(self) -> None:
+        moved, self._lsn_moved = self._lsn_moved, asyncio.Event()
+        moved.set()
+
+    async def wait_for_lsn(self, lsn: int, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until everything through ``lsn`` is applied here
+        (read-your-writes on a follower); True once it is."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.applied_lsn < lsn:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._lsn_moved.wait()
+            except TimeoutError:
+                return self.applied_lsn >= lsn
+        return True
+
+    async def apply_shipped(self, records: list[tuple[int, bytes]]) -> int:
+        """Apply shipped WAL records (a follower's tail) through the one apply, publish their
+        events with the writer's LSNs; returns how many were applied. Records at or below
+        ``applied_lsn`` are skipped. Raises WalCorrupt when they do not follow it."""
+        async with self._write_lock:
+            count, changes = await self._run(self._writer_pool, self._apply_shipped, records)
+        if count:
+            self.events.publish(changes, self.applied_lsn)
+            self._pending_changed.set()
+            self._lsn_advanced()
+        return count
+
+    def _apply_shipped(self, records: list[tuple[int, bytes]]) -> tuple[int, list[Change]]:
+        changes: list[Change] = []
+        count = 0
+        for lsn, payload in records:
+            if lsn <= self.applied_lsn:
+                continue
+            if lsn != self.applied_lsn + 1:
+                raise WalCorrupt(f"shipped WAL record {lsn} does not follow the applied LSN {self.applied_lsn}")
+            record = decode_record(lsn, payload)
+            try:
+                self._apply_record(record, None, changes, lsn)
+            except StorageError:
+                raise
+            except Exception as exc:  # a CRC-valid record this state cannot take: stop, skip nothing
+                raise WalCorrupt(f"shipped WAL record {lsn} ({record.__struct_config__.tag} on {record.c!r}) cannot "
+                                 f"be applied: {type(exc).__name__}: {exc}") from exc
+            self.applied_lsn = lsn
+            count += 1
+        return count, changes
+
+    def _set_aside_diverged_wal(self, shipped: list[tuple[int, bytes]]) -> None:
+        """Writer thread, at open: when the local WAL holds a record the shipped chain holds
+        differently (this node wrote it as a writer that was since replaced, and it was never
+        acknowledged), move the local WAL aside: the chain is the history."""
+        theirs = dict(shipped)
+        diverged = None
+        try:
+            for lsn, payload in WriteAheadLog(self.layout.wal).recover(self.checkpoint_lsn, repair=False):
+                if lsn in theirs and theirs[lsn] != payload:
+                    diverged = lsn
+                    break
+        except StorageError:
+            return  # a damaged local WAL: replay reports it
+        if diverged is None:
+            return
+        aside = self.data_dir / f"wal-diverged-{int(time.time())}"
+        log.warning("the local WAL differs from the shipped WAL at LSN %d (another writer took over while this "
+                    "node's last writes were unacknowledged); moving it to %s and following the shipped WAL",
+                    diverged, aside)
+        self._wal.close()
+        self.layout.wal.rename(aside)
+        fsync_dir(self.data_dir)
+        self._wal = WriteAheadLog(self.layout.wal, self.config.wal_segment_bytes)
+
+    async def _cpu(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self._run(self._io, fn, *args)
+
+    def _replay(self, shipped: list[tuple[int, bytes]] | None = None) -> int:
         count = 0
         changes: list[Change] = []
-        for lsn, payload in self._wal.recover(self.checkpoint_lsn, repair=not self.read_only):
+        shipper = self._shipper
+        local = self._wal.recover(self.checkpoint_lsn, repair=not self.read_only)
+        for lsn, payload in itertools.chain(local, self._adopt_shipped(shipped or [])):
+            if shipper is not None and lsn > shipper.shipped_lsn:
+                shipper.add([(lsn, payload)])
             record = decode_record(lsn, payload)
             try:
                 self._apply_record(record, None, changes, lsn)
@@ -218,6 +348,23 @@ class Database(Reads, Writes, BulkWrites, Indexing, Checkpointing, Maintenance):
                 changes = []
         self.events.publish(changes, self.applied_lsn)
         return count
+
+    def _adopt_shipped(self, shipped: list[tuple[int, bytes]]) -> Iterator[tuple[int, bytes]]:
+        """Writer thread, after the local WAL is read: the shipped records past its end,
+        appended to it (so they are durable here and LSNs go on from them) and yielded.
+        Raises WalCorrupt when they do not follow the local WAL's last record."""
+        after = max(self.applied_lsn, self._wal.next_lsn - 1)
+        missing = [(lsn, payload) for lsn, payload in shipped if lsn > after]
+        if not missing:
+            return
+        if missing[0][0] != after + 1:
+            raise WalCorrupt(f"the shipped WAL resumes at LSN {missing[0][0]} but the local state ends at {after}")
+        log.info("adopting %d shipped WAL records (LSN %d..%d) this directory does not have",
+                 len(missing), missing[0][0], missing[-1][0])
+        for start in range(0, len(missing), 4096):
+            part = missing[start:start + 4096]
+            self._wal.append([payload for _, payload in part])
+            yield from part
 
     async def close(self, checkpoint: bool = True) -> None:
         """Stop workers; with ``checkpoint`` the WAL is folded into a final manifest.
@@ -246,6 +393,7 @@ class Database(Reads, Writes, BulkWrites, Indexing, Checkpointing, Maintenance):
             if not future.done():
                 future.set_exception(StorageError("database is shutting down"))
         self._searches = []
+        await self._flush_shipping()
         if checkpoint and self._lock_fd is not None and not self.detached and not self.read_only:
             if self.storage.degraded and not await self.probe_storage():
                 log.warning("storage backend unavailable: no final checkpoint; the WAL holds every write")
@@ -256,7 +404,18 @@ class Database(Reads, Writes, BulkWrites, Indexing, Checkpointing, Maintenance):
                     log.error("final checkpoint failed (%s); the WAL still holds every write", exc)
                 except Exception:
                     log.exception("final checkpoint failed; the WAL still holds every write")
+                else:
+                    await self._flush_shipping()  # publish the folded chain
         await self._release()
+
+    async def _flush_shipping(self) -> None:
+        """Ship what is left (closing); held replicated writes fail if that does not work."""
+        if self._shipper is None:
+            return
+        if not await self._shipper.ship():
+            log.warning("final WAL shipping round failed (%s); the local WAL keeps every write",
+                        self._shipper.last_error)
+        self._shipper.fail_waiters("the database is closing and the last shipping round failed")
 
     async def _release(self) -> None:
         await self.embedder.close()
@@ -270,6 +429,18 @@ class Database(Reads, Writes, BulkWrites, Indexing, Checkpointing, Maintenance):
         if self._lock_fd is not None:
             unlock_directory(self._lock_fd)
             self._lock_fd = None
+
+    def not_writer(self) -> str | None:
+        """Why this database may not acknowledge writes now (replaced by another writer, its
+        lease ran out), or None."""
+        if self._shipper is not None and self._shipper.deposed is not None:
+            return self._shipper.deposed
+        return self.write_fence()
+
+    @property
+    def shipping(self) -> dict[str, Any] | None:
+        """WAL shipping state and counters (None when this database does not ship)."""
+        return self._shipper.stats() if self._shipper is not None else None
 
     def keep_unreferenced_for(self, seconds: float) -> None:
         """Garbage collection deletes a blob only once it has been unreferenced this long."""

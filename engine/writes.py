@@ -10,7 +10,7 @@ import asyncio
 import logging
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
 import msgspec
@@ -35,7 +35,8 @@ from s5vec.storage import (
     StorageError,
 )
 
-from .errors import ReadOnlyDatabase
+from .errors import NotWriter, ReadOnlyDatabase
+from .shipping import DURABILITY
 from .events import Change, deleted, metadata_replaced, upserted
 from .walrecords import (
     Create,
@@ -61,6 +62,7 @@ class _Op:
     future: asyncio.Future[Any]
     batch: Batch | None = None  # the validated batch of an upsert (replay rebuilds it from the record)
     config: CollectionConfig | None = None
+    durability: str | None = field(default_factory=DURABILITY.get)  # the submitting caller's (None: the database's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,12 @@ class Writes:
             raise ReadOnlyDatabase(f"{self.data_dir} is open read-only: writes go to the writer")
         if not self.ready:
             raise StorageError("database is not open for writes")
+        reason = self.not_writer()
+        if reason is not None:
+            raise NotWriter(reason)
+        if op.durability == "replicated" and self._shipper is None:
+            raise InvalidRecord("durability", "replicated needs WAL shipping (remote storage); this database "
+                                "does not ship its WAL")
         await self._queue.put(op)
         return await asyncio.shield(op.future)
 
@@ -209,14 +217,22 @@ class Writes:
             else:
                 if self.storage.write_error is not None and self.storage.record_write_ok():
                     log.info("WAL writes land again")
+        shipper = self._shipper
+        default = shipper.config.durability if shipper is not None else "local"
+        fenced = self.not_writer()  # logged here, but this node may not acknowledge any more
         for op, result in zip(ops, results):
             if op.future.done():
                 continue
-            if isinstance(result, BaseException):
+            if fenced is not None and not isinstance(result, BaseException):
+                op.future.set_exception(NotWriter(f"{fenced} (the write was not acknowledged)"))
+            elif isinstance(result, BaseException):
                 op.future.set_exception(result)
+            elif shipper is not None and (op.durability or default) == "replicated":
+                shipper.hold(self.applied_lsn, op.future, result)  # acknowledged once its chunk is stored
             else:
                 op.future.set_result(result)
         self.events.publish(changes, self.applied_lsn)
+        self._lsn_advanced()
 
     def _commit(self, ops: list[_Op]) -> tuple[list[Any], list[Change]]:
         """Writer thread: check each op against the state, log the good ones, apply them.
@@ -251,8 +267,11 @@ class Writes:
                     continue
             accepted.append((position, op, record))
         if accepted:
-            lsn = self._wal.append([encode_record(record) for _, _, record in accepted])
+            payloads = [encode_record(record) for _, _, record in accepted]
+            lsn = self._wal.append(payloads)
             first = lsn - len(accepted) + 1
+            if self._shipper is not None:
+                self._shipper.add([(first + offset, payload) for offset, payload in enumerate(payloads)])
             for offset, (position, op, record) in enumerate(accepted):
                 results[position] = self._apply_record(record, op, changes, first + offset)
                 self.applied_lsn = first + offset

@@ -29,6 +29,7 @@ from typing import Any, Final
 import blake3
 import cbor2
 from s5vec.engine import Database
+from s5vec.engine.shipping import encode_chunk
 from s5vec.engine.backups import (  # noqa: F401  (re-exported: the catalog is the engine's, procedures are here)
     _PARALLEL,
     VERSION,
@@ -45,6 +46,7 @@ from s5vec.storage import (
     BlobCorrupt,
     BlobId,
     BlobStore,
+    HeadPointer,
     LocalBlobStore,
     StorageError,
     decode_blob,
@@ -113,6 +115,11 @@ async def install(store: BlobStore, backup: Backup, lsn: int, expected_root: Blo
     manifest["restored_from"] = backup.id.to_bytes()
     root = await store.put(await asyncio.to_thread(encode_blob, manifest))
     await store.set_root(root, expected_root)
+    current_head = await store.get_head() if isinstance(store, HeadPointer) else None
+    if isinstance(store, HeadPointer) and current_head is not None:
+        # a shipped WAL chain belongs to the replaced state: restart it at the restored manifest
+        head = await store.put(await asyncio.to_thread(encode_chunk, lsn + 1, 0, [], root, lsn, []))
+        await store.set_head(head, current_head)
     return root
 
 

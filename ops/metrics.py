@@ -181,6 +181,8 @@ class StateCollector(Collector):
         yield from self._collections(db)
         yield from self._durability(db)
         yield from self._storage(db)
+        yield from self._shipping(db)
+        yield from self._following(db)
         yield from self._events(db)
         if self._feeds is not None:
             feeds = _gauge("s5vec_feed_connections", "Open live-feed connections by transport", ["transport"])
@@ -282,6 +284,59 @@ class StateCollector(Collector):
             for op, count in sorted(dict(stats.get(kind, {})).items()):
                 requests.add_metric([op], count)
             yield requests
+
+    @staticmethod
+    def _shipping(db: EngineState) -> Iterator[Metric]:
+        # exported (as 0) on nodes that do not ship too, so the dashboard's panels always have a series
+        ship = db.shipping or dict.fromkeys(("shipped_lsn", "pending_records", "lag_seconds", "last_delay_seconds",
+                                             "last_ship_seconds", "waiting_acks", "chunks_shipped", "bytes_shipped",
+                                             "failures"), 0)
+        yield from _gauges((
+            ("s5vec_wal_shipped_lsn", "Last LSN whose WAL chunk is stored and named by the published head",
+             ship["shipped_lsn"]),
+            ("s5vec_wal_unshipped_records", "WAL records logged here and not shipped yet", ship["pending_records"]),
+            ("s5vec_wal_ship_lag_seconds", "How long the oldest unshipped WAL record has waited (0: all shipped)",
+             ship["lag_seconds"]),
+            ("s5vec_wal_ship_delay_seconds", "Last shipping round: its oldest record's wait from fsync to publication",
+             ship["last_delay_seconds"]),
+            ("s5vec_wal_ship_upload_seconds", "Last shipping round: time to store its chunks and publish the head",
+             ship["last_ship_seconds"]),
+            ("s5vec_replication_acks_waiting", "Writes waiting for their chunk (durability = replicated)",
+             ship["waiting_acks"]),
+        ))
+        for name, key, doc in (("s5vec_wal_shipped_chunks_total", "chunks_shipped", "WAL chunks stored"),
+                               ("s5vec_wal_shipped_bytes_total", "bytes_shipped", "Bytes of WAL chunk blobs stored"),
+                               ("s5vec_wal_ship_failures_total", "failures", "Shipping rounds that failed")):
+            counter = _counter(name, doc)
+            counter.add_metric([], ship[key])
+            yield counter
+
+    @staticmethod
+    def _following(db: EngineState) -> Iterator[Metric]:
+        role = _gauge("s5vec_replication_role", "This node's role (value 1)", ["role"])
+        stats = db.follower_stats() if db.follower_stats is not None else None
+        role.add_metric(["follower" if stats is not None else "writer"], 1)
+        yield role
+        if stats is None:  # a writer: the follower gauges and counters are 0
+            stats = {**dict.fromkeys(("lag_seconds", "lag_lsn", "head_lsn", "records_applied", "chunks_fetched",
+                                      "poll_failures"), 0), "stale": None}
+        yield from _gauges((
+            ("s5vec_replication_lag_seconds", "Follower: seconds since it last had everything the head names",
+             stats["lag_seconds"]),
+            ("s5vec_replication_lag_lsn", "Follower: LSNs in the newest head not applied here", stats["lag_lsn"]),
+            ("s5vec_replication_head_lsn", "Follower: the newest head's LSN", stats["head_lsn"]),
+            ("s5vec_replication_stale", "Follower: 1 once it cannot continue from the shipped WAL (restart it)",
+             1 if stats["stale"] else 0),
+        ))
+        for name, key, doc in (("s5vec_replication_records_applied_total", "records_applied",
+                                "Follower: shipped WAL records applied"),
+                               ("s5vec_replication_chunks_fetched_total", "chunks_fetched",
+                                "Follower: WAL chunks fetched besides the heads"),
+                               ("s5vec_replication_poll_failures_total", "poll_failures",
+                                "Follower: head polls that failed")):
+            counter = _counter(name, doc)
+            counter.add_metric([], stats[key])
+            yield counter
 
     @staticmethod
     def _events(db: EngineState) -> Iterator[Metric]:

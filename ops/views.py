@@ -25,6 +25,7 @@ class EngineState(Protocol):
     store: BlobStore
     events: EventBus
     collections: dict[str, Collection]
+    follower_stats: Callable[[], dict[str, Any]] | None
 
     @property
     def wal_bytes(self) -> int: ...
@@ -34,6 +35,9 @@ class EngineState(Protocol):
 
     @property
     def migrating(self) -> bool: ...
+
+    @property
+    def shipping(self) -> dict[str, Any] | None: ...
 
     def collection_items(self) -> list[tuple[str, Collection]]: ...
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Protocol, Self, TypeVar
+from typing import Final, Protocol, Self, TypeVar, runtime_checkable
 
 from .blobid import BlobId
 from .datadir import DataDir
@@ -38,6 +38,17 @@ class BlobStore(Protocol):
     async def list(self) -> list[BlobId]: ...
     async def get_root(self) -> BlobId | None: ...
     async def set_root(self, new: BlobId, expected: BlobId | None) -> None: ...
+
+
+@runtime_checkable
+class HeadPointer(Protocol):
+    """A second mutable pointer beside the root: the replication head, naming the shipped WAL
+    chunks after a manifest (see :mod:`s5vec.engine.shipping`). ``set_head`` is
+    compare-and-set (RootConflict when the head is not ``expected``): a writer that finds
+    the head moved by someone else has been replaced and must stop."""
+
+    async def get_head(self) -> BlobId | None: ...
+    async def set_head(self, new: BlobId, expected: BlobId | None) -> None: ...
 
 
 class OpenClose:
@@ -220,6 +231,38 @@ class LocalBlobStore:
             except OSError as exc:
                 self._count("errors", "root")
                 raise os_failure("cannot swap the root pointer", exc) from exc
+
+    def get_head_sync(self) -> BlobId | None:
+        path = DataDir(self._root).head_file
+        try:
+            text = path.read_text().strip()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise os_failure("cannot read the replication head", exc) from exc
+        try:
+            return BlobId.parse(text)
+        except ValueError:
+            raise BlobCorrupt(f"replication head file holds no blob id: {text[:80]!r}") from None
+
+    def set_head_sync(self, new: BlobId, expected: BlobId | None) -> None:
+        with self._root_lock:
+            current = self.get_head_sync()
+            if current != expected:
+                raise RootConflict(f"replication head is {current}, expected {expected}")
+            self._write_head(new)
+
+    def _write_head(self, new: BlobId) -> None:
+        try:
+            write_atomic(DataDir(self._root).head_file, (new.base32() + "\n").encode())
+        except OSError as exc:
+            raise os_failure("cannot replace the replication head", exc) from exc
+
+    async def get_head(self) -> BlobId | None:
+        return await self._run(self.get_head_sync)
+
+    async def set_head(self, new: BlobId, expected: BlobId | None) -> None:
+        await self._run(self.set_head_sync, new, expected)
 
     async def put(self, data: bytes) -> BlobId:
         return await self._run(self.put_sync, data)

@@ -132,6 +132,29 @@ class BridgeBlobStore(RemoteBlobStore):
         except ValueError:
             raise BlobCorrupt(f"bridge root file holds no blob id: {text[:80]!r}") from None
 
+    async def get_head(self) -> BlobId | None:
+        """The replication head (a ``HEAD`` file beside ``ROOT``), or None."""
+        reply = await self._http.request("get_head", "GET", f"{self._dir}/HEAD", auth=True)
+        if reply.status == 404:
+            return None
+        if reply.status != 200:
+            raise self._refused("get_head", reply)
+        text = reply.body.decode("utf-8", "replace").strip()
+        try:
+            return BlobId.parse(text)
+        except ValueError:
+            raise BlobCorrupt(f"bridge head file holds no blob id: {text[:80]!r}") from None
+
+    async def set_head(self, new: BlobId, expected: BlobId | None) -> None:
+        """Read, compare, write: compare-and-set within this process only (like the root)."""
+        current = await self.get_head()
+        if current != expected:
+            raise RootConflict(f"replication head is {current}, expected {expected}")
+        reply = await self._http.request("set_head", "PUT", f"{self._dir}/HEAD",
+                                         data=(new.base32() + "\n").encode(), auth=True)
+        if not 200 <= reply.status < 300:
+            raise self._refused("set_head", reply)
+
     async def set_root(self, new: BlobId, expected: BlobId | None) -> None:
         """Read, compare, write: atomic against this store's other calls, best effort across
         processes (see the class docstring). Raises RootConflict, BackendUnavailable."""

@@ -7,6 +7,7 @@ Layout::
     <data_dir>/
       ROOT                 the current manifest's blob id (atomically replaced)
       BACKUPS              the backup catalog's blob id
+      HEAD                 the replication head's blob id (local storage with WAL shipping)
       wal/<first LSN>.wal  write-ahead log segments
       blobs/xx/b<blob id>  immutable CBOR+zstd blobs (local storage)
       tmp/                 scratch files, emptied at every start
@@ -30,6 +31,7 @@ from typing import Final
 from .errors import StorageError
 
 ROOT_FILE: Final = "ROOT"
+HEAD_FILE: Final = "HEAD"
 BACKUPS_FILE: Final = "BACKUPS"
 
 
@@ -42,6 +44,11 @@ class DataDir:
     @property
     def root_file(self) -> Path:
         return self.path / ROOT_FILE
+
+    @property
+    def head_file(self) -> Path:
+        """The last published replication head (shipped WAL chunks after a manifest)."""
+        return self.path / HEAD_FILE
 
     @property
     def backups_file(self) -> Path:

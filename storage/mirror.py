@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from .blobid import BlobId
-from .blobstore import BlobStore, OpenClose, write_atomic
+from .blobstore import BlobStore, HeadPointer, OpenClose, write_atomic
 from .errors import BackendUnavailable, BlobCorrupt, StorageError
 
 T = TypeVar("T")
@@ -130,6 +130,19 @@ class RootMirror(OpenClose):
                             remote, copy)
             await self._run(self._write_copy, remote)
         return remote
+
+    async def get_head(self) -> BlobId | None:
+        """The remote's replication head (not mirrored: it is only useful while the remote
+        answers). Raises StorageError when the remote has no head pointer."""
+        return await self._head_store().get_head()
+
+    async def set_head(self, new: BlobId, expected: BlobId | None) -> None:
+        await self._head_store().set_head(new, expected)
+
+    def _head_store(self) -> HeadPointer:
+        if not isinstance(self.remote, HeadPointer):
+            raise StorageError(f"{type(self.remote).__name__} has no replication head pointer")
+        return self.remote
 
     async def set_root(self, new: BlobId, expected: BlobId | None) -> None:
         """Compare-and-set on the remote, then replace the local copy.

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import aiohttp
 import base58
@@ -44,7 +44,7 @@ from .s5.registry import (
     sign_challenge,
     sign_entry,
 )
-from .s5.seed import Identity
+from .s5.seed import Identity, dhs
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ _REGISTRY_VERDICTS: Final = (REVISION_TOO_LOW, "Invalid signature", "Data too lo
 _INLINE_CPU_BYTES: Final = 64 * 1024
 _JOURNAL: Final = "journal"
 _NONCE_CONTEXT: Final = b"s5vec blob nonce v1"
+HEAD_KEY_CONTEXT: Final = b"s5vec wal head"
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -462,6 +463,8 @@ class PortalBlobStore(RemoteBlobStore):
         self._registered = False
         self._login_lock = asyncio.Lock()
         self._login_round = 0
+        self._head_lock = asyncio.Lock()
+        self._head_known: RegistryEntry | None | Literal[False] = False  # head entry last read or written
 
     async def open(self) -> None:
         """Open the HTTP session and load the upload journal; no network traffic."""
@@ -578,8 +581,8 @@ class PortalBlobStore(RemoteBlobStore):
             raise StorageError("this portal store has no registry key, so it has no root pointer")
         return self._keys.registry_seed
 
-    async def _read_entry(self, op: str) -> RegistryEntry | None:
-        pk = public_key_of(self._registry_key())
+    async def _read_entry(self, op: str, seed: bytes | None = None) -> RegistryEntry | None:
+        pk = public_key_of(seed or self._registry_key())
         reply = await self._http.request(op, "GET", "s5/registry", params={"pk": b64url(pk)})
         if reply.status == 404:
             return None
@@ -633,3 +636,48 @@ class PortalBlobStore(RemoteBlobStore):
                 if REVISION_TOO_LOW not in reply.text:
                     raise self._refused("set_root", reply)
         raise RootConflict(f"root pointer kept changing; gave up after {self._root_retries} attempts")
+
+    # -- replication head ---------------------------------------------------------------
+
+    def _head_key(self) -> bytes:
+        """A second registry entry of the same phrase: ``dhs(root registry seed, "s5vec wal head")``."""
+        return dhs(self._registry_key(), HEAD_KEY_CONTEXT)
+
+    async def get_head(self) -> BlobId | None:
+        """The blob the replication head entry points at, or None if it was never set."""
+        entry = await self._read_entry("get_head", self._head_key())
+        self._head_known = entry
+        return self._pointer(entry)
+
+    async def set_head(self, new: BlobId, expected: BlobId | None) -> None:
+        """Compare-and-set the head entry from ``expected`` to ``new``. The entry last read
+        or written is remembered, so a steady shipper costs one registry write and no read:
+        if anyone else wrote since, the portal answers "Revision number too low", the entry
+        is re-read, and a head that is no longer ``expected`` raises RootConflict.
+        Raises RootConflict, BackendUnavailable."""
+        seed = self._head_key()
+        data = pointer_data(new)
+        async with self._head_lock:
+            known = self._head_known
+            if known is False or self._pointer(known) != expected:  # never read, or not what the caller saw
+                await self.get_head()
+                known = self._head_known
+            for _ in range(self._root_retries):
+                assert known is not False
+                if self._pointer(known) != expected:
+                    raise RootConflict(f"replication head is {self._pointer(known)}, expected {expected}")
+                sent = sign_entry(seed, 0 if known is None else known.revision + 1, data)
+                reply = await self._http.request(
+                    "set_head", "POST", "s5/registry", json_body=sent.to_json(), auth=True,
+                    final=lambda r: any(v in r.text for v in _REGISTRY_VERDICTS))
+                if 200 <= reply.status < 300:
+                    self._head_known = sent
+                    return
+                if REVISION_TOO_LOW not in reply.text:
+                    raise self._refused("set_head", reply)
+                current = await self._read_entry("set_head", seed)
+                if current is not None and (current.revision, current.data) == (sent.revision, sent.data):
+                    self._head_known = sent
+                    return  # an earlier attempt landed although its reply was lost
+                self._head_known = known = current
+        raise BackendUnavailable(f"replication head kept changing; gave up after {self._root_retries} attempts")

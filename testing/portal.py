@@ -371,12 +371,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--list-shape", choices=("names", "entries"), default="names")
     parser.add_argument("--no-auth", action="store_true", help="accept writes without a token")
     parser.add_argument("--max-upload-bytes", type=int, default=DEFAULT_MAX_UPLOAD_BYTES)
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay before handling every request")
     args = parser.parse_args(argv)
+    if args.latency_ms < 0:
+        parser.error("--latency-ms must not be negative")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.bridge:
         app = create_test_bridge(list_shape=args.list_shape, max_body_bytes=args.max_upload_bytes)
     else:
         app = create_test_portal(require_auth=not args.no_auth, max_upload_bytes=args.max_upload_bytes)
+    app[FAULTS].latency = args.latency_ms / 1000.0
     logger.info("test %s listening on http://%s:%d", "bridge" if args.bridge else "portal", args.host, args.port)
     web.run_app(app, host=args.host, port=args.port, print=None)
 

@@ -81,8 +81,9 @@ def free_port() -> int:
 class Daemon:
     """``s5vec serve`` as a subprocess on a free port."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
         self.data_dir = data_dir
+        self.args = args  # more ``serve`` arguments (e.g. ``--follow``)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **(env or {})}
@@ -95,7 +96,7 @@ class Daemon:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "s5vec.daemon.cli", "serve", "--data-dir", str(self.data_dir),
-                 "--port", str(self.port)], stdout=log, stderr=subprocess.STDOUT, env=self.env)
+                 "--port", str(self.port), *self.args], stdout=log, stderr=subprocess.STDOUT, env=self.env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"daemon exited early:\n{self.log.read_text()[-3000:]}"

@@ -42,6 +42,26 @@ RUNS: Final = (
     ("filterbomb.json", "Filter bombs", ("huge, deep and slow filters sent with a read key must be refused or "
                                          "cut off by the search time limit while reads by id, health and "
                                          "metrics keep answering, and SIGTERM still ends the daemon promptly")),
+    ("replication.json", "Replication: write acknowledgement", (
+        "single-vector upserts against the S5 portal double (a subprocess, encrypted blobs, signed "
+        "registry) with 0 and 50 ms injected on every portal request: `local` acknowledges after the "
+        "local fsync, `replicated` after the WAL chunk holding the write is stored and the head naming "
+        "it published; a fresh node with only the phrase must then hold every replicated write")),
+    ("followers.json", "Followers: lag at 1,000 writes/s, ready time at 100k vectors", (
+        "a writer (local durability, shipping every 1 s) and a follower (polling every 250 ms) on the portal "
+        "double: the time from the writer applying an LSN to the follower applying it at a steady 1,000 "
+        "writes/s; then a new follower from the phrase alone over 100k MiniLM vectors (99k in the manifest, "
+        "1k only in shipped chunks), timed from start to open and caught up")),
+    ("failover-etcd.json", "Failover through etcd behind HAProxy (replicated)", (
+        "1 writer + 2 followers + HAProxy (systemd/haproxy-s5vec.cfg) + a one-member etcd (5 s lease) on the "
+        "portal double, 8 threads searching and 8 writing through HAProxy (500 writes/s offered); the writer "
+        "is SIGKILLed and a follower takes over by itself: no read may fail, every acknowledged write must be "
+        "on the new writer (checked id by id)")),
+    ("failover-promote.json", "Failover by `s5vec promote --force` behind HAProxy (replicated)", (
+        "the same without etcd: one second after the SIGKILL a follower is promoted by hand")),
+    ("failover-etcd-local.json", "Failover through etcd behind HAProxy (local durability)", (
+        "the etcd run with durability local: acknowledged writes of the last shipping interval (200 ms here) "
+        "may be lost, and are counted")),
 )
 # Figures worth a line in the overview when a summary has them (looked up at any depth).
 HEADLINE_KEYS: Final = ("kills", "faults_injected", "decoder_inputs", "http_calls", "ws_frames", "ndjson_lines",

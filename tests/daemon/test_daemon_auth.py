@@ -55,6 +55,8 @@ TABLE: Final[dict[tuple[str, str], Row]] = {
     ("GET", "/metrics"): Row(None, "/metrics"),  # public on loopback: see test_metrics_scope_*
     ("GET", f"{API}/ws"): Row(None, f"{API}/ws"),  # authenticates itself: see the WebSocket tests
     ("GET", f"{API}/collections"): Row("read", f"{API}/collections"),
+    ("GET", f"{API}/replication/role"): Row("read", f"{API}/replication/role"),
+    ("POST", f"{API}/admin/promote"): Row("admin", f"{API}/admin/promote", ok=(409,)),  # 409: a writer already
     ("POST", f"{API}/collections"): Row("write", f"{API}/collections", {"name": "w", "dimension": 2}, (201, 200)),
     ("GET", f"{API}/collections/{{c}}"): Row("read", f"{API}/collections/v"),
     ("DELETE", f"{API}/collections/{{c}}"): Row("write", f"{API}/collections/doomed", ok=(200, 204, 404)),
