@@ -86,7 +86,7 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
     body: dict[str, str] = {"code": code, "message": message}
     if field:
         body["field"] = field
-    return web.Response(status=status, body=_ENCODER.encode({"error": body}),
+    return web.Response(status=status, body=_ENCODER.encode({"error": body}) + b"\n",
                         content_type="application/json", headers=headers)
 
 
