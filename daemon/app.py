@@ -17,7 +17,7 @@ from aiohttp import web
 from s5vec.engine import Database, EventBus, Executors
 from s5vec.ops import Metrics
 
-from . import admin, bulk, ingest, mcp_http, monitoring, rest, sse, ws
+from . import admin, bulk, console, ingest, mcp_http, monitoring, rest, sse, ws
 from .auth import KeyRing, make_auth_middleware
 from .backend import open_store
 from .cache import QueryCache
@@ -32,7 +32,7 @@ from .systemd import Notifier
 # Which table each route is in. The read table is mounted first: aiohttp tries the routes of
 # one prefix in the order they were added, and the search route must be tried first.
 ROUTE_TABLES: Final[dict[str, tuple[web.RouteTableDef, ...]]] = {
-    "read": (rest.read_routes, sse.routes, ws.routes, monitoring.read_routes, mcp_http.routes),
+    "read": (rest.read_routes, sse.routes, ws.routes, monitoring.read_routes, mcp_http.routes, console.routes),
     "write": (rest.write_routes, ingest.routes, bulk.routes),
     "admin": (admin.routes, monitoring.admin_routes),
 }
