@@ -873,8 +873,8 @@ async def _storage(client: AsyncClient, args: argparse.Namespace, out: Output) -
 
     def text() -> str:
         storage = data["storage"]
-        lines = [f"{key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}"
-                 for key, value in storage.items()]
+        # JSON values (true, null, "text" unquoted), never Python reprs (True, None)
+        lines = [f"{key}: {value if isinstance(value, str) else json.dumps(value)}" for key, value in storage.items()]
         lines += [f"wal_bytes: {data['wal_bytes']}", f"applied_lsn: {data['applied_lsn']}",
                   f"checkpoint_lsn: {data['checkpoint_lsn']}"]
         return "\n".join(lines)
