@@ -116,7 +116,7 @@ def describe(exc: BaseException) -> tuple[int, str, str, str | None, dict[str, s
         return exc.status, _HTTP_CODES.get(exc.status, "http_error"), text or exc.reason, None, headers
     for kind, status, code in STATUS:
         if isinstance(exc, kind):
-            if isinstance(exc, InvalidRecord):
+            if isinstance(exc, (InvalidRecord, CollectionExists)):
                 return status, code, str(exc), exc.field, None
             if status >= 500:
                 log.error("%s: %s", code, exc)

@@ -47,3 +47,32 @@ def test_scheduler_bookkeeping_stays_out_of_the_info_log() -> None:
     finally:
         logging.getLogger().removeHandler(handler)
         logs.set_level("warning")
+
+
+async def test_a_conflicting_create_names_the_settings_that_differ(client: Any) -> None:
+    assert (await client.post("/api/v1/collections", json={"name": "v", "dimension": 4})).status == 201
+    same = await client.post("/api/v1/collections", json={"name": "v", "dimension": 4})
+    assert same.status == 200
+    clash = await client.post("/api/v1/collections", json={"name": "v", "dimension": 8, "hnsw": {"m": 32}})
+    error = (await clash.json())["error"]
+    assert clash.status == 409 and error["code"] == "collection_exists" and error["field"] == "dimension"
+    assert "dimension is 4, not 8" in error["message"] and "hnsw.m is 16, not 32" in error["message"]
+
+
+async def test_an_unknown_websocket_type_lists_the_valid_ones(client: Any) -> None:
+    async with client.ws_connect("/api/v1/ws") as ws:
+        await ws.send_json({"type": "serch", "id": 1})
+        reply = await ws.receive_json()
+        assert reply["id"] == 1 and reply["error"]["field"] == "type"
+        assert reply["error"]["message"].startswith("unknown type 'serch'; valid types: auth, ping, upsert,")
+        assert "subscribe_query" in reply["error"]["message"]
+        await ws.send_json({"id": 2})
+        reply = await ws.receive_json()
+        assert "missing required field 'type'; valid types:" in reply["error"]["message"]
+
+
+async def test_tune_on_too_few_records_claims_nothing(client: Any) -> None:
+    assert (await client.post("/api/v1/collections", json={"name": "tiny", "dimension": 2})).status == 201
+    await client.post("/api/v1/collections/tiny/vectors", json={"id": "a", "vector": [1, 0]})
+    answer = await (await client.post("/api/v1/collections/tiny/tune", json={"target_recall": 0.99})).json()
+    assert answer["met"] is None and "too few records" in answer["note"]
