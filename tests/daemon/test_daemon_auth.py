@@ -54,6 +54,9 @@ TABLE: Final[dict[tuple[str, str], Row]] = {
     ("GET", "/openapi.json"): Row(None, "/openapi.json"),
     ("GET", "/metrics"): Row(None, "/metrics"),  # public on loopback: see test_metrics_scope_*
     ("GET", f"{API}/ws"): Row(None, f"{API}/ws"),  # authenticates itself: see the WebSocket tests
+    # the console's static files hold no data; the page calls the API with the user's key
+    ("GET", "/ui"): Row(None, "/ui", ok=(200, 308)),
+    ("GET", "/ui/{name}"): Row(None, "/ui/console.js"),
     ("GET", f"{API}/collections"): Row("read", f"{API}/collections"),
     ("POST", f"{API}/collections"): Row("write", f"{API}/collections", {"name": "w", "dimension": 2}, (201, 200)),
     ("GET", f"{API}/collections/{{c}}"): Row("read", f"{API}/collections/v"),
