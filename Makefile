@@ -30,16 +30,18 @@ $(STAMP): $(RUNTIME) tools/pyproject.toml
 install: $(STAMP)
 
 # Tools the tests drive for real: promtool + prometheus (Debian's `prometheus`),
-# systemd-analyze (Debian's `systemd`) and a headless browser for the console (Debian's
-# `chromium`, driven by Playwright). Installed with apt when missing and we are root.
+# systemd-analyze (Debian's `systemd`), a headless browser for the console (Debian's
+# `chromium`, driven by Playwright) and what builds and runs the container image
+# (`mmdebstrap`, `podman`, `runc`). Installed with apt when missing and we are root.
 tools:
 	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null \
-	    || ! command -v systemd-analyze >/dev/null || ! command -v chromium >/dev/null; then \
+	    || ! command -v systemd-analyze >/dev/null || ! command -v chromium >/dev/null \
+	    || ! command -v mmdebstrap >/dev/null || ! command -v podman >/dev/null || ! command -v runc >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	      prometheus systemd chromium >/dev/null; \
+	      prometheus systemd chromium mmdebstrap podman runc >/dev/null; \
 	  else \
-	    echo "make tools: promtool/prometheus/systemd-analyze/chromium missing and apt-get unavailable (not root?)"; \
+	    echo "make tools: promtool/prometheus/systemd-analyze/chromium/mmdebstrap/podman/runc missing and apt-get unavailable (not root?)"; \
 	  fi; \
 	fi
 
