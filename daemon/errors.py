@@ -89,7 +89,7 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
     body: dict[str, str] = {"code": code, "message": message}
     if field:
         body["field"] = field
-    return web.Response(status=status, body=_ENCODER.encode({"error": body}),
+    return web.Response(status=status, body=_ENCODER.encode({"error": body}) + b"\n",
                         content_type="application/json", headers=headers)
 
 
@@ -119,7 +119,7 @@ def describe(exc: BaseException) -> tuple[int, str, str, str | None, dict[str, s
         return exc.status, _HTTP_CODES.get(exc.status, "http_error"), text or exc.reason, None, headers
     for kind, status, code in STATUS:
         if isinstance(exc, kind):
-            if isinstance(exc, InvalidRecord):
+            if isinstance(exc, (InvalidRecord, CollectionExists)):
                 return status, code, str(exc), exc.field, None
             if status >= 500:
                 log.error("%s: %s", code, exc)

@@ -81,6 +81,13 @@ def configure(level: str, fmt: str = "text", stream: TextIO | None = None,
     return handler
 
 
+# Libraries whose INFO lines narrate their own bookkeeping ("Adding job tentatively"): shown
+# at debug level only; their warnings and errors always.
+_CHATTY: Final = ("apscheduler",)
+
+
 def set_level(level: str) -> None:
     """Change the level of every logger that follows the root (SIGHUP reload)."""
     logging.getLogger().setLevel(level.upper())
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING)

@@ -244,7 +244,7 @@ def _name_operations(paths: dict[str, Any]) -> None:
 # the socket is named here instead of under paths, as FastAPI does for its WebSocket routes.
 WEBSOCKET_NOTE: Final = ("Also served: the WebSocket API at /api/v1/ws (GET with Upgrade: websocket; JSON frames: "
                          "upsert, search, subscribe to the change feed, standing queries; authenticate with the "
-                         "bearer header or a first {\"type\": \"auth\"} frame). See the README.")
+                         "bearer header or a first {\"type\": \"auth\"} frame). See docs/live-feeds.md.")
 
 
 def build_openapi(version: str) -> dict[str, Any]:

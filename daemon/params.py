@@ -18,7 +18,8 @@ from .wire import DECODERS, ENCODER, decode_json
 
 
 def reply(obj: Any, status: int = 200) -> web.Response:
-    return web.Response(body=ENCODER.encode(obj), status=status, content_type="application/json")
+    """``obj`` as a JSON body that ends with a newline (a shell prompt after ``curl`` starts on its own line)."""
+    return web.Response(body=ENCODER.encode(obj) + b"\n", status=status, content_type="application/json")
 
 
 async def decode(request: web.Request, kind: type[Any]) -> Any:

@@ -131,6 +131,8 @@ async def serve(config: Config, reload: Callable[[], Config], notifier: Notifier
                 for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     loop.remove_signal_handler(signum)
                 notifier.status("stopped")
+                if listening:
+                    log.info("stopped")
     return app[RESTART].env
 
 

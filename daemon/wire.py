@@ -350,6 +350,13 @@ def _suggest(kind: Any, name: str) -> str | None:
     return close[0] if close else None
 
 
+def _tags(kind: Any) -> list[str]:
+    """The tags of a union of tagged Structs (the WebSocket message types), else []."""
+    members = typing.get_args(kind) if isinstance(kind, types.UnionType) else ()
+    return [str(m.__struct_config__.tag) for m in members
+            if isinstance(m, type) and issubclass(m, Struct) and m.__struct_config__.tag is not None]
+
+
 def field_error(kind: Any, exc: msgspec.ValidationError) -> FieldValidationError:
     """``exc`` as a FieldValidationError naming its dotted field: an unknown field says which
     one was probably meant, a bare array where an object of one list was expected says how
@@ -359,6 +366,12 @@ def field_error(kind: Any, exc: msgspec.ValidationError) -> FieldValidationError
     text, path = match["text"], match["path"] or ""
     prefix = path.lstrip(".") + "." if path else ""
     unknown, missing = _UNKNOWN.match(text), _MISSING.match(text)
+    tags = _tags(kind)
+    if tags and path == ".type" and text.startswith("Invalid value "):
+        return FieldValidationError(f"unknown type {text.removeprefix('Invalid value ')}; valid types: "
+                                    + ", ".join(tags), "type")
+    if tags and not path and missing and missing["name"] == "type":
+        return FieldValidationError("missing required field 'type'; valid types: " + ", ".join(tags), "type")
     if unknown:
         name = unknown["name"]
         struct = _struct_at(kind, path)

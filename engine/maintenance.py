@@ -96,7 +96,7 @@ class Maintenance:
             log.info("calibrated %s for recall %.2f in %.1fs: ef %s, nprobe %s, rerank %s, recall %s%s",
                      coll.config.name, result["target"], time.perf_counter() - started, result.get("ef"),
                      result.get("nprobe"), result.get("rerank"), result.get("recall"),
-                     "" if result["met"] else " (target not met: the most accurate setting tried is kept)")
+                     "" if result["met"] is not False else " (target not met: the most accurate setting tried is kept)")
 
     async def retrain_codebooks(self) -> list[str]:
         """Train a new shared codebook for every collection whose historical rows outgrew

@@ -50,8 +50,9 @@ class Reads:
     def collection_items(self) -> list[tuple[str, Collection]]:
         """The collections as ``(name, collection)`` pairs, one consistent snapshot; safe on
         any thread while the writer creates and drops collections. A collection in it may be
-        dropped by the time it is used (it then holds its last state)."""
-        return list(self.collections.items())
+        dropped by the time it is used (it then holds its last state). Sorted by name, so
+        every listing has one order whatever the creation or recovery order was."""
+        return sorted(self.collections.items())
 
     def collection(self, name: str) -> Collection:
         """The live collection called ``name``; raises CollectionNotFound."""

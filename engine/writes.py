@@ -29,7 +29,7 @@ from s5vec.index import (
     prepare_batch,
 )
 from s5vec.index.filters import check_filter_size
-from s5vec.index.records import MAX_METADATA_BYTES, check_metadata_depth, merge_patch
+from s5vec.index.records import MAX_METADATA_BYTES, check_metadata_depth, definition_conflict, merge_patch
 from s5vec.index.schema import SCHEMAS
 from s5vec.storage import (
     StorageError,
@@ -249,7 +249,7 @@ class Writes:
                 if name in names:
                     existing = self.collections.get(name)
                     if existing is not None and existing.config != op.config:
-                        results[position] = CollectionExists(f"collection {name!r} exists with a different definition")
+                        results[position] = definition_conflict(existing.config, op.config)
                     else:
                         results[position] = False
                     continue

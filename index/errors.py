@@ -37,7 +37,12 @@ class CollectionNotFound(IndexError_):
 
 
 class CollectionExists(IndexError_):
-    """A collection with that name exists with a different definition."""
+    """A collection with that name exists with a different definition; ``field`` names the
+    first setting that differs (as the API spells it), when known."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class RecordNotFound(IndexError_):

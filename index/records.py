@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import re
 import time
@@ -403,7 +405,29 @@ def _safe_id(value: object) -> str | None:
 
 
 
+# CollectionConfig's fields as the create request spells them
+_API_NAMES: Final = {"hnsw_m": "hnsw.m", "ef_construction": "hnsw.ef_construction", "ef_search": "hnsw.ef_search",
+                     "ivf_quantizer": "ivf.quantizer", "ivf_nlist": "ivf.nlist", "ivf_nprobe": "ivf.nprobe",
+                     "ivf_rerank": "ivf.rerank", "payload": "payload_indexes"}
+
+
+def definition_conflict(existing: CollectionConfig, wanted: CollectionConfig) -> CollectionExists:
+    """The CollectionExists for a create of ``wanted`` where ``existing`` is: it names every
+    setting that differs, with the existing value, and the first one as the field."""
+    differ = [f.name for f in dataclasses.fields(CollectionConfig)
+              if getattr(existing, f.name) != getattr(wanted, f.name)]
+
+    def shown(value: object) -> str:
+        return json.dumps(dict(value) if isinstance(value, tuple) else value)
+
+    details = "; ".join(f"{_API_NAMES.get(n, n)} is {shown(getattr(existing, n))}, not {shown(getattr(wanted, n))}"
+                        for n in differ)
+    return CollectionExists(f"collection {existing.name!r} exists with a different definition: {details} "
+                            f"(drop it first, or create it as it is)",
+                            _API_NAMES.get(differ[0], differ[0]) if differ else None)
+
+
 def check_same_definition(existing: CollectionConfig, wanted: CollectionConfig) -> None:
     """Raise CollectionExists if ``wanted`` differs from ``existing``."""
     if existing != wanted:
-        raise CollectionExists(f"collection {existing.name!r} exists with a different definition")
+        raise definition_conflict(existing, wanted)

@@ -24,9 +24,8 @@ from s5vec.daemon import create_app, load_config
 from s5vec.daemon.runner import DaemonRunner
 
 REPO = Path(__file__).resolve().parents[1]
+# the shared data sets sit beside the checkout (../shared), or where $S5VEC_SHARED says
 SHARED = Path(os.environ.get("S5VEC_SHARED", REPO.parent / "shared"))
-if not SHARED.is_dir() and Path("/work/shared").is_dir():
-    SHARED = Path("/work/shared")  # a clone outside the workplace tree
 DATA = SHARED / "data" / "minilm-100k"
 
 

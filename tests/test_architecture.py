@@ -128,3 +128,11 @@ def test_only_the_app_factory_imports_the_rest_handlers() -> None:
             elif isinstance(node, ast.Import) and any(a.name == "s5vec.daemon.rest" for a in node.names):
                 importers.add(path.relative_to(REPO).as_posix())
     assert importers == {"daemon/app.py"}
+
+
+def test_tests_and_tools_find_the_shared_data_beside_the_checkout_not_at_an_absolute_path() -> None:
+    """`../shared` relative to the repository (or $S5VEC_SHARED): a clone anywhere works."""
+    for folder in ("tests", "tools"):
+        for path in (REPO / folder).rglob("*.py"):
+            assert '"/' + 'work' not in path.read_text(), path.relative_to(REPO)
+    assert "/" + "work" not in (REPO / "Makefile").read_text()

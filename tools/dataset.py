@@ -25,8 +25,6 @@ GT_K = 100
 def default_data_dir() -> Path:
     """``<repo>/../shared/data/minilm-100k`` (the shared benchmark data set)."""
     shared = Path(os.environ.get("S5VEC_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
-    if not shared.is_dir() and Path("/work/shared").is_dir():
-        shared = Path("/work/shared")
     return shared / "data" / "minilm-100k"
 
 

@@ -35,6 +35,10 @@ from s5vec.engine.memory import release_free_memory
 
 from .dataset import default_data_dir, load_arrays, recall_at_k
 from .report import MIB, f, finish, mib, table
+
+# a slots dataclass's class attribute is its member descriptor, not the default: read the field
+SEGMENT_RECORDS_DEFAULT: Final = next(f.default for f in dataclasses.fields(CollectionConfig)
+                                      if f.name == "segment_records")
 from .stats import cpu_seconds, latency_summary, machine_info, proc_status_bytes, rss_bytes
 from .synthetic import (FILTER_KINDS, HISTORICAL_MARGIN_S, TARGETS, Catalogue, FilterCase, day_anchor, filter_cases,
                         make_catalogue)
@@ -467,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
                              f"rounds (default: all at once up to {AUTO_ROUNDS_ABOVE}, {AUTO_ROUND} above)")
     parser.add_argument("--segment-records", type=int, default=None,
                         help="most records per historical segment (default: the collection default, "
-                             f"{CollectionConfig.segment_records}; 100000 gives the layout before 2026-12-07)")
+                             f"{SEGMENT_RECORDS_DEFAULT}; 100000 gives the layout before 2026-12-07)")
     parser.add_argument("--daemon-order", action="store_true",
                         help="also time drain-first-then-migrate on a second collection (slow at large scale)")
     parser.add_argument("--out", type=Path, default=Path("bench-hybrid.json"), help="JSON results (default: %(default)s)")

@@ -20,7 +20,9 @@ import numpy as np
 from s5vec.index import Collection, CollectionConfig, SearchSpec, prepare_batch, RawItem
 from s5vec.index.segment import train_codebook
 
-DATA = Path("/work/shared/data/minilm-100k")
+from s5vec_tools.dataset import default_data_dir
+
+DATA = default_data_dir()
 DAY = 86_400.0
 
 

@@ -51,6 +51,7 @@ from typing import Any, Final
 import numpy as np
 
 from .daemon_proc import Daemon, DaemonError, parse_settings
+from .dataset import default_data_dir
 from .stats import cpu_seconds, machine_info, rss_bytes
 
 COLLECTION: Final = "soak"
@@ -62,7 +63,7 @@ MIN_MEMORY_CHECK_S: Final = 300.0
 REPORT_S: Final = 1.0  # how often a worker sends its counts
 SOAK_CONFIG: Final = ("[events]\nwindow_events = 5000\nwindow_bytes = 8388608\nheartbeat_s = 5.0\n"
                       "[jobs]\ncompact_interval_s = 30.0\ntombstone_ratio = 0.1\n")
-DATA: Final = Path(os.environ.get("S5VEC_SHARED", "/work/shared")) / "data" / "minilm-100k"
+DATA: Final = default_data_dir()
 
 
 # ------------------------------------------------------------------ checks (pure)

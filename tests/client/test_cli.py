@@ -164,7 +164,9 @@ def test_storage_status_and_checkpoint(live: Daemon) -> None:
     checkpoint = s5vec(live, "storage", "checkpoint", "--json")
     assert checkpoint.returncode == 0 and "lsn" in js(checkpoint)
     text = s5vec(live, "storage", "status")
-    assert "reachable: True" in text.stdout and "checkpoint_lsn" in text.stdout
+    assert "reachable: true" in text.stdout and "checkpoint_lsn" in text.stdout and "mode: local" in text.stdout
+    assert "last_error: null" in text.stdout  # JSON values, not Python reprs
+    assert not {"True", "False", "None"} & set(text.stdout.replace(":", " ").split())
 
 
 def test_parquet_arrow_and_npy_files_import_in_bulk_and_are_searchable(live: Daemon, tmp_path: Path) -> None:
@@ -213,3 +215,12 @@ def test_a_bulk_import_the_server_refuses_exits_1_naming_the_file_and_rows(live:
     assert "bad.parquet rows 20..29" in result.stderr and "rows[5].vector" in result.stderr, result.stderr
     wrong = s5vec(live, "import", "k-bad", str(tmp_path / "bad.parquet"), "--vector-column", "emb")
     assert wrong.returncode == 2 and "no column 'emb'" in wrong.stderr
+
+
+def test_collections_list_in_name_order_whatever_the_creation_order(live: Daemon) -> None:
+    for name in ("zz-last", "aa-first", "mm-middle"):
+        assert s5vec(live, "collections", "create", name, "--dimension", "2").returncode == 0
+    names = [c["name"] for c in js(s5vec(live, "collections", "list", "--json"))]
+    assert names == sorted(names) and {"zz-last", "aa-first", "mm-middle"} <= set(names)
+    lines = s5vec(live, "collections", "list").stdout.splitlines()[1:]
+    assert [line.split()[0] for line in lines] == names

@@ -310,7 +310,7 @@ async def test_sync_client_works_with_a_running_event_loop_in_the_calling_thread
 
 
 def test_client_package_depends_only_on_aiohttp_and_msgspec() -> None:
-    for path in (REPO / "client").glob("*.py"):
+    for path in (REPO / "clients" / "python" / "client").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 assert not node.module.startswith("s5vec."), f"{path.name} imports {node.module}"
@@ -325,4 +325,4 @@ def test_idempotent_documentation_matches_the_methods() -> None:
     from s5vec.client import IDEMPOTENT
     methods = {name.split("(")[0] for name in IDEMPOTENT}
     assert methods <= set(dir(AsyncClient)), methods - set(dir(AsyncClient))
-    assert Path(REPO / "client" / "async_client.py").is_file()
+    assert Path(REPO / "clients" / "python" / "client" / "async_client.py").is_file()

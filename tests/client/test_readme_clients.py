@@ -1,4 +1,5 @@
-"""The README's "Python client" and "Command line" examples, run against a real daemon."""
+"""The Python client examples of docs/clients.md and the command-line example of docs/cli.md,
+run against a real daemon."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ README_URL = "http://127.0.0.1:7533"
 
 
 def blocks(language: str, title: str) -> list[str]:
-    text = (REPO / "README.md").read_text()
+    text = "".join((REPO / "docs" / page).read_text() for page in ("clients.md", "cli.md"))
     return re.findall(rf'```{language} title="{title}"\n(.*?)```', text, re.DOTALL)
 
 
@@ -26,7 +27,7 @@ def environment() -> dict[str, str]:
     return env
 
 
-def test_readme_has_client_and_cli_examples() -> None:
+def test_docs_have_client_and_cli_examples() -> None:
     assert len(blocks("python", "client-example")) >= 3
     assert len(blocks("sh", "cli-example")) >= 1
 

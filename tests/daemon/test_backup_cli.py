@@ -120,3 +120,28 @@ def test_bad_jobs_and_backup_settings_name_their_key(tmp_path: Path) -> None:
                             env={**os.environ, "S5VEC_JOBS__QUIET_HOURS": "25:00-26:00"})
     assert result.returncode == EX_CONFIG and "jobs.quiet_hours" in result.stderr
     assert s5vec("list", "--data-dir", str(tmp_path), env={"S5VEC_BACKUP__KEEP_LAST": "0"}).returncode == EX_CONFIG
+
+
+async def test_reading_commands_name_a_missing_directory_instead_of_creating_it(tmp_path: Path) -> None:
+    missing = tmp_path / "typo"
+    for action in (("list",), ("verify", "latest"), ("export", "latest", "-o", str(tmp_path / "x.s5vec"))):
+        done = s5vec(*action, "--data-dir", str(missing))
+        assert done.returncode == 3 and f"no data directory at {missing}" in done.stderr, done.stderr
+    assert not missing.exists()
+
+
+async def test_the_import_hint_is_a_command_that_restores_the_right_directory(tmp_path: Path) -> None:
+    import shlex
+    a, b = tmp_path / "a", tmp_path / "b"
+    await make(a, 0, 10)
+    expected = await records(a)
+    assert s5vec("create", "--data-dir", str(a)).returncode == 0
+    assert s5vec("export", "latest", "--data-dir", str(a), "-o", str(tmp_path / "x.s5vec")).returncode == 0
+    imported = s5vec("import", str(tmp_path / "x.s5vec"), "--data-dir", str(b))
+    assert imported.returncode == 0, imported.stderr
+    hint = imported.stdout.split("make it current with: ", 1)[1].strip()
+    assert hint.endswith(f"--data-dir {b}")
+    argv = shlex.split(hint)
+    assert argv[:3] == ["s5vec", "backup", "restore"]
+    assert s5vec(*argv[2:]).returncode == 0  # the helper runs `s5vec backup ...`
+    assert await records(b) == expected

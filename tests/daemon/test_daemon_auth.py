@@ -54,6 +54,9 @@ TABLE: Final[dict[tuple[str, str], Row]] = {
     ("GET", "/openapi.json"): Row(None, "/openapi.json"),
     ("GET", "/metrics"): Row(None, "/metrics"),  # public on loopback: see test_metrics_scope_*
     ("GET", f"{API}/ws"): Row(None, f"{API}/ws"),  # authenticates itself: see the WebSocket tests
+    # the console's static files hold no data; the page calls the API with the user's key
+    ("GET", "/ui"): Row(None, "/ui", ok=(200, 308)),
+    ("GET", "/ui/{name}"): Row(None, "/ui/console.js"),
     ("GET", f"{API}/collections"): Row("read", f"{API}/collections"),
     ("GET", f"{API}/replication/role"): Row("read", f"{API}/replication/role"),
     ("POST", f"{API}/admin/promote"): Row("admin", f"{API}/admin/promote", ok=(409,)),  # 409: a writer already

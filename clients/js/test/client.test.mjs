@@ -69,11 +69,11 @@ describe("against a daemon", () => {
     assert.equal(await daemon.close(), 0, "the daemon exits 0 on SIGTERM");
   });
 
-  test("the README example is this file, and it runs", async () => {
-    const readme = readFileSync(join(REPO, "README.md"), "utf8");
+  test("the docs' example (docs/clients.md) is this file, and it runs", async () => {
+    const readme = readFileSync(join(REPO, "docs", "clients.md"), "utf8");
     const blocks = [...readme.matchAll(/```js title="js-client-example"\n([\s\S]*?)```/g)].map((m) => m[1]);
-    assert.equal(blocks.length, 1, "one js-client-example block in README.md");
-    assert.equal(blocks[0], readFileSync(EXAMPLE, "utf8"), "README block == clients/js/examples/readme.mjs");
+    assert.equal(blocks.length, 1, "one js-client-example block in docs/clients.md");
+    assert.equal(blocks[0], readFileSync(EXAMPLE, "utf8"), "docs/clients.md block == clients/js/examples/readme.mjs");
     const { stdout } = await run(process.execPath, ["--experimental-websocket", EXAMPLE],
       { env: { ...process.env, S5VEC_URL: daemon.url }, timeout: 60_000 });
     assert.match(stdout, /^2 dimension_mismatch\n\[ 'intro', 'blue' \]\n404 record_not_found\nvector_added late\nresume later with lastEventId \d+\n$/);

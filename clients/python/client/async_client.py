@@ -360,7 +360,7 @@ class AsyncClient:
         """The ``k`` nearest records to ``vector`` passing ``filter`` (Mongo-style).
         ``ef``/``nprobe``/``rerank`` (historical candidates scored exactly) trade speed for
         recall per tier, overriding the collection's calibrated values; ``scoring`` adds time decay and
-        popularity boosts ({"decay": {...}, "popularity": {...}}, see the README). ``text``
+        popularity boosts ({"decay": {...}, "popularity": {...}}, see docs/api.md). ``text``
         instead of ``vector`` on a collection with an embedding model."""
         body = search_body(vector, k, filter, {
             "ef": ef, "ivf_nprobe": nprobe, "ivf_rerank": rerank, "include_metadata": include_metadata,

@@ -69,6 +69,15 @@ def add_global_options(parser: argparse.ArgumentParser) -> None:
 
 
 _VALUED_OPTIONS: Final = frozenset({"--url", "--api-key", "--timeout"})
+GLOBAL_OPTIONS_HELP: Final = f"""\
+options of the commands that talk to a running daemon (collections, upsert, import, export,
+search, get, delete, storage), before or after the command:
+  --url URL        daemon URL (default $S5VEC_URL or {DEFAULT_URL})
+  --api-key KEY    API key (default $S5VEC_API_KEY)
+  --json           print one JSON document on standard output (errors too)
+  --timeout S      seconds to wait for each answer (default 60)
+
+`s5vec COMMAND --help` describes each command."""
 
 
 def is_client_command(argv: Sequence[str]) -> bool:
@@ -864,8 +873,8 @@ async def _storage(client: AsyncClient, args: argparse.Namespace, out: Output) -
 
     def text() -> str:
         storage = data["storage"]
-        lines = [f"{key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}"
-                 for key, value in storage.items()]
+        # JSON values (true, null, "text" unquoted), never Python reprs (True, None)
+        lines = [f"{key}: {value if isinstance(value, str) else json.dumps(value)}" for key, value in storage.items()]
         lines += [f"wal_bytes: {data['wal_bytes']}", f"applied_lsn: {data['applied_lsn']}",
                   f"checkpoint_lsn: {data['checkpoint_lsn']}"]
         return "\n".join(lines)
