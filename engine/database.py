@@ -286,17 +286,22 @@ class Database(Reads, Writes, BulkWrites, Indexing, Checkpointing, Maintenance):
                 continue
             if lsn != self.applied_lsn + 1:
                 raise WalCorrupt(f"shipped WAL record {lsn} does not follow the applied LSN {self.applied_lsn}")
-            record = decode_record(lsn, payload)
-            try:
-                self._apply_record(record, None, changes, lsn)
-            except StorageError:
-                raise
-            except Exception as exc:  # a CRC-valid record this state cannot take: stop, skip nothing
-                raise WalCorrupt(f"shipped WAL record {lsn} ({record.__struct_config__.tag} on {record.c!r}) cannot "
-                                 f"be applied: {type(exc).__name__}: {exc}") from exc
-            self.applied_lsn = lsn
+            self._apply_logged(lsn, payload, changes, "shipped WAL record")
             count += 1
         return count, changes
+
+    def _apply_logged(self, lsn: int, payload: bytes, changes: list[Change], what: str) -> None:
+        """Apply one logged record (replayed or shipped) and advance ``applied_lsn``; a
+        CRC-valid record this state cannot take stops with WalCorrupt (nothing is skipped)."""
+        record = decode_record(lsn, payload)
+        try:
+            self._apply_record(record, None, changes, lsn)
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise WalCorrupt(f"{what} {lsn} ({record.__struct_config__.tag} on {record.c!r}) cannot be applied: "
+                             f"{type(exc).__name__}: {exc}") from exc
+        self.applied_lsn = lsn
 
     def _set_aside_diverged_wal(self, shipped: list[tuple[int, bytes]]) -> None:
         """Writer thread, at open: when the local WAL holds a record the shipped chain holds
@@ -333,15 +338,7 @@ class Database(Reads, Writes, BulkWrites, Indexing, Checkpointing, Maintenance):
         for lsn, payload in itertools.chain(local, self._adopt_shipped(shipped or [])):
             if shipper is not None and lsn > shipper.shipped_lsn:
                 shipper.add([(lsn, payload)])
-            record = decode_record(lsn, payload)
-            try:
-                self._apply_record(record, None, changes, lsn)
-            except StorageError:
-                raise
-            except Exception as exc:  # a CRC-valid record this state cannot take: stop, skip nothing
-                raise WalCorrupt(f"WAL record {lsn} ({record.__struct_config__.tag} on {record.c!r}) cannot be applied: "
-                                 f"{type(exc).__name__}: {exc}") from exc
-            self.applied_lsn = lsn
+            self._apply_logged(lsn, payload, changes, "WAL record")
             count += 1
             if len(changes) >= 1024:  # the bus trims its window as it goes
                 self.events.publish(changes)
