@@ -616,13 +616,6 @@ class IvfSegment:
             raise ValueError("segment: an exhaustive segment has no lists to scan")
         return _scan(ivf, self._check_queries(queries), max(1, min(int(fetch), self._n)), lists, list_dist, allowed)
 
-    def rerank(self, queries: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-``k`` of each query's own row of candidate positions ``ids`` (nq, w),
-        -1 entries trailing; same return convention as :meth:`search`."""
-        q = self._check_queries(queries)
-        with OmpThreads(1):
-            return self._top_k(q, np.ascontiguousarray(ids, np.int64), self._check_k(k), shared=False)
-
     def exact(self, queries: np.ndarray, k: int, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-``k`` among ``positions`` (any order; duplicates ignored) for each query,
         from the full-precision vectors; same return convention as :meth:`search`."""

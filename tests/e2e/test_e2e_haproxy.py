@@ -6,14 +6,11 @@ every acknowledged write must be on the new writer, checked id by id."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +19,7 @@ import numpy as np
 import pytest
 from conftest import REPO, Daemon, free_port
 from s5vec.storage.s5 import generate_phrase
+from s5vec_tools.failover import call
 from test_e2e_failover import daemons, etcd, portal  # noqa: F401  (fixtures)
 from test_s5_portal import ThreadPortal, portal_env
 
@@ -30,19 +28,7 @@ API = "/api/v1"
 CONFIG = REPO / "systemd" / "haproxy-s5vec.cfg"
 
 
-def request(method: str, url: str, body: Any = None, timeout: float = 10) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, method=method, data=data, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, json.load(resp)
-    except urllib.error.HTTPError as err:
-        try:
-            return err.code, json.load(err)
-        except ValueError:
-            return err.code, None
-    except OSError:
-        return 0, None
+request = call  # one JSON request, (status, body); 0 when the connection failed
 
 
 @pytest.fixture
